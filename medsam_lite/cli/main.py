@@ -15,6 +15,7 @@ from ..errors import InputError
 
 SUBCOMMANDS = {
     "segment": "medsam_lite.cli.segment",
+    "evaluate": "medsam_lite.cli.evaluate",
 }
 
 

@@ -1,0 +1,56 @@
+"""``medsam-lite evaluate``: DSC / NSD of challenge-format ``.npz`` predictions against ground truth."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+DESCRIPTION = """\
+Score prediction .npz files (key 'segs') against ground-truth .npz files of the same name
+(key 'gts'; 3D cases, whose names start with '3D', also 'spacing'), CVPR24 "MedSAM on Laptop"
+style: per case, DSC and NSD averaged over the label ids present in the ground truth; NSD = 0
+for a label whose DSC <= 0.2. A missing prediction scores 0 (warning). Cases that cannot be
+scored (shape mismatch, unreadable file, missing key) are listed and make the exit status 1.
+Writes metrics.csv, per_label.csv, summary.md and dsc_boxplot.png into --out."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``evaluate`` subcommand to ``subparsers``."""
+    p = subparsers.add_parser(
+        "evaluate", help="DSC / NSD of predictions against ground truth (challenge .npz format)",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pred", required=True, metavar="DIR", help="folder of prediction .npz files (key 'segs')")
+    p.add_argument("--gt", required=True, metavar="DIR", help="folder of ground-truth .npz files (key 'gts')")
+    p.add_argument("--out", metavar="REPORT_DIR", default=None,
+                   help="report folder (default: <PRED>_evaluation, beside the prediction folder)")
+    p.add_argument("--spacing-order", choices=("zyx", "xyz"), default="zyx",
+                   help="order of the 'spacing' stored in 3D ground-truth files; arrays are (z, y, x). "
+                        "zyx (default): use the stored spacing as is, as the challenge script does. "
+                        "xyz: the stored spacing is SimpleITK (x, y, z) order (as the challenge data "
+                        "preparation wrote it) and is reversed before use. The report states which was used")
+    p.add_argument("--tolerance", type=float, default=2.0,
+                   help="NSD tolerance: mm for 3D cases, pixels for 2D cases (default: 2.0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation; 0 when every case was scored, 1 when some case failed."""
+    import warnings
+
+    from ..evaluate import EvaluationWarning, evaluate_dirs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EvaluationWarning)  # printed below, one line each
+        result = evaluate_dirs(args.pred, args.gt, args.out, spacing_order=args.spacing_order,
+                               tolerance=args.tolerance)
+    for message in result.warnings:
+        print(f"medsam-lite evaluate: warning: {message}", file=sys.stderr)
+    print(f"{len(result.cases)} case(s), spacing order {result.spacing_order}, tolerance "
+          f"{result.tolerance:g}: DSC {result.dsc_mean_over_modalities:.4f}, "
+          f"NSD {result.nsd_mean_over_modalities:.4f} (mean over modalities); report in {result.out_dir}")
+    if result.failures:
+        print(f"medsam-lite evaluate: {len(result.failures)} case(s) failed:", file=sys.stderr)
+        for failure in result.failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    return 0
