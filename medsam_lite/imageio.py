@@ -220,6 +220,8 @@ def to_uint8(array: np.ndarray, window: Optional[Tuple[float, float]] = None) ->
     if array.dtype == np.uint8 and window is None:
         return array
     data = array.astype(np.float64)
+    if not np.isfinite(data).all():
+        raise InputError("image contains NaN or infinite values")
     if window is not None:
         lo, hi = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
     else:

@@ -1,0 +1,178 @@
+"""``medsam-lite segment`` end to end, input formats, and every bad input (message + no output left)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from medsam_lite.cli.main import main
+from tests.conftest import EXAMPLES
+
+
+def _run(capsys, *argv) -> tuple:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _leftovers(folder: Path) -> list:
+    """Files other than timing.csv (temp files included) in the output folder."""
+    return sorted(p.name for p in folder.rglob("*") if p.is_file() and p.name != "timing.csv")
+
+
+def _small_2d_case(path: Path) -> Path:
+    with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
+        np.savez(path, imgs=z["imgs"], boxes=z["boxes"][:3])
+    return path
+
+
+def _small_3d_case(path: Path) -> Path:
+    with np.load(EXAMPLES / "3DBox_MR_brain_tumour.npz") as z:
+        imgs, boxes = z["imgs"][10:16], z["boxes"].copy()
+    boxes[0, [2, 5]] = [1, 4]
+    np.savez(path, imgs=imgs, boxes=boxes, spacing=np.array([6.5, 0.78125, 0.78125]))
+    return path
+
+
+def test_npz_2d_and_3d_with_timing_and_overlay(tmp_path, capsys, fast_checkpoint) -> None:
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    _small_2d_case(cases / "2DBox_Microscopy_x.npz")
+    _small_3d_case(cases / "3DBox_MR_y.npz")
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, "segment", cases, "-o", out, "--model", fast_checkpoint, "--overlay",
+                             tmp_path / "ov", "--no-progress")
+    assert code == 0, err
+    segs2 = np.load(out / "2DBox_Microscopy_x.npz")["segs"]
+    segs3 = np.load(out / "3DBox_MR_y.npz")["segs"]
+    assert segs2.shape == (512, 512) and segs2.dtype == np.uint8 and segs2.max() <= 3
+    assert segs3.shape == (6, 256, 256) and segs3.dtype == np.uint8
+    assert not segs3[0].any() and not segs3[5].any()  # outside the box's z range
+    timing = (out / "timing.csv").read_text().splitlines()
+    assert timing[0] == "case,seconds,status" and len(timing) == 3 and all(r.endswith(",ok") for r in timing[1:])
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["2DBox_Microscopy_x.png", "3DBox_MR_y.png"]
+
+
+def test_nifti_keeps_affine_and_spacing(tmp_path, capsys, fast_checkpoint) -> None:
+    affine = np.array([[-0.8, 0, 0, 10], [0, 0.8, 0, -20], [0, 0, 3.0, 5], [0, 0, 0, 1]])
+    with np.load(EXAMPLES / "3DBox_MR_brain_tumour.npz") as z:
+        vol = z["imgs"][10:14].astype(np.int16) * 7 - 100  # non-uint8 intensities
+    nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), affine), str(tmp_path / "mr.nii.gz"))
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "segment", tmp_path / "mr.nii.gz", "-o", out, "--model", fast_checkpoint,
+                        "--box", 160, 80, 0, 210, 150, 3, "--no-progress", "--overlay", tmp_path / "mr.png")
+    assert code == 0, err
+    mask = nib.load(str(out / "mr_mask.nii.gz"))
+    assert np.allclose(mask.affine, affine) and mask.shape == (256, 256, 4)
+    assert np.allclose(mask.header.get_zooms(), (0.8, 0.8, 3.0))
+    assert mask.get_data_dtype() == np.uint8 and (tmp_path / "mr.png").stat().st_size > 0
+
+
+def test_png_tiff_and_dicom_images(tmp_path, capsys, fast_checkpoint, shared_data) -> None:
+    import cv2
+
+    with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
+        img = z["imgs"]
+    cv2.imwrite(str(tmp_path / "nuclei.png"), img[:, :, 0])
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("x_min,y_min,x_max,y_max\n10,10,60,60\n100,120,180,200\n")
+    shutil.copy(shared_data / "unlabeled/ct_small.dcm", tmp_path / "ct.dcm")
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "segment", tmp_path / "nuclei.png", "-o", out, "--model", fast_checkpoint,
+                        "--boxes", boxes)
+    assert code == 0, err
+    assert cv2.imread(str(out / "nuclei_mask.png"), cv2.IMREAD_UNCHANGED).shape == (512, 512)
+    code, _, err = _run(capsys, "segment", tmp_path / "ct.dcm", "-o", out, "--model", fast_checkpoint,
+                        "--box", 30, 30, 90, 90, "--window", "40,400")
+    assert code == 0, err
+    assert cv2.imread(str(out / "ct_mask.png"), cv2.IMREAD_UNCHANGED).shape == (128, 128)
+    assert pydicom.dcmread(str(tmp_path / "ct.dcm")).Rows == 128
+
+
+def _bad_cases(tmp: Path) -> dict:
+    """name -> (file, expected message fragment)."""
+    with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
+        imgs, boxes = z["imgs"], z["boxes"][:2]
+    cases = {}
+
+    def save(name, **arrays):
+        np.savez(tmp / name, **arrays)
+        return tmp / name
+
+    cases["missing key"] = (save("2DBox_a.npz", imgs=imgs), "missing key 'boxes'")
+    cases["wrong shape"] = (save("2DBox_b.npz", imgs=imgs[:, :, :2], boxes=boxes), "must be (H, W, 3)")
+    cases["wrong dtype"] = (save("2DBox_c.npz", imgs=imgs.astype(np.float32), boxes=boxes), "must be uint8")
+    cases["3D shape"] = (save("3DBox_d.npz", imgs=imgs[:, :, 0], boxes=np.zeros((1, 6))), "must be (D, H, W)")
+    cases["empty box"] = (save("2DBox_e.npz", imgs=imgs, boxes=np.array([[10, 10, 10, 40]])), "box 0 is empty along x")
+    cases["inverted box"] = (save("2DBox_f.npz", imgs=imgs, boxes=np.array([[10, 50, 40, 20]])),
+                             "box 0 is inverted along y")
+    cases["outside"] = (save("2DBox_g.npz", imgs=imgs, boxes=np.array([[600, 10, 700, 40]])),
+                        "box 0 lies outside the image along x")
+    cases["constant"] = (save("2DBox_h.npz", imgs=np.full_like(imgs, 7), boxes=boxes), "image is constant")
+    nan_vol = np.random.default_rng(0).random((3, 20, 20)).astype(np.float32)
+    nan_vol[1, 5, 5] = np.nan
+    nib.save(nib.Nifti1Image(nan_vol, np.eye(4)), str(tmp / "nan.nii.gz"))
+    cases["nan"] = (tmp / "nan.nii.gz", "NaN")
+    good = save("2DBox_i.npz", imgs=imgs, boxes=boxes)
+    truncated = tmp / "2DBox_j.npz"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    good.unlink()
+    cases["truncated"] = (truncated, "unreadable or truncated npz")
+    garbage = tmp / "k.png"
+    garbage.write_bytes(b"\x89PNG not really")
+    cases["unreadable"] = (garbage, "cannot")
+    return cases
+
+
+@pytest.mark.parametrize("name", ["missing key", "wrong shape", "wrong dtype", "3D shape", "empty box",
+                                  "inverted box", "outside", "constant", "nan", "truncated", "unreadable"])
+def test_bad_input_one_line_error_and_no_output(tmp_path, capsys, fast_checkpoint, name) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    path, fragment = _bad_cases(src)[name]
+    out = tmp_path / "out"
+    extra = ["--box", 1, 1, 2, 2, 3, 3] if path.suffix == ".gz" else ["--box", 5, 5, 50, 50]
+    code, _, err = _run(capsys, "segment", path, "-o", out, "--model", fast_checkpoint, "--no-progress", *extra)
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip() and "failed:" not in ln]
+    assert len(lines) == 1, err
+    assert path.name in lines[0] and fragment in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert _leftovers(out) == []
+
+
+def test_partly_outside_box_is_clipped_with_warning(tmp_path, capsys, fast_checkpoint) -> None:
+    with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
+        np.savez(tmp_path / "2DBox_w.npz", imgs=z["imgs"], boxes=np.array([[-20, 400, 100, 600]]))
+    code, stdout, err = _run(capsys, "segment", tmp_path / "2DBox_w.npz", "-o", tmp_path / "out", "--model",
+                             fast_checkpoint)
+    assert code == 0, err
+    assert "warning" in stdout and "clipped" in stdout
+    assert (tmp_path / "out" / "2DBox_w.npz").is_file()
+
+
+def test_directory_mode_continues_after_a_bad_case(tmp_path, capsys, fast_checkpoint) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    bad = _bad_cases(src)
+    for name in list(bad)[1:]:
+        bad[name][0].unlink()
+    _small_2d_case(src / "2DBox_ok.npz")
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, "segment", src, "-o", out, "--model", fast_checkpoint, "--no-progress")
+    assert code == 1
+    assert "1 case(s) failed" in err and "2DBox_a.npz: missing key 'boxes'" in err
+    assert _leftovers(out) == ["2DBox_ok.npz"]
+    assert "2DBox_a.npz,"in (out / "timing.csv").read_text() and ",failed" in (out / "timing.csv").read_text()
+
+
+def test_unknown_model_and_bad_window(tmp_path, capsys) -> None:
+    case = _small_2d_case(tmp_path / "2DBox_x.npz")
+    with pytest.raises(ValueError, match="unknown model"):
+        main(["segment", str(case), "-o", str(tmp_path / "o"), "--model", "nope"])
+    code, _, err = _run(capsys, "segment", case, "-o", tmp_path / "o", "--window", "40")
+    assert code == 2 and "--window must be LEVEL,WIDTH" in err
