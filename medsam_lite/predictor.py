@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import load_model
+from .errors import InputError
 from .model import MedSAMLite
 from .transforms import box_from_mask, mask_to_model_frame, postprocess_logits, preprocess_image, scale_boxes
 from .validation import check_boxes_2d, check_boxes_3d, check_image, check_volume
@@ -102,6 +103,8 @@ class Predictor:
         if self._embedding is None:
             raise RuntimeError("call set_image() before predict()")
         boxes = check_boxes_2d(boxes, self._original_hw)
+        if label_map:
+            _check_label_count(len(boxes))
         masks = self._decode_masks(self._embedding, scale_boxes(boxes, self._original_hw), self._resized_hw,
                                    self._original_hw).numpy()
         return masks_to_label_map(masks) if label_map else masks
@@ -120,6 +123,7 @@ class Predictor:
         """
         volume = check_volume(volume)
         boxes = check_boxes_3d(boxes, volume.shape)
+        _check_label_count(len(boxes))
         cache: Dict[int, Tuple[Embedding, Tuple[int, int]]] = {}
         hw = (volume.shape[1], volume.shape[2])
         segs = np.zeros(volume.shape, dtype=np.uint8)
@@ -159,10 +163,14 @@ class Predictor:
         return out
 
 
+def _check_label_count(n: int) -> None:
+    if n > 255:
+        raise InputError(f"{n} boxes do not fit a uint8 label map (at most 255)")
+
+
 def masks_to_label_map(masks: np.ndarray) -> np.ndarray:
     """(N, H, W) bool -> (H, W) uint8 with value i+1 where mask i is set; later masks win."""
-    if len(masks) > 255:
-        raise ValueError(f"{len(masks)} boxes do not fit a uint8 label map (at most 255)")
+    _check_label_count(len(masks))
     out = np.zeros(masks.shape[1:], dtype=np.uint8)
     for i, mask in enumerate(masks, start=1):
         out[mask] = i

@@ -176,3 +176,39 @@ def test_unknown_model_and_bad_window(tmp_path, capsys) -> None:
         main(["segment", str(case), "-o", str(tmp_path / "o"), "--model", "nope"])
     code, _, err = _run(capsys, "segment", case, "-o", tmp_path / "o", "--window", "40")
     assert code == 2 and "--window must be LEVEL,WIDTH" in err
+
+
+def test_mha_keeps_geometry_and_dicom_series_becomes_nifti(tmp_path, capsys, fast_checkpoint, shared_data) -> None:
+    import SimpleITK as sitk
+
+    with np.load(EXAMPLES / "3DBox_CT_abdomen.npz") as z:
+        vol = z["imgs"][80:84]
+    image = sitk.GetImageFromArray(vol.astype(np.int16))
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((1.0, -2.0, 3.0))
+    sitk.WriteImage(image, str(tmp_path / "ct.mha"))
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "segment", tmp_path / "ct.mha", "-o", out, "--model", fast_checkpoint,
+                        "--box", 20, 20, 0, 60, 60, 3, "--no-progress")
+    assert code == 0, err
+    mask = sitk.ReadImage(str(out / "ct_mask.mha"))
+    assert mask.GetSize() == image.GetSize() and np.allclose(mask.GetSpacing(), (0.7, 0.8, 2.5))
+    assert np.allclose(mask.GetOrigin(), (1.0, -2.0, 3.0))
+
+    series = shared_data / "unlabeled/mr_brain_pd_series"
+    code, _, err = _run(capsys, "segment", series, "-o", out, "--model", fast_checkpoint,
+                        "--box", 60, 60, 8, 200, 200, 11, "--no-progress")
+    assert code == 0, err
+    nifti = nib.load(str(out / "mr_brain_pd_series_mask.nii.gz"))
+    assert nifti.shape == (256, 256, 20)
+    data = np.asarray(nifti.dataobj)
+    assert not data[:, :, :8].any() and not data[:, :, 12:].any()
+
+
+def test_too_many_boxes_is_a_clear_error(tmp_path, capsys, fast_checkpoint) -> None:
+    with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
+        boxes = np.tile(np.array([[10, 10, 20, 20]]), (256, 1))
+        np.savez(tmp_path / "2DBox_many.npz", imgs=z["imgs"], boxes=boxes)
+    code, _, err = _run(capsys, "segment", tmp_path / "2DBox_many.npz", "-o", tmp_path / "o", "--model",
+                        fast_checkpoint, "--no-progress")
+    assert code == 1 and "2DBox_many.npz: 256 boxes do not fit a uint8 label map" in err
