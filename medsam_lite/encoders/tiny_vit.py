@@ -24,33 +24,26 @@ from timm.models.tiny_vit import ConvNorm, MBConv, PatchMerging, TinyVitBlock
 from .neck import sam_neck
 
 
-class _ConvStage(nn.Module):
-    """MBConv blocks on an NCHW map, then an optional PatchMerging."""
+class _Stage(nn.Module):
+    """A stage's blocks, then an optional PatchMerging; NCHW in and out.
 
-    def __init__(self, blocks: nn.ModuleList, downsample: nn.Module) -> None:
+    MBConv blocks run on NCHW maps; TinyViT attention blocks (``channels_last=True``) on NHWC.
+    """
+
+    def __init__(self, blocks: nn.ModuleList, downsample: nn.Module, channels_last: bool) -> None:
         super().__init__()
         self.blocks = blocks
         self.downsample = downsample
+        self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.permute(0, 2, 3, 1)
         for blk in self.blocks:
             x = blk(x)
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2).contiguous()
         return self.downsample(x)
-
-
-class _AttnStage(nn.Module):
-    """TinyViT attention blocks (NHWC inside), then an optional PatchMerging; NCHW in and out."""
-
-    def __init__(self, blocks: nn.ModuleList, downsample: nn.Module) -> None:
-        super().__init__()
-        self.blocks = blocks
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.downsample(x.permute(0, 3, 1, 2).contiguous())
 
 
 def _patch_merging(dim: int, out_dim: int, stride: int) -> PatchMerging:
@@ -89,13 +82,13 @@ class TinyViTEncoder(nn.Module):
                 blocks = nn.ModuleList(
                     MBConv(embed_dims[0], embed_dims[0], mbconv_expand_ratio, nn.GELU, r) for r in rates
                 )
-                layers.append(_ConvStage(blocks, downsample))
+                layers.append(_Stage(blocks, downsample, channels_last=False))
             else:
                 blocks = nn.ModuleList(
                     TinyVitBlock(embed_dims[i], num_heads[i], window_sizes[i], mlp_ratio, drop_path=r)
                     for r in rates
                 )
-                layers.append(_AttnStage(blocks, downsample))
+                layers.append(_Stage(blocks, downsample, channels_last=True))
         self.layers = nn.ModuleList(layers)
         self.neck = sam_neck(embed_dims[-1])
 
