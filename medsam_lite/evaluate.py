@@ -30,7 +30,6 @@ import contextlib
 import csv
 import math
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -139,16 +138,23 @@ def default_out_dir(pred_dir: PathLike) -> Path:
 def _load_key(path: Path, key: str) -> np.ndarray:
     """Array ``key`` of the npz at ``path``; any read problem is an :class:`InputError` naming ``path``."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if key not in data.files:
-                have = ", ".join(data.files) or "none"
-                raise InputError(f"missing key '{key}' (keys: {have})", path)
-            return np.asarray(data[key])
-    except InputError:
+        with open(path, "rb") as fh:  # our own handle, closed on any error (np.load can leak its own)
+            data = np.load(fh, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputError("not an .npz archive (holds a single .npy array)", path)
+            with data:
+                if key not in data.files:
+                    have = ", ".join(data.files) or "none"
+                    raise InputError(f"missing key '{key}' (keys: {have})", path)
+                return np.asarray(data[key])
+    except (InputError, MemoryError):
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise InputError(f"cannot read npz ({type(exc).__name__}: {detail})", path) from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged archive raises many types (BadZipFile, zlib.error, ...)
+        kind = type(exc).__name__
+        if type(exc).__module__ not in ("builtins", "__main__"):
+            kind = f"{type(exc).__module__.split('.')[0]}.{kind}"
+        detail = " ".join(str(exc).split()) or "no detail"
+        raise InputError(f"cannot read npz ({kind}: {detail})", path) from exc
 
 
 def _case_spacing(gt_path: Path, dim: int, spacing_order: str) -> Tuple[float, ...]:
@@ -210,12 +216,13 @@ def _summaries(cases: Sequence[CaseResult]) -> List[ModalitySummary]:
         scored = [c for c in group if not c.failed]
         d = np.array([c.dsc for c in scored], dtype=np.float64)
         n = np.array([c.nsd for c in scored], dtype=np.float64)
-        stat = (lambda a, f: float(f(a)) if a.size else math.nan)
         out.append(ModalitySummary(
             modality=modality, n_cases=len(scored), n_failed=len(group) - len(scored),
             n_missing=sum(c.missing_prediction for c in group),
-            dsc_mean=stat(d, np.mean), dsc_std=stat(d, np.std),
-            nsd_mean=stat(n, np.mean), nsd_std=stat(n, np.std)))
+            dsc_mean=float(d.mean()) if d.size else math.nan,
+            dsc_std=float(d.std()) if d.size else math.nan,
+            nsd_mean=float(n.mean()) if n.size else math.nan,
+            nsd_std=float(n.std()) if n.size else math.nan))
     return out
 
 
@@ -234,9 +241,11 @@ def _summary_markdown(result: EvaluationResult) -> str:
     order_note = ("stored spacing used as (z, y, x), as the challenge script does"
                   if result.spacing_order == "zyx"
                   else "stored spacing read as SimpleITK (x, y, z) and reversed to (z, y, x)")
-    lines = [
-        "# Evaluation summary",
-        "",
+    lines = ["# Evaluation summary", ""]
+    if result.failures:
+        lines += [f"> **Incomplete:** {len(result.failures)} case(s) could not be scored and are left "
+                  "out of the means; see *Failed cases* below.", ""]
+    lines += [
         f"- ground truth: `{result.gt_dir}`",
         f"- predictions: `{result.pred_dir}`",
         f"- spacing order: `{result.spacing_order}` ({order_note}); 2D cases use spacing (1, 1)",
@@ -275,7 +284,10 @@ def _write_boxplot(path: Path, cases: Sequence[CaseResult]) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     if data:
-        ax.boxplot(data)
+        ax.boxplot(data, showfliers=False)
+        rng = np.random.default_rng(0)  # fixed jitter: the same report gives the same image
+        for i, values in enumerate(data, start=1):
+            ax.plot(i + rng.uniform(-0.12, 0.12, len(values)), values, "o", ms=3, alpha=0.5, color="tab:blue")
         ax.set_xticks(range(1, len(modalities) + 1))
         ax.set_xticklabels([f"{m}\n(n={len(d)})" for m, d in zip(modalities, data)])
     else:
