@@ -15,6 +15,7 @@ from ..errors import InputError
 
 SUBCOMMANDS = {
     "segment": "medsam_lite.cli.segment",
+    "benchmark": "medsam_lite.cli.benchmark",
     "evaluate": "medsam_lite.cli.evaluate",
 }
 

@@ -1,0 +1,517 @@
+"""Speed benchmark against the LiteMedSAM baseline, all measured in one run on one machine.
+
+Sections of the result (``benchmark.json``; ``benchmark.md`` and ``benchmark.png`` summarise it):
+
+* ``encoders``: latency of each registry image encoder on one (1, 3, 256, 256) input (median of
+  ``repeats`` timed calls after one warm-up call), plus RepViT fused by ``fuse_for_inference``.
+* ``decoder``: prompt encoder + mask decoder seconds per box, one box per call and batched.
+* ``cases``: whole cases end to end. ``baseline`` = :mod:`medsam_lite.baseline` (re-encodes every
+  slice for every box, one box per decoder call); ``ours`` = :class:`~medsam_lite.predictor.Predictor`
+  (slice-embedding cache, batched decoding). ``ratio`` = baseline seconds / ours seconds, both
+  measured on exactly the same input in this run. When a path would need more than
+  ``max_calls`` encoder (3D) or decoder (2D) calls, both paths are measured on a labelled subset
+  (3D: each box's z-range clipped around its middle slice; 2D: the first boxes); the full-case
+  cost is never extrapolated.
+* ``scaling``: seconds against number of boxes and number of slices; cells that would exceed
+  ``max_calls`` are listed with their exact encoder-call count and ``seconds = null``.
+
+Peak memory is the peak resident set size (RSS, MiB) sampled every 5 ms while a path runs, and
+the process-wide ``ru_maxrss``; the challenge limit is 8 GB.
+
+Model specs: a pretrained name or checkpoint path (:func:`medsam_lite.checkpoint.load_model`),
+``random:<encoder>`` (random weights, seed 0: timing only), and a ``+fused`` suffix that applies
+:func:`medsam_lite.encoders.repvit.fuse_for_inference` to the image encoder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .baseline import baseline_encoder_calls_volume, baseline_segment_2d, baseline_segment_volume
+from .io_utils import atomic_path
+from .model import MedSAMLite, build_medsam
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+
+
+# ----------------------------------------------------------------------------- helpers
+def resolve_model(spec: str) -> MedSAMLite:
+    """Build a model from a spec (see module docstring); eval mode."""
+    from .checkpoint import load_model
+    from .encoders.repvit import fuse_for_inference
+
+    base, fused = (spec[: -len("+fused")], True) if spec.endswith("+fused") else (spec, False)
+    if base.startswith("random:"):
+        torch.manual_seed(0)
+        model = build_medsam(base[len("random:"):]).eval()
+    else:
+        model = load_model(base).eval()
+    if fused:
+        model.image_encoder = fuse_for_inference(model.image_encoder)
+    return model.eval()
+
+
+class CallCounter:
+    """Counts forward calls of a model's image encoder and mask decoder (forward hooks)."""
+
+    def __init__(self, model: MedSAMLite) -> None:
+        self.encoder = 0
+        self.decoder = 0
+        self._handles = [model.image_encoder.register_forward_hook(self._enc),
+                         model.mask_decoder.register_forward_hook(self._dec)]
+
+    def _enc(self, *_: Any) -> None:
+        self.encoder += 1
+
+    def _dec(self, *_: Any) -> None:
+        self.decoder += 1
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class PeakRSS:
+    """Context manager sampling this process's resident set size; ``peak_mib`` after exit."""
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        self.interval_s = interval_s
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss_mib(self) -> float:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * self._page / 2**20
+        except OSError:  # not Linux: fall back to the process peak
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mib = max(self.peak_mib, self._rss_mib())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak_mib = self._rss_mib()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mib = max(self.peak_mib, self._rss_mib())
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Tuple[float, List[float]]:
+    """Median wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def _timed(fn: Callable[[], Any], model: MedSAMLite) -> Dict[str, Any]:
+    """Run ``fn`` once; seconds, encoder/decoder calls and peak RSS."""
+    counter = CallCounter(model)
+    try:
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            fn()
+            seconds = time.perf_counter() - start
+    finally:
+        counter.close()
+    return {"seconds": seconds, "encoder_calls": counter.encoder, "decoder_calls": counter.decoder,
+            "peak_rss_mib": round(mem.peak_mib, 1)}
+
+
+# ----------------------------------------------------------------------------- cases
+def _load_example(name: str) -> Dict[str, np.ndarray]:
+    with np.load(EXAMPLES_DIR / name) as case:
+        return {k: case[k] for k in ("imgs", "boxes")}
+
+
+def resample_volume(volume: np.ndarray, boxes: np.ndarray, shape: Tuple[int, int, int]) -> Tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+    """Resample a (D, H, W) volume to ``shape`` (cv2 linear in-plane, nearest slice along z).
+
+    Boxes (N, 6) are scaled to the new grid (floor, clipped). For timing only, not accuracy.
+    """
+    import cv2
+
+    d, h, w = volume.shape
+    nd, nh, nw = shape
+    zs = np.clip(np.round((np.arange(nd) + 0.5) * d / nd - 0.5).astype(int), 0, d - 1)
+    planes = [cv2.resize(volume[z], (nw, nh), interpolation=cv2.INTER_LINEAR) for z in range(d)]
+    out = np.stack([planes[z] for z in zs])
+    scale = np.array([nw / w, nh / h, nd / d, nw / w, nh / h, nd / d])
+    new_boxes = np.floor(np.asarray(boxes, dtype=np.float64) * scale).astype(np.int64)
+    hi = np.array([nw - 1, nh - 1, nd - 1] * 2)
+    return out, np.clip(new_boxes, 0, hi)
+
+
+def tile_image(image: np.ndarray, boxes: np.ndarray, n_boxes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Tile an (H, W[, C]) image 2 x 2 and return it with the first ``n_boxes`` of the tiled (4N, 4) boxes."""
+    h, w = image.shape[:2]
+    tiled = np.concatenate([np.concatenate([image, image], axis=1)] * 2, axis=0)
+    all_boxes = np.concatenate([boxes + np.array([dx, dy, dx, dy]) for dy in (0, h) for dx in (0, w)])
+    return tiled, all_boxes[:n_boxes]
+
+
+def build_cases(quick: bool) -> List[Dict[str, Any]]:
+    """Cases to time: dicts with name, kind ('2d' / '3d'), image (array), boxes, note."""
+    nuclei = _load_example("2DBox_Microscopy_nuclei.npz")
+    mr = _load_example("3DBox_MR_brain_tumour.npz")
+    if quick:
+        mr_boxes = mr["boxes"].copy()
+        mr_boxes[:, [2, 5]] = [13, 14]
+        return [
+            {"name": "2d_nuclei_4boxes", "kind": "2d", "image": nuclei["imgs"], "boxes": nuclei["boxes"][:4],
+             "note": "bundled nuclei 512x512, first 4 boxes (quick)"},
+            {"name": "3d_mr_2slices", "kind": "3d", "image": mr["imgs"], "boxes": mr_boxes,
+             "note": "bundled MR 25x256x256, box z-range cut to slices 13-14 (quick)"},
+        ]
+    ct = _load_example("3DBox_CT_abdomen.npz")
+    big_ct, big_boxes = resample_volume(ct["imgs"], ct["boxes"], (287, 512, 512))
+    extra = big_boxes[3].copy()  # the CT example has 5 boxes; a 6th repeats box 4 to reach 6
+    big_boxes = np.vstack([big_boxes, extra])
+    big_2d, boxes_241 = tile_image(nuclei["imgs"], nuclei["boxes"], 241)
+    return [
+        {"name": "2d_nuclei_512_125boxes", "kind": "2d", "image": nuclei["imgs"], "boxes": nuclei["boxes"],
+         "note": "bundled microscopy nuclei 512x512x3, 125 boxes"},
+        {"name": "3d_ct_112x101x122_5boxes", "kind": "3d", "image": ct["imgs"], "boxes": ct["boxes"],
+         "note": "bundled CT abdomen, 5 boxes"},
+        {"name": "3d_mr_25x256x256_1box", "kind": "3d", "image": mr["imgs"], "boxes": mr["boxes"],
+         "note": "bundled MR brain tumour, 1 box"},
+        {"name": "3d_ct_287x512x512_6boxes", "kind": "3d", "image": big_ct, "boxes": big_boxes,
+         "note": "CT example resampled to 287x512x512 (cv2 linear in-plane, nearest z); 5 scaled boxes + box 4 "
+                 "repeated (timing only)"},
+        {"name": "2d_nuclei_1024_241boxes", "kind": "2d", "image": big_2d, "boxes": boxes_241,
+         "note": "nuclei example tiled 2x2 to 1024x1024, first 241 tiled boxes (timing only)"},
+    ]
+
+
+def clip_boxes_z(boxes: np.ndarray, slices: int) -> np.ndarray:
+    """(N, 6) boxes with each z-range cut to at most ``slices`` slices around its middle slice."""
+    out = np.asarray(boxes, dtype=np.int64).copy()
+    for b in out:
+        z_mid = int((b[5] - b[2]) / 2 + b[2])
+        z0 = max(int(b[2]), z_mid - slices // 2)
+        b[2], b[5] = z0, min(int(b[5]), z0 + slices - 1)
+    return out
+
+
+def _subset(case: Dict[str, Any], max_calls: Optional[int]) -> Tuple[np.ndarray, Optional[str]]:
+    """Boxes to time for ``case`` so that the baseline stays within ``max_calls``; and a label, or None."""
+    boxes = np.asarray(case["boxes"])
+    if max_calls is None:
+        return boxes, None
+    if case["kind"] == "2d":
+        if len(boxes) <= max_calls:
+            return boxes, None
+        return boxes[:max_calls], f"first {max_calls} of {len(boxes)} boxes"
+    shape = case["image"].shape
+    if baseline_encoder_calls_volume(shape, boxes) <= max_calls:
+        return boxes, None
+    longest = int(max(b[5] - b[2] + 1 for b in boxes))
+    slices = longest
+    while slices > 1 and baseline_encoder_calls_volume(shape, clip_boxes_z(boxes, slices)) > max_calls:
+        slices -= 1
+    full = baseline_encoder_calls_volume(shape, boxes)
+    return clip_boxes_z(boxes, slices), (f"each box's z-range cut to at most {slices} slices around its middle "
+                                        f"(full case: {full} baseline encoder calls)")
+
+
+def _run_path(path: str, model: MedSAMLite, case: Dict[str, Any], boxes: np.ndarray) -> Dict[str, Any]:
+    from .predictor import Predictor
+
+    image = case["image"]
+    if path == "baseline":
+        fn = ((lambda: baseline_segment_2d(model, image, boxes)) if case["kind"] == "2d"
+              else (lambda: baseline_segment_volume(model, image, boxes)))
+    else:
+        predictor = Predictor(model)
+
+        def fn() -> None:
+            if case["kind"] == "2d":
+                predictor.set_image(image)
+                predictor.predict(boxes)
+            else:
+                predictor.predict_volume(image, boxes, progress=False)
+    return _timed(fn, model)
+
+
+# ----------------------------------------------------------------------------- sections
+def bench_encoders(names: Sequence[str], repeats: int, warmup: int, log: Callable[[str], None]) -> Dict[str, Any]:
+    """Median latency (s) of each encoder on one (1, 3, 256, 256) input; RepViT also fused."""
+    from .encoders import build_encoder
+    from .encoders.repvit import fuse_for_inference
+
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    out: Dict[str, Any] = {}
+    todo: List[Tuple[str, Callable[[], torch.nn.Module]]] = []
+    for name in names:
+        todo.append((name, lambda n=name: build_encoder(n).eval()))
+        if name == "repvit_m0_6":
+            todo.append(("repvit_m0_6+fused", lambda: fuse_for_inference(build_encoder("repvit_m0_6").eval())))
+    for name, make in todo:
+        torch.manual_seed(0)
+        encoder = make()
+        params = sum(p.numel() for p in encoder.parameters())
+        with torch.inference_mode():
+            med, times = median_seconds(lambda: encoder(x), repeats, warmup)
+        out[name] = {"median_s": med, "times_s": times, "params_m": round(params / 1e6, 3)}
+        log(f"  encoder {name:20s} {med * 1000:9.1f} ms  ({params / 1e6:.2f} M params)")
+        del encoder
+    return out
+
+
+def bench_decoder(model: MedSAMLite, repeats: int, warmup: int, batch: int,
+                  log: Callable[[str], None]) -> Dict[str, Any]:
+    """Prompt encoder + mask decoder seconds per box: one box per call, and ``batch`` boxes per call."""
+    gen = torch.Generator().manual_seed(0)
+    embedding = torch.randn(1, 256, 64, 64, generator=gen)
+    one = torch.tensor([[40.0, 50.0, 120.0, 140.0]])
+    many = one.repeat(batch, 1) + torch.arange(batch, dtype=torch.float32)[:, None]
+    with torch.inference_mode():
+        single, t1 = median_seconds(lambda: model.decode(embedding, one), repeats, warmup)
+        batched, tb = median_seconds(lambda: model.decode(embedding, many), repeats, warmup)
+    log(f"  decoder: {single * 1000:.1f} ms/box one at a time, {batched / batch * 1000:.1f} ms/box in batches of "
+        f"{batch}")
+    return {"per_box_single_s": single, "per_box_batched_s": batched / batch, "batch": batch,
+            "single_times_s": t1, "batched_call_times_s": tb}
+
+
+def bench_cases(cases: List[Dict[str, Any]], baseline: Tuple[str, MedSAMLite], ours: Dict[str, MedSAMLite],
+                max_calls: Optional[int], log: Callable[[str], None]) -> List[Dict[str, Any]]:
+    """Baseline vs ours on every case (same boxes for both; see ``_subset``)."""
+    results = []
+    for case in cases:
+        boxes, subset = _subset(case, max_calls)
+        entry: Dict[str, Any] = {"name": case["name"], "kind": case["kind"], "shape": list(case["image"].shape),
+                                 "n_boxes": int(len(case["boxes"])), "note": case["note"],
+                                 "measured_on": subset or "full case", "n_boxes_timed": int(len(boxes))}
+        if case["kind"] == "3d":
+            entry["slices_timed_baseline"] = baseline_encoder_calls_volume(case["image"].shape, boxes)
+        log(f"  case {case['name']} ({entry['measured_on']})")
+        entry["baseline"] = {"model": baseline[0], **_run_path("baseline", baseline[1], case, boxes)}
+        log(f"    baseline {baseline[0]}: {entry['baseline']['seconds']:.2f} s, "
+            f"{entry['baseline']['encoder_calls']} encoder calls")
+        entry["ours"], entry["ratio"] = {}, {}
+        for spec, model in ours.items():
+            res = _run_path("ours", model, case, boxes)
+            entry["ours"][spec] = res
+            entry["ratio"][spec] = entry["baseline"]["seconds"] / res["seconds"]
+            log(f"    ours {spec}: {res['seconds']:.2f} s, {res['encoder_calls']} encoder calls -> "
+                f"{entry['ratio'][spec]:.1f}x faster")
+        results.append(entry)
+    return results
+
+
+def bench_scaling(spec: str, model: MedSAMLite, box_counts: Sequence[int], slice_counts: Sequence[int],
+                  max_calls: Optional[int], log: Callable[[str], None]) -> List[Dict[str, Any]]:
+    """Seconds vs number of boxes (at the smallest slice count) and vs slices (1 box).
+
+    The volume is the CT example resampled in z to S slices (in-plane 101 x 122; the encoder
+    always sees 256 x 256); box i is the CT example's box (i mod 5), its z-range set to all S slices.
+    """
+    ct = _load_example("3DBox_CT_abdomen.npz")
+    grid = [(n, min(slice_counts)) for n in box_counts] + [(1, s) for s in slice_counts if s != min(slice_counts)]
+    rows = []
+    for n_boxes, n_slices in grid:
+        volume, boxes = resample_volume(ct["imgs"], ct["boxes"], (n_slices, *ct["imgs"].shape[1:]))
+        boxes = np.stack([boxes[i % len(boxes)] for i in range(n_boxes)])
+        boxes[:, 2], boxes[:, 5] = 0, n_slices - 1
+        case = {"kind": "3d", "image": volume, "boxes": boxes}
+        row: Dict[str, Any] = {"boxes": n_boxes, "slices": n_slices, "model": spec,
+                               "baseline_encoder_calls": n_boxes * n_slices, "ours_encoder_calls": n_slices}
+        for path, calls in (("baseline", n_boxes * n_slices), ("ours", n_slices)):
+            if max_calls is not None and calls > max_calls:
+                row[f"{path}_s"] = None
+                continue
+            row[f"{path}_s"] = _run_path(path, model, case, boxes)["seconds"]
+        b, o = row["baseline_s"], row["ours_s"]
+        row["ratio"] = b / o if b is not None and o is not None else None
+        log(f"  scaling boxes={n_boxes} slices={n_slices}: baseline {_fmt(b)} s, ours {_fmt(o)} s")
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    return "not measured" if value is None else f"{value:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------- reports
+def machine_info(threads: int) -> Dict[str, Any]:
+    """Platform, CPU and library versions of this run."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": threads, "python": platform.python_version()}
+
+
+def write_markdown(result: Dict[str, Any], path: Path) -> None:
+    """``benchmark.md``: machine, encoder, decoder, case and scaling tables."""
+    m = result["machine"]
+    lines = ["# medsam-lite benchmark", "",
+             f"Machine: {m['cpu']} ({m['cpu_count']} logical CPUs), {m['platform']}, torch {m['torch']}, "
+             f"`torch.set_num_threads({m['torch_threads']})`. Mode: {'quick' if result['quick'] else 'full'}. "
+             f"All numbers measured in this one run.", "",
+             "## Image encoder latency (1 x 3 x 256 x 256)", "", "| encoder | params (M) | median ms |", "|---|---|---|"]
+    for name, e in result["encoders"].items():
+        lines.append(f"| {name} | {e['params_m']} | {e['median_s'] * 1000:.1f} |")
+    d = result["decoder"]
+    lines += ["", f"Prompt encoder + mask decoder ({result['decoder_model']}): {d['per_box_single_s'] * 1000:.1f} "
+              f"ms/box one box per call, {d['per_box_batched_s'] * 1000:.1f} ms/box in batches of {d['batch']}.", "",
+              "## Whole cases: baseline vs ours", "",
+              "| case | measured on | path | model | s | encoder calls | decoder calls | peak RSS MiB | speed-up |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for c in result["cases"]:
+        b = c["baseline"]
+        lines.append(f"| {c['name']} | {c['measured_on']} | baseline | {b['model']} | {b['seconds']:.2f} | "
+                     f"{b['encoder_calls']} | {b['decoder_calls']} | {b['peak_rss_mib']} | 1.0x |")
+        for spec, o in c["ours"].items():
+            lines.append(f"| {c['name']} | {c['measured_on']} | ours | {spec} | {o['seconds']:.2f} | "
+                         f"{o['encoder_calls']} | {o['decoder_calls']} | {o['peak_rss_mib']} | "
+                         f"{c['ratio'][spec]:.1f}x |")
+    lines += ["", "## Scaling (3D, boxes spanning all slices)", "",
+              "| boxes | slices | model | baseline encoder calls | ours encoder calls | baseline s | ours s | speed-up |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in result["scaling"]:
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.1f}x"
+        lines.append(f"| {r['boxes']} | {r['slices']} | {r['model']} | {r['baseline_encoder_calls']} | "
+                     f"{r['ours_encoder_calls']} | {_fmt(r['baseline_s'])} | {_fmt(r['ours_s'])} | {ratio} |")
+    lines += ["", f"Process peak RSS (ru_maxrss): {result['process_peak_rss_mib']:.0f} MiB (challenge limit 8 GB).",
+              "'not measured' = the cell would exceed the run's max_calls budget; it is not extrapolated.", ""]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+
+
+def write_chart(result: Dict[str, Any], path: Path) -> None:
+    """``benchmark.png``: encoder latency and per-case seconds (log scale), baseline vs ours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 2]})
+    names = list(result["encoders"])
+    ax1.barh(names, [result["encoders"][n]["median_s"] * 1000 for n in names], color="tab:blue")
+    ax1.set_xlabel("ms per 256x256 image (median)")
+    ax1.set_title(f"Image encoder latency, {result['machine']['torch_threads']} threads")
+    cases = result["cases"]
+    specs = list(cases[0]["ours"]) if cases else []
+    width = 0.8 / (1 + len(specs))
+    xs = np.arange(len(cases))
+    ax2.bar(xs, [c["baseline"]["seconds"] for c in cases], width, label=f"baseline ({cases[0]['baseline']['model']})"
+            if cases else "baseline", color="tab:gray")
+    for k, spec in enumerate(specs, start=1):
+        ax2.bar(xs + k * width, [c["ours"][spec]["seconds"] for c in cases], width, label=f"ours ({spec})")
+    ax2.set_xticks(xs + width * len(specs) / 2)
+    ax2.set_xticklabels([c["name"] + ("*" if c["measured_on"] != "full case" else "") for c in cases],
+                        rotation=20, ha="right", fontsize=8)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("seconds per case (log)")
+    ax2.set_title("Whole cases (* = measured on a labelled subset)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- entry point
+def run_benchmark(
+    out_dir: Union[str, Path],
+    models: Sequence[str] = ("lite_medsam",),
+    baseline_model: str = "lite_medsam",
+    threads: int = 2,
+    repeats: int = 5,
+    quick: bool = False,
+    encoders: Optional[Sequence[str]] = None,
+    max_calls: Optional[int] = None,
+    scaling_model: Optional[str] = None,
+    box_counts: Optional[Sequence[int]] = None,
+    slice_counts: Optional[Sequence[int]] = None,
+    decode_batch: int = 32,
+    log: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Time encoders, the decoder, whole cases and scaling in one run; write json / md / png.
+
+    Args:
+        out_dir: folder for ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``.
+        models: model specs timed as "ours" (Predictor: cache + batched decoding).
+        baseline_model: model spec run by the baseline path (LiteMedSAM by default).
+        threads: ``torch.set_num_threads`` for the whole run.
+        repeats: timed calls per encoder / decoder latency (median reported); 1 warm-up call.
+        quick: tiny cases and grids (for tests); the full mode produces the published numbers.
+        encoders: registry encoders to time (default: all of ``ENCODERS``).
+        max_calls: cap on the baseline's encoder calls (3D) / decoder calls (2D) per measurement;
+            cases above it are timed on a labelled subset, scaling cells above it are skipped.
+        scaling_model: model spec for the scaling table (default: ``baseline_model``).
+        box_counts, slice_counts: scaling grid (default (1, 2, 4, 8) and (50, 100, 200); quick (1, 2), (1, 2)).
+        decode_batch: boxes per decoder call for ours and the batched decoder timing (quick: at most 4).
+    Returns: the dict written to ``benchmark.json``.
+    """
+    from .encoders import ENCODERS
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    log(f"medsam-lite benchmark: torch.set_num_threads({torch.get_num_threads()}), "
+        f"{'quick' if quick else 'full'} mode, out={out_dir}")
+    warmup = 0 if quick else 1
+    box_counts = tuple(box_counts or ((1, 2) if quick else (1, 2, 4, 8)))
+    slice_counts = tuple(slice_counts or ((1, 2) if quick else (50, 100, 200)))
+    started = time.perf_counter()
+
+    loaded: Dict[str, MedSAMLite] = {}
+
+    def get(spec: str) -> MedSAMLite:
+        if spec not in loaded:
+            loaded[spec] = resolve_model(spec)
+        return loaded[spec]
+
+    result: Dict[str, Any] = {"machine": machine_info(torch.get_num_threads()), "quick": quick,
+                              "settings": {"models": list(models), "baseline_model": baseline_model,
+                                           "repeats": repeats, "warmup": warmup, "max_calls": max_calls,
+                                           "decode_batch": decode_batch}}
+    log("(a) image encoder latency")
+    result["encoders"] = bench_encoders(list(encoders or ENCODERS), repeats, warmup, log)
+    log("(a) prompt encoder + mask decoder")
+    result["decoder_model"] = baseline_model
+    result["decoder"] = bench_decoder(get(baseline_model), repeats, warmup, min(decode_batch, 4) if quick
+                                      else decode_batch, log)
+    log("(b, c) whole cases")
+    ours = {spec: get(spec) for spec in models}
+    result["cases"] = bench_cases(build_cases(quick), (baseline_model, get(baseline_model)), ours, max_calls, log)
+    log("(d) scaling")
+    spec = scaling_model or baseline_model
+    result["scaling"] = bench_scaling(spec, get(spec), box_counts, slice_counts, max_calls, log)
+    result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["total_seconds"] = time.perf_counter() - started
+    with atomic_path(out_dir / "benchmark.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    write_markdown(result, out_dir / "benchmark.md")
+    write_chart(result, out_dir / "benchmark.png")
+    log(f"wrote {out_dir / 'benchmark.json'}, benchmark.md, benchmark.png in {result['total_seconds']:.0f} s")
+    return result
