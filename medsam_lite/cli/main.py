@@ -16,6 +16,7 @@ from ..errors import InputError
 SUBCOMMANDS = {
     "segment": "medsam_lite.cli.segment",
     "benchmark": "medsam_lite.cli.benchmark",
+    "prep": "medsam_lite.cli.prep",
     "evaluate": "medsam_lite.cli.evaluate",
 }
 
