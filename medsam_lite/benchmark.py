@@ -10,7 +10,7 @@ Sections of the result (``benchmark.json``; ``benchmark.md`` and ``benchmark.png
   (slice-embedding cache, batched decoding). ``ratio`` = baseline seconds / ours seconds, both
   measured on exactly the same input in this run. When a path would need more than
   ``max_calls`` encoder (3D) or decoder (2D) calls, both paths are measured on a labelled subset
-  (3D: each box's z-range clipped around its middle slice; 2D: the first boxes); the full-case
+  (3D: a slab of consecutive slices, all boxes clipped to it; 2D: the first boxes); the full-case
   cost is never extrapolated.
 * ``scaling``: seconds against number of boxes and number of slices; cells that would exceed
   ``max_calls`` are listed with their exact encoder-call count and ``seconds = null``.
@@ -206,14 +206,21 @@ def build_cases(quick: bool) -> List[Dict[str, Any]]:
     ]
 
 
-def clip_boxes_z(boxes: np.ndarray, slices: int) -> np.ndarray:
-    """(N, 6) boxes with each z-range cut to at most ``slices`` slices around its middle slice."""
-    out = np.asarray(boxes, dtype=np.int64).copy()
-    for b in out:
-        z_mid = int((b[5] - b[2]) / 2 + b[2])
-        z0 = max(int(b[2]), z_mid - slices // 2)
-        b[2], b[5] = z0, min(int(b[5]), z0 + slices - 1)
-    return out
+def slab_boxes(boxes: np.ndarray, slices: int) -> np.ndarray:
+    """(N, 6) boxes restricted to one slab of ``slices`` consecutive slices (z = slab indices kept).
+
+    The slab is centred on the median of the boxes' middle slices; boxes not meeting it are dropped,
+    the others get their z-range intersected with it. Boxes that overlap in the full case overlap
+    the same way inside the slab, so the cache's saving is kept, unlike cutting boxes separately.
+    """
+    b = np.asarray(boxes, dtype=np.int64).copy()
+    mids = [int((x[5] - x[2]) / 2 + x[2]) for x in b]
+    lo = max(0, int(np.median(mids)) - slices // 2)
+    hi = lo + slices - 1
+    keep = (b[:, 5] >= lo) & (b[:, 2] <= hi)
+    b = b[keep]
+    b[:, 2], b[:, 5] = np.maximum(b[:, 2], lo), np.minimum(b[:, 5], hi)
+    return b
 
 
 def _subset(case: Dict[str, Any], max_calls: Optional[int]) -> Tuple[np.ndarray, Optional[str]]:
@@ -228,13 +235,13 @@ def _subset(case: Dict[str, Any], max_calls: Optional[int]) -> Tuple[np.ndarray,
     shape = case["image"].shape
     if baseline_encoder_calls_volume(shape, boxes) <= max_calls:
         return boxes, None
-    longest = int(max(b[5] - b[2] + 1 for b in boxes))
-    slices = longest
-    while slices > 1 and baseline_encoder_calls_volume(shape, clip_boxes_z(boxes, slices)) > max_calls:
+    slices = shape[0]
+    while slices > 1 and baseline_encoder_calls_volume(shape, slab_boxes(boxes, slices)) > max_calls:
         slices -= 1
+    sub = slab_boxes(boxes, slices)
     full = baseline_encoder_calls_volume(shape, boxes)
-    return clip_boxes_z(boxes, slices), (f"each box's z-range cut to at most {slices} slices around its middle "
-                                        f"(full case: {full} baseline encoder calls)")
+    return sub, (f"slab of {slices} slices z={int(sub[:, 2].min())}-{int(sub[:, 5].max())}, {len(sub)} boxes "
+                 f"(full case: {full} baseline encoder calls)")
 
 
 def _run_path(path: str, model: MedSAMLite, case: Dict[str, Any], boxes: np.ndarray) -> Dict[str, Any]:
@@ -450,6 +457,7 @@ def run_benchmark(
     encoders: Optional[Sequence[str]] = None,
     max_calls: Optional[int] = None,
     scaling_model: Optional[str] = None,
+    scaling_max_calls: Optional[int] = None,
     box_counts: Optional[Sequence[int]] = None,
     slice_counts: Optional[Sequence[int]] = None,
     decode_batch: int = 32,
@@ -468,6 +476,7 @@ def run_benchmark(
         max_calls: cap on the baseline's encoder calls (3D) / decoder calls (2D) per measurement;
             cases above it are timed on a labelled subset, scaling cells above it are skipped.
         scaling_model: model spec for the scaling table (default: ``baseline_model``).
+        scaling_max_calls: ``max_calls`` for the scaling table (default: ``max_calls``).
         box_counts, slice_counts: scaling grid (default (1, 2, 4, 8) and (50, 100, 200); quick (1, 2), (1, 2)).
         decode_batch: boxes per decoder call for ours and the batched decoder timing (quick: at most 4).
     Returns: the dict written to ``benchmark.json``.
@@ -506,7 +515,9 @@ def run_benchmark(
     result["cases"] = bench_cases(build_cases(quick), (baseline_model, get(baseline_model)), ours, max_calls, log)
     log("(d) scaling")
     spec = scaling_model or baseline_model
-    result["scaling"] = bench_scaling(spec, get(spec), box_counts, slice_counts, max_calls, log)
+    scaling_cap = max_calls if scaling_max_calls is None else scaling_max_calls
+    result["settings"]["scaling_max_calls"] = scaling_cap
+    result["scaling"] = bench_scaling(spec, get(spec), box_counts, slice_counts, scaling_cap, log)
     result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["total_seconds"] = time.perf_counter() - started
     with atomic_path(out_dir / "benchmark.json") as tmp:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medsam_lite.baseline import baseline_encoder_calls_volume, baseline_segment_2d, baseline_segment_volume
-from medsam_lite.benchmark import CallCounter, clip_boxes_z, resample_volume, tile_image
+from medsam_lite.benchmark import CallCounter, resample_volume, slab_boxes, tile_image
 from medsam_lite.model import build_medsam
 from medsam_lite.predictor import Predictor
 from tests.conftest import EXAMPLES
@@ -80,8 +80,8 @@ def test_generated_cases_helpers() -> None:
     assert out.shape == (8, 12, 16) and boxes.tolist() == [[2, 2, 0, 14, 10, 6]]
     img, tiled = tile_image(np.zeros((10, 20, 3), np.uint8), np.array([[1, 2, 3, 4]]), 3)
     assert img.shape == (20, 40, 3) and tiled.tolist() == [[1, 2, 3, 4], [21, 2, 23, 4], [1, 12, 3, 14]]
-    clipped = clip_boxes_z(np.array([[0, 0, 10, 5, 5, 40]]), 5)
-    assert clipped[0, 5] - clipped[0, 2] + 1 == 5 and clipped[0, 2] <= 25 <= clipped[0, 5]
+    slab = slab_boxes(np.array([[0, 0, 10, 5, 5, 40], [1, 1, 20, 6, 6, 30], [1, 1, 0, 6, 6, 3]]), 5)
+    assert slab[:, [2, 5]].tolist() == [[23, 27], [23, 27]]  # median middle 25; the third box is outside
 
 
 def test_benchmark_cli_quick(tmp_path, capsys) -> None:

@@ -26,6 +26,8 @@ def register(subparsers: Any) -> None:
                    help="cap on baseline encoder calls (3D) / decoder calls (2D) per measurement; larger cases "
                         "are measured on a labelled subset, larger scaling cells are skipped (never extrapolated)")
     p.add_argument("--scaling-model", default=None, help="model spec for the scaling table (default: baseline)")
+    p.add_argument("--scaling-max-calls", type=int, default=None,
+                   help="--max-calls for the scaling table (default: --max-calls)")
     p.add_argument("--boxes", type=int, nargs="+", default=None, help="scaling: box counts (default 1 2 4 8)")
     p.add_argument("--slices", type=int, nargs="+", default=None, help="scaling: slice counts (default 50 100 200)")
     p.set_defaults(func=run)
@@ -40,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--threads and --repeats must be at least 1")
     run_benchmark(args.out, models=tuple(args.models), baseline_model=args.baseline_model, threads=args.threads,
                   repeats=args.repeats, quick=args.quick, encoders=args.encoders, max_calls=args.max_calls,
-                  scaling_model=args.scaling_model, box_counts=args.boxes, slice_counts=args.slices)
+                  scaling_model=args.scaling_model,
+                  scaling_max_calls=args.scaling_max_calls, box_counts=args.boxes, slice_counts=args.slices)
     return 0
