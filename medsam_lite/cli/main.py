@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "benchmark": "medsam_lite.cli.benchmark",
     "prep": "medsam_lite.cli.prep",
     "evaluate": "medsam_lite.cli.evaluate",
+    "export": "medsam_lite.cli.export",
 }
 
 

@@ -1,0 +1,307 @@
+"""Exports: one-file TorchScript predictor (loaded without medsam_lite), ONNX encoder/decoder + ORT backend.
+
+Agreement is measured against the eager :class:`Predictor` on the bundled real cases, cropped to a
+few boxes / slices so the default suite stays fast.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_lite.predictor import Predictor
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+# Runs in a fresh interpreter (-I: no PYTHONPATH / user site, cwd = tmp dir). The editable install
+# of medsam_lite lives in site-packages, so a meta-path blocker makes any import of medsam_lite or
+# export fail: the artifact must work with torch alone.
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("medsam_lite", "export"):
+                raise ImportError("blocked: " + name)
+            return None
+    sys.meta_path.insert(0, _Block())
+    try:
+        import medsam_lite
+        raise SystemExit("medsam_lite is importable in the child")
+    except ImportError:
+        pass
+    import torch
+    torch.set_num_threads(2)
+    artifact, inputs, output = sys.argv[1:4]
+    extra = {"metadata.json": ""}
+    module = torch.jit.load(artifact, map_location="cpu", _extra_files=extra)
+    data = torch.load(inputs)
+    out = {}
+    for key, (method, array, boxes) in data.items():
+        out[key] = getattr(module, method)(array, boxes)
+    torch.save(out, output)
+    assert not any(m.split(".")[0] in ("medsam_lite", "export") for m in sys.modules)
+    print(json.loads(extra["metadata.json"])["model"])
+    """
+)
+
+
+def run_isolated(artifact: Path, jobs: Dict[str, Tuple[str, np.ndarray, np.ndarray]], tmp: Path) -> Dict[str, np.ndarray]:
+    """Run ``method(array, boxes)`` for each job in a fresh ``python -I`` process; returns numpy outputs."""
+    inputs, output = tmp / "inputs.pt", tmp / "outputs.pt"
+    torch.save({k: (m, torch.from_numpy(np.ascontiguousarray(a)), torch.as_tensor(b, dtype=torch.float32))
+                for k, (m, a, b) in jobs.items()}, inputs)
+    proc = subprocess.run([sys.executable, "-I", "-c", _CHILD, str(artifact), str(inputs), str(output)],
+                          cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {k: v.numpy() for k, v in torch.load(output).items()}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Foreground DSC between two label maps (any non-zero label)."""
+    a, b = a > 0, b > 0
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def assert_agree(out: np.ndarray, ref: np.ndarray, what: str) -> None:
+    assert out.shape == ref.shape and out.dtype == np.uint8, what
+    agreement = float((out == ref).mean())
+    assert agreement >= 0.999, f"{what}: pixel agreement {agreement:.5f}"
+    assert dice(out, ref) >= 0.995, f"{what}: DSC {dice(out, ref):.5f}"
+
+
+def load_case(name: str) -> Tuple[np.ndarray, np.ndarray]:
+    data = np.load(EXAMPLES / name)
+    return data["imgs"], data["boxes"]
+
+
+def crop_3d(volume: np.ndarray, boxes: np.ndarray, box_ids, z_lo: int, z_hi: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Keep slices [z_lo, z_hi) and the given boxes, with z clipped into the crop."""
+    sub = boxes[list(box_ids)].astype(np.float64).copy()
+    sub[:, 2] = np.clip(sub[:, 2] - z_lo, 0, z_hi - z_lo - 1)
+    sub[:, 5] = np.clip(sub[:, 5] - z_lo, 0, z_hi - z_lo - 1)
+    return np.ascontiguousarray(volume[z_lo:z_hi]), sub
+
+
+@pytest.fixture(scope="module")
+def random_repvit():
+    from medsam_lite.model import build_medsam
+
+    torch.manual_seed(0)
+    return build_medsam("repvit_m0_6").eval()
+
+
+@pytest.fixture(scope="module")
+def repvit_artifact(random_repvit, tmp_path_factory) -> Path:
+    from export.torchscript import export_torchscript
+
+    return export_torchscript(random_repvit, tmp_path_factory.mktemp("ts") / "predictor.pt", "repvit_m0_6")
+
+
+@pytest.fixture(scope="module")
+def lite_artifact(lite_medsam, tmp_path_factory) -> Path:
+    from export.torchscript import export_torchscript
+
+    return export_torchscript(lite_medsam, tmp_path_factory.mktemp("ts_lite") / "predictor.pt", "lite_medsam")
+
+
+@pytest.fixture(scope="module")
+def cases() -> Dict[str, Tuple[str, np.ndarray, np.ndarray]]:
+    """Small real jobs: 2D nuclei (5 boxes), MR brain (4 slices), CT abdomen (2 boxes, 5 slices)."""
+    img, boxes = load_case("2DBox_Microscopy_nuclei.npz")
+    mr, mr_boxes = load_case("3DBox_MR_brain_tumour.npz")
+    z0 = int(mr_boxes[0, 2])
+    mr, mr_boxes = crop_3d(mr, mr_boxes, [0], z0, z0 + 4)
+    ct, ct_boxes = load_case("3DBox_CT_abdomen.npz")
+    ct, ct_boxes = crop_3d(ct, ct_boxes, [1, 2], 86, 91)
+    return {
+        "nuclei_2d": ("segment_2d", img, boxes[::25].astype(np.float64)),
+        "mr_3d": ("segment_3d", mr, mr_boxes),
+        "ct_3d": ("segment_3d", ct, ct_boxes),
+    }
+
+
+def reference(predictor: Predictor, method: str, array: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    if method == "segment_2d":
+        predictor.set_image(array)
+        return predictor.predict(boxes)
+    return predictor.predict_volume(array, boxes, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- TorchScript
+def test_metadata_present(repvit_artifact: Path) -> None:
+    from export.torchscript import read_metadata
+
+    import medsam_lite
+
+    meta = read_metadata(repvit_artifact)
+    assert meta["model"] == "repvit_m0_6"
+    assert meta["medsam_lite_version"] == medsam_lite.__version__
+    assert meta["encoder"] == "RepViTEncoder"
+    assert set(meta["methods"]) >= {"segment_2d", "segment_3d", "encode", "decode"}
+
+
+def test_repvit_artifact_fused_and_matches_predictor(random_repvit, repvit_artifact: Path, cases, tmp_path) -> None:
+    module = torch.jit.load(str(repvit_artifact))
+    kinds = {getattr(m, "original_name", type(m).__name__) for m in module.encoder.modules()}
+    assert not any("BatchNorm" in kind for kind in kinds), f"BatchNorm not fused: {sorted(kinds)}"
+    predictor = Predictor(random_repvit)
+    jobs = {"nuclei_2d": cases["nuclei_2d"], "ct_3d": cases["ct_3d"]}
+    outs = run_isolated(repvit_artifact, jobs, tmp_path)
+    for key, (method, array, boxes) in jobs.items():
+        assert_agree(outs[key], reference(predictor, method, array, boxes), f"repvit {key}")
+
+
+def test_lite_medsam_artifact_matches_predictor_isolated(lite_medsam, lite_artifact: Path, cases, tmp_path) -> None:
+    """Real LiteMedSAM, smallest real jobs (the CPU is shared): 2 nuclei boxes, 2 CT slices of one box."""
+    method, img, boxes = cases["nuclei_2d"]
+    ct_method, ct, ct_boxes = cases["ct_3d"]
+    jobs = {"nuclei_2d": (method, img, boxes[:2]), "ct_3d": (ct_method, ct[1:3], np.array([[*ct_boxes[0, :2], 0,
+                                                                                           *ct_boxes[0, 3:5], 1]]))}
+    predictor = Predictor(lite_medsam)
+    outs = run_isolated(lite_artifact, jobs, tmp_path)
+    for key, (method, array, boxes) in jobs.items():
+        ref = reference(predictor, method, array, boxes)
+        assert ref.any(), key
+        assert_agree(outs[key], ref, f"lite_medsam {key}")
+
+
+@pytest.mark.slow
+def test_lite_medsam_artifact_matches_predictor_all_cases(lite_medsam, lite_artifact: Path, cases, tmp_path) -> None:
+    predictor = Predictor(lite_medsam)
+    outs = run_isolated(lite_artifact, cases, tmp_path)
+    for key, (method, array, boxes) in cases.items():
+        ref = reference(predictor, method, array, boxes)
+        assert ref.any(), key
+        assert_agree(outs[key], ref, f"lite_medsam {key}")
+
+
+def test_3d_encodes_each_slice_once(repvit_artifact: Path) -> None:
+    """Two overlapping boxes over 4 slices: the in-artifact cache means 4 encoder runs, like the Predictor."""
+    module = torch.jit.load(str(repvit_artifact))
+    volume = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (4, 40, 50), dtype=np.uint8))
+    boxes = torch.tensor([[5.0, 5.0, 0.0, 30.0, 30.0, 3.0], [10.0, 8.0, 1.0, 40.0, 35.0, 3.0]])
+    assert module.encoder_calls == 0
+    out = module.segment_3d(volume, boxes)
+    assert module.encoder_calls == 4
+    assert out.shape == (4, 40, 50) and out.dtype == torch.uint8
+
+
+@pytest.mark.parametrize(
+    "method, array, boxes, message",
+    [
+        ("segment_2d", np.zeros((2, 3, 4, 5), np.uint8), [[1, 1, 3, 3]], "must be \\(H, W\\)"),
+        ("segment_2d", np.arange(64, dtype=np.float32).reshape(8, 8), [[1, 1, 3, 3]], "uint8"),
+        ("segment_2d", np.arange(64, dtype=np.uint8).reshape(8, 8), [[20, 20, 30, 30]], "outside the image"),
+        ("segment_2d", np.arange(64, dtype=np.uint8).reshape(8, 8), np.zeros((0, 4)), "no boxes"),
+        ("segment_2d", np.arange(64, dtype=np.uint8).reshape(8, 8), [[5, 1, 2, 3]], "inverted along x"),
+        ("segment_2d", np.arange(64, dtype=np.uint8).reshape(8, 8), [[1, 1, 3]], "shape \\(N, 4\\)"),
+        ("segment_2d", np.full((8, 8), 7, np.uint8), [[1, 1, 3, 3]], "constant"),
+        ("segment_3d", np.arange(64, dtype=np.uint8).reshape(8, 8), [[1, 1, 0, 3, 3, 0]], "\\(D, H, W\\)"),
+        ("segment_3d", np.arange(128, dtype=np.uint8).reshape(2, 8, 8), [[1, 1, 1, 3, 3, 0]], "inverted along z"),
+        ("segment_3d", np.arange(128, dtype=np.uint8).reshape(2, 8, 8), [[1, 1, 5, 3, 3, 6]], "outside the image"),
+    ],
+)
+def test_bad_inputs_raise_readable_errors(repvit_artifact: Path, method, array, boxes, message) -> None:
+    module = torch.jit.load(str(repvit_artifact))
+    with pytest.raises(Exception, match=message):
+        getattr(module, method)(torch.from_numpy(array), torch.as_tensor(np.asarray(boxes, np.float64)))
+
+
+def test_partial_box_is_clipped_like_predictor(random_repvit, repvit_artifact: Path) -> None:
+    img, _ = load_case("2DBox_Microscopy_nuclei.npz")
+    boxes = np.array([[-10.0, 400.0, 100.0, 530.0]])
+    module = torch.jit.load(str(repvit_artifact))
+    out = module.segment_2d(torch.from_numpy(img), torch.from_numpy(boxes)).numpy()
+    predictor = Predictor(random_repvit)
+    with pytest.warns(UserWarning):
+        ref = reference(predictor, "segment_2d", img, boxes)
+    assert_agree(out, ref, "clipped box")
+
+
+def test_cli_export_torchscript(fast_checkpoint: Path, tmp_path: Path) -> None:
+    from medsam_lite.cli.main import main
+
+    out = tmp_path / "predictor.pt"
+    assert main(["export", "--model", str(fast_checkpoint), "--format", "torchscript", "-o", str(out)]) == 0
+    from export.torchscript import read_metadata
+
+    assert read_metadata(out)["model"] == str(fast_checkpoint)
+
+
+def test_cli_export_bad_model(tmp_path: Path, capsys) -> None:
+    from medsam_lite.cli.main import main
+
+    assert main(["export", "--model", str(tmp_path / "missing.pth"), "-o", str(tmp_path / "x.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+@pytest.fixture(scope="module")
+def repvit_onnx(fast_checkpoint: Path, tmp_path_factory) -> Path:
+    """ONNX export through the CLI (random RepViT checkpoint)."""
+    from medsam_lite.cli.main import main
+
+    out = tmp_path_factory.mktemp("onnx")
+    assert main(["export", "--model", str(fast_checkpoint), "--format", "onnx", "-o", str(out)]) == 0
+    return out
+
+
+def test_onnx_files_checked_and_shaped(repvit_onnx: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    for name in ("encoder.onnx", "decoder.onnx"):
+        onnx.checker.check_model(str(repvit_onnx / name))
+    dec = ort.InferenceSession(str(repvit_onnx / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 5):
+        logits = dec.run(None, {"embedding": np.random.rand(1, 256, 64, 64).astype(np.float32),
+                                "boxes": np.tile(np.array([[10, 10, 100, 90]], np.float32), (n, 1))})[0]
+        assert logits.shape == (n, 1, 256, 256)
+
+
+def test_onnx_backend_matches_eager(fast_checkpoint: Path, repvit_onnx: Path, cases) -> None:
+    from export.onnx_backend import OnnxRuntimeBackend
+    from medsam_lite.checkpoint import load_checkpoint
+
+    eager = Predictor(load_checkpoint(fast_checkpoint))
+    onnx_pred = Predictor(backend=OnnxRuntimeBackend(repvit_onnx, threads=2))
+    for key in ("nuclei_2d", "ct_3d"):
+        method, array, boxes = cases[key]
+        assert_agree(reference(onnx_pred, method, array, boxes), reference(eager, method, array, boxes), f"onnx {key}")
+
+
+def test_onnx_backend_missing_dir(tmp_path: Path) -> None:
+    from export.onnx_backend import OnnxRuntimeBackend
+    from medsam_lite.errors import InputError
+
+    with pytest.raises(InputError, match="encoder.onnx"):
+        OnnxRuntimeBackend(tmp_path)
+
+
+@pytest.mark.slow
+def test_onnx_lite_medsam_and_int8(lite_medsam, cases, tmp_path: Path) -> None:
+    """Real LiteMedSAM through ONNX Runtime (fp32 and dynamic int8) against the eager Predictor."""
+    from export.onnx_backend import OnnxRuntimeBackend
+    from export.onnx_export import export_onnx
+
+    paths = export_onnx(lite_medsam, tmp_path, quantize=True)
+    assert {"encoder", "decoder", "encoder_int8", "decoder_int8"} <= set(paths)
+    eager = Predictor(lite_medsam)
+    fp32 = Predictor(backend=OnnxRuntimeBackend(tmp_path, threads=2))
+    int8 = Predictor(backend=OnnxRuntimeBackend(tmp_path, int8=True, threads=2))
+    for key, (method, array, boxes) in cases.items():
+        ref = reference(eager, method, array, boxes)
+        assert_agree(reference(fp32, method, array, boxes), ref, f"onnx lite {key}")
+        q = reference(int8, method, array, boxes)
+        print(json.dumps({"case": key, "int8_agreement": float((q == ref).mean()), "int8_dsc": dice(q, ref)}))
+        assert dice(q, ref) >= 0.8, key
