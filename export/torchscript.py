@@ -10,10 +10,12 @@ The artifact is loaded with ``torch.jit.load`` alone (no ``medsam_lite`` import)
 * ``encode(tensor)`` (1, 3, 256, 256) -> (1, 256, 64, 64) and ``decode(embedding, boxes_256)``
   -> (N, 1, 256, 256) logits, the raw model-frame network.
 
-Pre-processing reproduces :mod:`medsam_lite.transforms`; the only deliberate approximation is the
-resize: ``cv2.INTER_AREA`` is computed here as an exact separable pixel-area matrix product in
-float64 (identical to OpenCV's area weights for down- and up-scaling), rounded half up to uint8 as
-OpenCV does; OpenCV's fixed-point arithmetic on uint8 up-scaling can differ by one grey level.
+Pre-processing reproduces :mod:`medsam_lite.transforms`. ``cv2.INTER_AREA`` has no TorchScript op
+(``F.interpolate(mode="area")`` only matches it for integer shrink factors), so it is re-implemented:
+shrinking as an exact separable pixel-area matrix product in float64 rounded half up to uint8;
+enlarging as OpenCV's fixed-point bilinear-with-area-weights path. Both are bit-exact against
+``cv2.resize`` on the bundled cases; OpenCV's scalar tail loop (non-SIMD widths) may differ by one
+grey level on rare pixels.
 Metadata JSON is stored in the file as the extra file ``metadata.json``.
 """
 from __future__ import annotations
@@ -73,8 +75,42 @@ def _area_matrix(in_size: int, out_size: int) -> torch.Tensor:
     return overlap / scale
 
 
+def _linear_area_coeffs(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OpenCV's INTER_AREA up-scaling taps along one axis: (source index, next index, 11-bit weights (out, 2)).
+
+    When enlarging, OpenCV runs its bilinear code with area coefficients: output pixel d covers
+    [d * s, (d + 1) * s) of the source (s = in / out < 1) and straddles at most two source pixels.
+    Weights are computed in float32 and quantised to 11 bits exactly like ``cv::resize`` on uint8.
+    """
+    inv = float(out_size) / float(in_size)
+    scale = 1.0 / inv
+    d = torch.arange(out_size, dtype=torch.float64)
+    src = torch.floor(d * scale)
+    fx = ((d + 1.0) - (src + 1.0) * inv).to(torch.float32)
+    fx = torch.where(fx <= 0.0, torch.zeros_like(fx), fx - torch.floor(fx))
+    last = src >= float(in_size - 1)
+    src = torch.where(last, torch.full_like(src, float(in_size - 1)), src)
+    fx = torch.where(last, torch.zeros_like(fx), fx)
+    weights = torch.stack([torch.round((1.0 - fx) * 2048.0), torch.round(fx * 2048.0)], dim=1).to(torch.int64)
+    index = src.to(torch.int64)
+    return index, torch.clamp(index + 1, max=in_size - 1), weights
+
+
 def _resize_area_u8(image: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
-    """(C, H, W) float64 holding uint8 values -> (C, new_h, new_w) float64, area-averaged and rounded half up."""
+    """(C, H, W) float64 holding uint8 values -> (C, new_h, new_w) float64 uint8 values, as ``cv2.INTER_AREA``.
+
+    Shrinking: exact separable pixel-area averaging, rounded half up. Enlarging: OpenCV's fixed-point
+    bilinear-with-area-weights path (11-bit weights, its SIMD rounding), bit-exact on the bundled cases.
+    """
+    if new_h > image.shape[1] or new_w > image.shape[2]:
+        sy, ny, wy = _linear_area_coeffs(image.shape[1], new_h)
+        sx, nx, wx = _linear_area_coeffs(image.shape[2], new_w)
+        src = image.to(torch.int64)
+        rows = src[:, :, sx] * wx[:, 0] + src[:, :, nx] * wx[:, 1]  # (C, H, new_w), scaled by 2048
+        top = torch.div(rows[:, sy, :], 16, rounding_mode="floor") * wy[:, 0].unsqueeze(1)
+        bottom = torch.div(rows[:, ny, :], 16, rounding_mode="floor") * wy[:, 1].unsqueeze(1)
+        out = torch.div(top, 65536, rounding_mode="floor") + torch.div(bottom, 65536, rounding_mode="floor")
+        return torch.clamp(torch.div(out + 2, 4, rounding_mode="floor"), 0, 255).to(torch.float64)
     wy = _area_matrix(image.shape[1], new_h)
     wx = _area_matrix(image.shape[2], new_w)
     out = torch.matmul(torch.matmul(wy, image), wx.t())

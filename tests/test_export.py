@@ -114,20 +114,31 @@ def lite_artifact(lite_medsam, tmp_path_factory) -> Path:
     return export_torchscript(lite_medsam, tmp_path_factory.mktemp("ts_lite") / "predictor.pt", "lite_medsam")
 
 
-@pytest.fixture(scope="module")
-def cases() -> Dict[str, Tuple[str, np.ndarray, np.ndarray]]:
-    """Small real jobs: 2D nuclei (5 boxes), MR brain (4 slices), CT abdomen (2 boxes, 5 slices)."""
+def _jobs(n_2d: int, mr_slices: int, ct_ids, ct_range: Tuple[int, int]) -> Dict[str, Tuple[str, np.ndarray, np.ndarray]]:
+    """Real jobs cut from the bundled cases: nuclei 2D (every 125 // n_2d-th box), MR brain, CT abdomen."""
     img, boxes = load_case("2DBox_Microscopy_nuclei.npz")
     mr, mr_boxes = load_case("3DBox_MR_brain_tumour.npz")
     z0 = int(mr_boxes[0, 2])
-    mr, mr_boxes = crop_3d(mr, mr_boxes, [0], z0, z0 + 4)
+    mr, mr_boxes = crop_3d(mr, mr_boxes, [0], z0, z0 + mr_slices)
     ct, ct_boxes = load_case("3DBox_CT_abdomen.npz")
-    ct, ct_boxes = crop_3d(ct, ct_boxes, [1, 2], 86, 91)
+    ct, ct_boxes = crop_3d(ct, ct_boxes, ct_ids, *ct_range)
     return {
-        "nuclei_2d": ("segment_2d", img, boxes[::25].astype(np.float64)),
+        "nuclei_2d": ("segment_2d", img, boxes[:: len(boxes) // n_2d][:n_2d].astype(np.float64)),
         "mr_3d": ("segment_3d", mr, mr_boxes),
         "ct_3d": ("segment_3d", ct, ct_boxes),
     }
+
+
+@pytest.fixture(scope="module")
+def cases() -> Dict[str, Tuple[str, np.ndarray, np.ndarray]]:
+    """Small real jobs (the CPU is shared): 3 nuclei boxes, 3 MR slices, 1 CT box over 3 slices."""
+    return _jobs(3, 3, [1], (87, 90))
+
+
+@pytest.fixture(scope="module")
+def big_cases() -> Dict[str, Tuple[str, np.ndarray, np.ndarray]]:
+    """Larger real jobs for the slow tests: 13 nuclei boxes, all 7 MR tumour slices, 2 CT boxes over 8 slices."""
+    return _jobs(13, 7, [1, 2], (84, 92))
 
 
 def reference(predictor: Predictor, method: str, array: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -138,6 +149,20 @@ def reference(predictor: Predictor, method: str, array: np.ndarray, boxes: np.nd
 
 
 # ---------------------------------------------------------------------------------------------- TorchScript
+@pytest.mark.parametrize("shape", [(101, 122), (512, 512), (256, 256), (77, 91), (1000, 700), (300, 200)])
+def test_scripted_resize_matches_cv2_inter_area(shape) -> None:
+    """The in-artifact INTER_AREA replacement vs cv2 on uint8: bit-exact except rare +-1 on odd shrink factors."""
+    import cv2
+
+    from export.torchscript import _resize_area_u8, _resized_shape
+
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    h, w = _resized_shape(*shape)
+    ref = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).astype(int)
+    ours = _resize_area_u8(torch.from_numpy(img)[None].double(), h, w)[0].numpy().astype(int)
+    assert np.abs(ref - ours).max() <= 1 and (ref != ours).mean() < 1e-3
+
+
 def test_metadata_present(repvit_artifact: Path) -> None:
     from export.torchscript import read_metadata
 
@@ -162,24 +187,19 @@ def test_repvit_artifact_fused_and_matches_predictor(random_repvit, repvit_artif
 
 
 def test_lite_medsam_artifact_matches_predictor_isolated(lite_medsam, lite_artifact: Path, cases, tmp_path) -> None:
-    """Real LiteMedSAM, smallest real jobs (the CPU is shared): 2 nuclei boxes, 2 CT slices of one box."""
-    method, img, boxes = cases["nuclei_2d"]
-    ct_method, ct, ct_boxes = cases["ct_3d"]
-    jobs = {"nuclei_2d": (method, img, boxes[:2]), "ct_3d": (ct_method, ct[1:3], np.array([[*ct_boxes[0, :2], 0,
-                                                                                           *ct_boxes[0, 3:5], 1]]))}
     predictor = Predictor(lite_medsam)
-    outs = run_isolated(lite_artifact, jobs, tmp_path)
-    for key, (method, array, boxes) in jobs.items():
+    outs = run_isolated(lite_artifact, cases, tmp_path)
+    for key, (method, array, boxes) in cases.items():
         ref = reference(predictor, method, array, boxes)
         assert ref.any(), key
         assert_agree(outs[key], ref, f"lite_medsam {key}")
 
 
 @pytest.mark.slow
-def test_lite_medsam_artifact_matches_predictor_all_cases(lite_medsam, lite_artifact: Path, cases, tmp_path) -> None:
+def test_lite_medsam_artifact_matches_predictor_bigger(lite_medsam, lite_artifact: Path, big_cases, tmp_path) -> None:
     predictor = Predictor(lite_medsam)
-    outs = run_isolated(lite_artifact, cases, tmp_path)
-    for key, (method, array, boxes) in cases.items():
+    outs = run_isolated(lite_artifact, big_cases, tmp_path)
+    for key, (method, array, boxes) in big_cases.items():
         ref = reference(predictor, method, array, boxes)
         assert ref.any(), key
         assert_agree(outs[key], ref, f"lite_medsam {key}")
@@ -289,7 +309,7 @@ def test_onnx_backend_missing_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_lite_medsam_and_int8(lite_medsam, cases, tmp_path: Path) -> None:
+def test_onnx_lite_medsam_and_int8(lite_medsam, big_cases, tmp_path: Path) -> None:
     """Real LiteMedSAM through ONNX Runtime (fp32 and dynamic int8) against the eager Predictor."""
     from export.onnx_backend import OnnxRuntimeBackend
     from export.onnx_export import export_onnx
@@ -299,9 +319,40 @@ def test_onnx_lite_medsam_and_int8(lite_medsam, cases, tmp_path: Path) -> None:
     eager = Predictor(lite_medsam)
     fp32 = Predictor(backend=OnnxRuntimeBackend(tmp_path, threads=2))
     int8 = Predictor(backend=OnnxRuntimeBackend(tmp_path, int8=True, threads=2))
-    for key, (method, array, boxes) in cases.items():
+    for key, (method, array, boxes) in big_cases.items():
         ref = reference(eager, method, array, boxes)
         assert_agree(reference(fp32, method, array, boxes), ref, f"onnx lite {key}")
         q = reference(int8, method, array, boxes)
         print(json.dumps({"case": key, "int8_agreement": float((q == ref).mean()), "int8_dsc": dice(q, ref)}))
         assert dice(q, ref) >= 0.8, key
+
+
+# ---------------------------------------------------------------------------------------------- C++
+@pytest.mark.slow
+def test_cpp_example_builds_and_matches(repvit_artifact: Path, tmp_path: Path) -> None:
+    """Build examples/cpp against the torch wheel, run segment_2d from C++ on a raw grey image."""
+    import os
+    import shutil
+
+    if shutil.which("cmake") is None or shutil.which("g++") is None:
+        pytest.skip("cmake / g++ not installed")
+    torch_root = os.path.dirname(torch.__file__)
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(REPO / "examples" / "cpp"), "-B", str(build), f"-DTORCH_ROOT={torch_root}",
+                    f"-DTORCH_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True, timeout=1800)
+    img, boxes = load_case("2DBox_Microscopy_nuclei.npz")
+    grey = np.ascontiguousarray(img[:200, :300, 0])
+    raw, mask_path = tmp_path / "image.raw", tmp_path / "mask.raw"
+    grey.tofile(raw)
+    box_args = ["10", "20", "120", "150", "100", "50", "250", "180"]
+    proc = subprocess.run([str(build / "segment"), str(repvit_artifact), str(raw), "200", "300", str(mask_path),
+                           *box_args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    mask = np.fromfile(mask_path, dtype=np.uint8).reshape(200, 300)
+    module = torch.jit.load(str(repvit_artifact))
+    expected = module.segment_2d(torch.from_numpy(grey), torch.tensor([float(v) for v in box_args]).reshape(2, 4))
+    assert np.array_equal(mask, expected.numpy())
+    bad = subprocess.run([str(build / "segment"), str(repvit_artifact), str(raw), "200", "300", str(mask_path),
+                          "500", "20", "520", "40"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "outside the image" in bad.stderr
