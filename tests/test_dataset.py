@@ -20,8 +20,8 @@ JITTER = 5
 
 
 @pytest.fixture(scope="module")
-def data_root() -> Path:
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+def data_root(shared_data: Path) -> Path:
+    path = shared_data
     if not (path / "mni152").is_dir() or not (path / "nuclei2d").is_dir():
         pytest.skip("../shared/data (mni152, nuclei2d) not present")
     return path

@@ -18,15 +18,6 @@ STORED_SPACING_XYZ = (0.8, 0.8, 5.0)  # as the challenge prep stored it: SimpleI
 
 
 @pytest.fixture(scope="module")
-def shared_data() -> Path:
-    """``<repo>/../shared/data``; tests using it are skipped where it is absent."""
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"shared data folder not found: {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def ct_crop(shared_data: Path) -> np.ndarray:
     """Real CT organ labels (z, y, x) cropped to spleen (1), liver (2), pancreas (3), relabelled 1..3."""
     nib = pytest.importorskip("nibabel")

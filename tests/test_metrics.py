@@ -16,15 +16,6 @@ from medsam_lite.metrics import NSD_MIN_DSC, case_scores, dice, nsd
 # ----------------------------------------------------------------------------- real data fixtures
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``<repo>/../shared/data``; tests using it are skipped where it is absent."""
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"shared data folder not found: {path}")
-    return path
-
-
-@pytest.fixture(scope="session")
 def ct_labels(shared_data: Path) -> np.ndarray:
     """TotalSegmentator CT organ labels as (z, y, x), 3 mm isotropic."""
     nib = pytest.importorskip("nibabel")

@@ -30,8 +30,8 @@ Z0, Z1 = 75, 115  # 40-slice crop of MNI152 through the ventricles
 
 # ------------------------------------------------------------------ fixtures / helpers
 @pytest.fixture(scope="module")
-def data_root() -> Path:
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+def data_root(shared_data: Path) -> Path:
+    path = shared_data
     if not (path / "mni152").is_dir() or not (path / "nuclei2d").is_dir():
         pytest.skip("../shared/data (mni152, nuclei2d) not present")
     return path

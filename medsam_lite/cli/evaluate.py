@@ -35,6 +35,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation; 0 when every case was scored, 1 when some case failed."""
+    from .common import report_failures
     import warnings
 
     from ..evaluate import EvaluationWarning, evaluate_dirs
@@ -48,9 +49,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.cases)} case(s), spacing order {result.spacing_order}, tolerance "
           f"{result.tolerance:g}: DSC {result.dsc_mean_over_modalities:.4f}, "
           f"NSD {result.nsd_mean_over_modalities:.4f} (mean over modalities); report in {result.out_dir}")
-    if result.failures:
-        print(f"medsam-lite evaluate: {len(result.failures)} case(s) failed:", file=sys.stderr)
-        for failure in result.failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures("evaluate", (str(failure) for failure in result.failures))

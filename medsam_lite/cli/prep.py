@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import List, Optional, Tuple
 
 
@@ -54,6 +53,7 @@ def _label_files(items: List[str]) -> List[Tuple[int, str, Optional[float]]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .common import report_failures
     from data_prep.layouts import Overrides
     from data_prep.prep import prep_dataset
 
@@ -72,9 +72,4 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary_markdown.rstrip())
     print(f"{result.slices} slices from {result.cases} cases ({result.converted} converted now, "
           f"{result.skipped} already done) -> {result.manifest}")
-    if result.failures:
-        print(f"medsam-lite prep: {len(result.failures)} case(s) failed:", file=sys.stderr)
-        for failure in result.failures:
-            print(f"  {failure.case}: {failure.message}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures("prep", (f"{failure.case}: {failure.message}" for failure in result.failures))

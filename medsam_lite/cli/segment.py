@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Optional, Tuple
 
 
@@ -42,6 +41,7 @@ def _window(text: Optional[str]) -> Optional[Tuple[float, float]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .common import report_failures
     import numpy as np
 
     from ..errors import InputError
@@ -60,9 +60,4 @@ def run(args: argparse.Namespace) -> int:
                            window=_window(args.window), progress=not args.no_progress)
     for out in result.outputs:
         print(f"wrote {out}")
-    if result.failures:
-        print(f"medsam-lite segment: {len(result.failures)} case(s) failed:", file=sys.stderr)
-        for _, message in result.failures:
-            print(f"  {message}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures("segment", (message for _, message in result.failures))
