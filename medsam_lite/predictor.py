@@ -46,7 +46,8 @@ class Predictor:
 
     Args:
         model: a MedSAMLite module, a pretrained name, a checkpoint path, or None (default model).
-        decode_batch: boxes decoded together in one decoder call.
+        decode_batch: boxes decoded together in one decoder call. Default 1: on 2 CPU cores batching
+            was never faster per box (4 per call ~10-20 % slower, 8 or more ~40 % slower; see benchmarks/).
         backend: an object with ``encode(tensor)`` and ``decode(embedding, boxes_256)``; built from
             ``model`` when None (eager PyTorch). Other backends (ONNX Runtime) plug in here.
     """
@@ -54,7 +55,7 @@ class Predictor:
     def __init__(
         self,
         model: Union[MedSAMLite, str, None] = None,
-        decode_batch: int = 32,
+        decode_batch: int = 1,
         backend: Optional[object] = None,
     ) -> None:
         if backend is None:
