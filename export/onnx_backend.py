@@ -6,10 +6,21 @@ as the eager model, with ``encoder.onnx`` / ``decoder.onnx`` (see :mod:`export.o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 import torch
+
+
+def _session(ort: Any, path: Path, options: Any, providers: List[str]) -> Any:
+    """An ``ort.InferenceSession`` for ``path``; an unreadable / invalid model is a one-line InputError."""
+    from medsam_lite.errors import InputError
+
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own pybind error types (InvalidProtobuf, Fail, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"cannot load ONNX model ({type(exc).__name__}: {first})", path) from exc
 
 
 class OnnxRuntimeBackend:
@@ -31,13 +42,14 @@ class OnnxRuntimeBackend:
         enc, dec = onnx_dir / f"encoder{suffix}", onnx_dir / f"decoder{suffix}"
         for path in (enc, dec):
             if not path.is_file():
-                raise InputError(f"missing {path.name}; create it with 'medsam-lite export --format onnx'", onnx_dir)
+                how = "medsam-lite export --format onnx" + (" --quantize" if int8 else "")
+                raise InputError(f"file not found; create it with '{how} -o {onnx_dir}'", path)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(enc), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(dec), options, providers=providers)
+        self.encoder = _session(ort, enc, options, providers)
+        self.decoder = _session(ort, dec, options, providers)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(1, 3, 256, 256) float32 model-frame image -> (1, 256, 64, 64) embedding."""

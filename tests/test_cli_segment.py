@@ -212,3 +212,65 @@ def test_too_many_boxes_is_a_clear_error(tmp_path, capsys, fast_checkpoint) -> N
     code, _, err = _run(capsys, "segment", tmp_path / "2DBox_many.npz", "-o", tmp_path / "o", "--model",
                         fast_checkpoint, "--no-progress")
     assert code == 1 and "2DBox_many.npz: 256 boxes do not fit a uint8 label map" in err
+
+
+# ---------------------------------------------------------------------------------------------- --backend
+@pytest.fixture(scope="module")
+def onnx_dir(fast_checkpoint, tmp_path_factory) -> Path:
+    """The random RepViT checkpoint exported with ``medsam-lite export --format onnx``."""
+    out = tmp_path_factory.mktemp("onnx")
+    assert main(["export", "--model", str(fast_checkpoint), "--format", "onnx", "-o", str(out)]) == 0
+    return out
+
+
+def test_onnxruntime_backend_matches_torch(tmp_path, capsys, fast_checkpoint, onnx_dir) -> None:
+    """Same cases (4 nuclei boxes; MR box over 4 slices) through both backends: masks agree >= 0.999."""
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
+        np.savez(cases / "2DBox_Microscopy_nuclei.npz", imgs=z["imgs"], boxes=z["boxes"][::40])
+    _small_3d_case(cases / "3DBox_MR_y.npz")
+    outs = {}
+    for backend, extra in (("torch", ["--model", fast_checkpoint]), ("onnxruntime", ["--onnx-dir", onnx_dir])):
+        outs[backend] = tmp_path / backend
+        code, stdout, err = _run(capsys, "segment", cases, "-o", outs[backend], "--backend", backend, *extra,
+                                 "--no-progress")
+        assert code == 0, err
+    for name in ("2DBox_Microscopy_nuclei.npz", "3DBox_MR_y.npz"):
+        ref = np.load(outs["torch"] / name)["segs"]
+        got = np.load(outs["onnxruntime"] / name)["segs"]
+        assert got.shape == ref.shape and got.dtype == ref.dtype == np.uint8
+        assert ref.any(), name
+        assert float((got == ref).mean()) >= 0.999, name
+    assert _leftovers(outs["onnxruntime"]) == ["2DBox_Microscopy_nuclei.npz", "3DBox_MR_y.npz"]
+
+
+def _one_line_error(capsys, *argv) -> str:
+    code, _, err = _run(capsys, *argv)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_backend_flag_errors(tmp_path, capsys, onnx_dir) -> None:
+    case = _small_2d_case(tmp_path / "2DBox_x.npz")
+    out = tmp_path / "o"
+    err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime")
+    assert "--backend onnxruntime needs --onnx-dir" in err
+    err = _one_line_error(capsys, "segment", case, "-o", out, "--onnx-dir", onnx_dir)
+    assert "--onnx-dir only applies to --backend onnxruntime" in err
+    err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime", "--onnx-dir", onnx_dir,
+                          "--model", "lite_medsam")
+    assert "--model does not apply" in err
+    err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime", "--onnx-dir",
+                          tmp_path / "nowhere")
+    assert "nowhere: --onnx-dir is not a folder" in err
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(onnx_dir / "encoder.onnx", half / "encoder.onnx")
+    err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime", "--onnx-dir", half)
+    assert f"{half / 'decoder.onnx'}: file not found" in err
+    (half / "decoder.onnx").write_bytes(b"not an onnx model")
+    err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime", "--onnx-dir", half)
+    assert f"{half / 'decoder.onnx'}: cannot load ONNX model" in err
+    assert not out.exists()

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
+
+if TYPE_CHECKING:  # heavy imports stay inside run(): ``medsam-lite --help`` is fast
+    from ..predictor import Predictor
+
+BACKENDS = ("torch", "onnxruntime")
+"""Values of ``--backend``."""
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -23,6 +29,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--window", help="CT window for non-uint8 inputs as LEVEL,WIDTH (e.g. 40,400)")
     p.add_argument("--overlay", help="PNG to write (a folder when the input is a folder)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="inference backend: torch (eager PyTorch, default) or onnxruntime (needs --onnx-dir)")
+    p.add_argument("--onnx-dir", metavar="DIR",
+                   help="folder with encoder.onnx / decoder.onnx from 'medsam-lite export --format onnx' "
+                        "(only with --backend onnxruntime; the model is the one exported there)")
     p.set_defaults(func=run)
 
 
@@ -40,6 +51,35 @@ def _window(text: Optional[str]) -> Optional[Tuple[float, float]]:
     return level, width
 
 
+def _predictor(backend: str, onnx_dir: Optional[str], model: Optional[str]) -> Optional["Predictor"]:
+    """The ``Predictor`` for ``--backend onnxruntime`` (None for torch: ``segment_paths`` loads ``--model``).
+
+    Raises InputError (one line) for inconsistent flags or a missing ``encoder.onnx`` / ``decoder.onnx``.
+    """
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    if backend == "torch":
+        if onnx_dir is not None:
+            raise InputError("--onnx-dir only applies to --backend onnxruntime")
+        return None
+    if onnx_dir is None:
+        raise InputError("--backend onnxruntime needs --onnx-dir DIR (a folder from 'medsam-lite export --format "
+                         "onnx -o DIR')")
+    if model is not None:
+        raise InputError("--model does not apply to --backend onnxruntime: the model is the one exported into "
+                         "--onnx-dir")
+    folder = Path(onnx_dir)
+    if not folder.is_dir():
+        raise InputError("--onnx-dir is not a folder", folder)
+    from export.onnx_backend import OnnxRuntimeBackend
+
+    from ..predictor import Predictor
+
+    return Predictor(backend=OnnxRuntimeBackend(folder))
+
+
 def run(args: argparse.Namespace) -> int:
     from .common import report_failures
     import numpy as np
@@ -48,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..imageio import read_boxes_file
     from ..segment import segment_paths
 
+    predictor = _predictor(args.backend, args.onnx_dir, args.model)
     boxes = None
     if args.boxes:
         boxes = read_boxes_file(args.boxes)
@@ -56,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         if len(widths) != 1 or widths.pop() not in (4, 6):
             raise InputError("every --box needs 4 (2D) or 6 (3D) numbers")
         boxes = np.asarray(args.box, dtype=np.float64) if boxes is None else np.vstack([boxes, args.box])
-    result = segment_paths(args.input, args.output, model=args.model, boxes=boxes, overlay=args.overlay,
+    result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, overlay=args.overlay,
                            window=_window(args.window), progress=not args.no_progress)
     for out in result.outputs:
         print(f"wrote {out}")
