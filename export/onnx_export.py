@@ -11,12 +11,19 @@ Pre/post-processing stays in Python (:class:`export.onnx_backend.OnnxRuntimeBack
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, Union
+from typing import TYPE_CHECKING, Dict, Union
 
 import torch
 from torch import nn
+
+from medsam_lite.io_utils import atomic_path
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17
 """ONNX opset used for both graphs."""
@@ -41,6 +48,31 @@ def _inference_encoder(model: nn.Module) -> nn.Module:
     return fuse_for_inference(encoder) if isinstance(encoder, RepViTEncoder) else encoder
 
 
+def inline_shared_initializers(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """``model`` with every ``Identity`` of an initializer replaced by a copy of that initializer.
+
+    The TorchScript-based exporter de-duplicates bitwise-equal parameters (e.g. freshly initialised,
+    untrained layers) into ``Identity`` nodes; ONNX Runtime's dynamic quantiser then fails with
+    "Expected <weight> to be an initializer". Trained weights rarely share bits, so this mostly
+    matters for random-weight models; the graph's outputs are unchanged.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in initializers:
+            copy = numpy_helper.from_array(numpy_helper.to_array(initializers[node.input[0]]), node.output[0])
+            graph.initializer.append(copy)
+            initializers[copy.name] = copy
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    return model
+
+
 def export_onnx(model: nn.Module, out_dir: Union[str, Path], quantize: bool = False) -> Dict[str, Path]:
     """Export ``model`` to ``out_dir/encoder.onnx`` and ``out_dir/decoder.onnx``, each checked by ``onnx.checker``.
 
@@ -59,24 +91,33 @@ def export_onnx(model: nn.Module, out_dir: Union[str, Path], quantize: bool = Fa
     paths = {"encoder": out_dir / "encoder.onnx", "decoder": out_dir / "decoder.onnx"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _inference_encoder(model), (torch.rand(1, 3, 256, 256),), str(paths["encoder"]),
-            input_names=["image"], output_names=["embedding"], opset_version=OPSET, dynamo=False,
-        )
+        with atomic_path(paths["encoder"]) as tmp:
+            torch.onnx.export(
+                _inference_encoder(model), (torch.rand(1, 3, 256, 256),), str(tmp),
+                input_names=["image"], output_names=["embedding"], opset_version=OPSET, dynamo=False,
+            )
+            onnx.checker.check_model(str(tmp))
         boxes = torch.tensor([[10.0, 20.0, 100.0, 120.0], [50.0, 40.0, 200.0, 250.0]])
-        torch.onnx.export(
-            _DecoderGraph(model).eval(), (torch.randn(1, 256, 64, 64), boxes), str(paths["decoder"]),
-            input_names=["embedding", "boxes"], output_names=["logits"], opset_version=OPSET, dynamo=False,
-            dynamic_axes={"boxes": {0: "num_boxes"}, "logits": {0: "num_boxes"}},
-        )
-    for path in list(paths.values()):
-        onnx.checker.check_model(str(path))
+        with atomic_path(paths["decoder"]) as tmp:
+            torch.onnx.export(
+                _DecoderGraph(model).eval(), (torch.randn(1, 256, 64, 64), boxes), str(tmp),
+                input_names=["embedding", "boxes"], output_names=["logits"], opset_version=OPSET, dynamo=False,
+                dynamic_axes={"boxes": {0: "num_boxes"}, "logits": {0: "num_boxes"}},
+            )
+            onnx.checker.check_model(str(tmp))
     if quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         for key in ("encoder", "decoder"):
             target = out_dir / f"{key}.int8.onnx"
-            quantize_dynamic(str(paths[key]), str(target), weight_type=QuantType.QInt8)
-            onnx.checker.check_model(str(target))
+            fd, scratch = tempfile.mkstemp(prefix=f".{key}.prequant.", suffix=".onnx", dir=out_dir)
+            os.close(fd)
+            try:
+                onnx.save(inline_shared_initializers(onnx.load(str(paths[key]))), scratch)
+                with atomic_path(target) as tmp:
+                    quantize_dynamic(scratch, str(tmp), weight_type=QuantType.QInt8)
+                    onnx.checker.check_model(str(tmp))
+            finally:
+                Path(scratch).unlink(missing_ok=True)
             paths[f"{key}_int8"] = target
     return paths

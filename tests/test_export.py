@@ -356,3 +356,29 @@ def test_cpp_example_builds_and_matches(repvit_artifact: Path, tmp_path: Path) -
     bad = subprocess.run([str(build / "segment"), str(repvit_artifact), str(raw), "200", "300", str(mask_path),
                           "500", "20", "520", "40"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and "outside the image" in bad.stderr
+
+
+def test_inline_shared_initializers_keeps_outputs(tmp_path: Path) -> None:
+    """An Identity of an initializer (the exporter's de-duplication of equal weights) becomes a real
+    initializer, so ONNX Runtime's dynamic quantiser accepts the graph; outputs are unchanged."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.onnx_export import inline_shared_initializers
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["w_shared"]), helper.make_node("MatMul", ["x", "w"], ["a"]),
+         helper.make_node("MatMul", ["x", "w_shared"], ["b"]), helper.make_node("Add", ["a", "b"], ["y"])],
+        "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    fixed = inline_shared_initializers(onnx.ModelProto.FromString(model.SerializeToString()))
+    onnx.checker.check_model(fixed)
+    assert [n.op_type for n in fixed.graph.node] == ["MatMul", "MatMul", "Add"]
+    assert {i.name for i in fixed.graph.initializer} == {"w", "w_shared"}
+    x = np.random.default_rng(0).random((2, 3), dtype=np.float32)
+    outs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+            for m in (model, fixed)]
+    np.testing.assert_array_equal(outs[0], outs[1])
