@@ -8,12 +8,21 @@
 # MAX_CALLS caps the baseline's encoder calls (3D) / decoder calls (2D) per measurement: bigger cases
 # are measured on a labelled subset (both paths on the same subset), bigger scaling cells are skipped.
 # Nothing is extrapolated. Leave the machine otherwise idle while it runs.
+#
+# BACKENDS (opt-in, default empty) adds the backend comparison for the first model (lite_medsam):
+#   BACKENDS="eager torchscript onnxruntime onnxruntime-int8" benchmarks/run_full.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-docs/benchmark}"
 THREADS="${THREADS:-2}"
 MAX_CALLS="${MAX_CALLS:-60}"
+BACKEND_ARGS=()
+if [ -n "${BACKENDS:-}" ]; then
+    read -r -a BACKEND_LIST <<< "$BACKENDS"
+    BACKEND_ARGS=(--backends "${BACKEND_LIST[@]}")
+fi
 mkdir -p "$OUT"
 exec medsam-lite benchmark -o "$OUT" --threads "$THREADS" --repeats "${REPEATS:-5}" \
     --models lite_medsam "random:repvit_m0_6+fused" --baseline-model lite_medsam \
-    --max-calls "$MAX_CALLS" --scaling-max-calls "${SCALING_MAX_CALLS:-$MAX_CALLS}" --scaling-model "${SCALING_MODEL:-random:repvit_m0_6+fused}" "$@"
+    --max-calls "$MAX_CALLS" --scaling-max-calls "${SCALING_MAX_CALLS:-$MAX_CALLS}" --scaling-model "${SCALING_MODEL:-random:repvit_m0_6+fused}" \
+    ${BACKEND_ARGS[@]+"${BACKEND_ARGS[@]}"} "$@"

@@ -14,6 +14,9 @@ Sections of the result (``benchmark.json``; ``benchmark.md`` and ``benchmark.png
   cost is never extrapolated.
 * ``scaling``: seconds against number of boxes and number of slices; cells that would exceed
   ``max_calls`` are listed with their exact encoder-call count and ``seconds = null``.
+* ``backends`` (only with ``backends=...``): the first of ``models`` run with eager PyTorch,
+  TorchScript, ONNX Runtime and ONNX Runtime int8 on the bundled cases: seconds, agreement with
+  eager, DSC vs ground truth, artifact sizes and load times (:mod:`medsam_lite.bench_backends`).
 
 Peak memory is the peak resident set size (RSS, MiB) sampled every 5 ms while a path runs, and
 the process-wide ``ru_maxrss``; the challenge limit is 8 GB.
@@ -174,7 +177,8 @@ def tile_image(image: np.ndarray, boxes: np.ndarray, n_boxes: int) -> Tuple[np.n
 
 
 def build_cases(quick: bool) -> List[Dict[str, Any]]:
-    """Cases to time: dicts with name, kind ('2d' / '3d'), image (array), boxes, note."""
+    """Cases to time: dicts with name, kind ('2d' / '3d'), image (array), boxes, note; generated ones have
+    ``generated=True`` (full mode only)."""
     nuclei = _load_example("2DBox_Microscopy_nuclei.npz")
     mr = _load_example("3DBox_MR_brain_tumour.npz")
     if quick:
@@ -200,9 +204,9 @@ def build_cases(quick: bool) -> List[Dict[str, Any]]:
          "note": "bundled MR brain tumour, 1 box"},
         {"name": "3d_ct_287x512x512_6boxes", "kind": "3d", "image": big_ct, "boxes": big_boxes,
          "note": "CT example resampled to 287x512x512 (cv2 linear in-plane, nearest z); 5 scaled boxes + box 4 "
-                 "repeated (timing only)"},
+                 "repeated (timing only)", "generated": True},
         {"name": "2d_nuclei_1024_241boxes", "kind": "2d", "image": big_2d, "boxes": boxes_241,
-         "note": "nuclei example tiled 2x2 to 1024x1024, first 241 tiled boxes (timing only)"},
+         "note": "nuclei example tiled 2x2 to 1024x1024, first 241 tiled boxes (timing only)", "generated": True},
     ]
 
 
@@ -281,7 +285,7 @@ def bench_encoders(names: Sequence[str], repeats: int, warmup: int, log: Callabl
         encoder = make()
         params = sum(p.numel() for p in encoder.parameters())
         with torch.inference_mode():
-            med, times = median_seconds(lambda: encoder(x), repeats, warmup)
+            med, times = median_seconds(lambda enc=encoder: enc(x), repeats, warmup)
         out[name] = {"median_s": med, "times_s": times, "params_m": round(params / 1e6, 3)}
         log(f"  encoder {name:20s} {med * 1000:9.1f} ms  ({params / 1e6:.2f} M params)")
         del encoder
@@ -409,6 +413,10 @@ def write_markdown(result: Dict[str, Any], path: Path) -> None:
                      f"{r['ours_encoder_calls']} | {_fmt(r['baseline_s'])} | {_fmt(r['ours_s'])} | {ratio} |")
     lines += ["", f"Process peak RSS (ru_maxrss): {result['process_peak_rss_mib']:.0f} MiB (challenge limit 8 GB).",
               "'not measured' = the cell would exceed the run's max_calls budget; it is not extrapolated.", ""]
+    if result.get("backends"):
+        from .bench_backends import markdown_lines
+
+        lines += markdown_lines(result["backends"])
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
 
@@ -461,6 +469,8 @@ def run_benchmark(
     box_counts: Optional[Sequence[int]] = None,
     slice_counts: Optional[Sequence[int]] = None,
     decode_batch: int = 32,
+    backends: Optional[Sequence[str]] = None,
+    backends_all_cases: bool = False,
     log: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
     """Time encoders, the decoder, whole cases and scaling in one run; write json / md / png.
@@ -479,6 +489,9 @@ def run_benchmark(
         scaling_max_calls: ``max_calls`` for the scaling table (default: ``max_calls``).
         box_counts, slice_counts: scaling grid (default (1, 2, 4, 8) and (50, 100, 200); quick (1, 2), (1, 2)).
         decode_batch: boxes per decoder call for ours and the batched decoder timing (quick: at most 4).
+        backends: also compare these backends (:data:`medsam_lite.bench_backends.BACKENDS`) for
+            ``models[0]`` on the bundled cases (section ``backends``); None / empty: skip.
+        backends_all_cases: in full mode, include the generated large cases in the backend section.
     Returns: the dict written to ``benchmark.json``.
     """
     from .encoders import ENCODERS
@@ -518,6 +531,16 @@ def run_benchmark(
     scaling_cap = max_calls if scaling_max_calls is None else scaling_max_calls
     result["settings"]["scaling_max_calls"] = scaling_cap
     result["scaling"] = bench_scaling(spec, get(spec), box_counts, slice_counts, scaling_cap, log)
+    if backends:
+        from .bench_backends import backend_cases, bench_backends, markdown_lines
+
+        log(f"(e) backends for {models[0]}: {', '.join(backends)}")
+        result["settings"]["backends"] = list(backends)
+        result["settings"]["backends_all_cases"] = backends_all_cases
+        result["backends"] = bench_backends(models[0], backends, backend_cases(quick, backends_all_cases), threads,
+                                            warmup=not quick, log=log)
+        for line in markdown_lines(result["backends"]):
+            log(line)
     result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["total_seconds"] = time.perf_counter() - started
     with atomic_path(out_dir / "benchmark.json") as tmp:

@@ -108,7 +108,8 @@ def test_benchmark_cli_quick(tmp_path, capsys) -> None:
             assert base["encoder_calls"] == 2 and case["ours"]["random:repvit_m0_6+fused"]["encoder_calls"] == 2
         else:  # 4 boxes, capped to 3 decoder calls: measured on a labelled subset
             assert case["measured_on"] == "first 3 of 4 boxes"
-            assert base["decoder_calls"] == 3 and case["ours"]["random:repvit_m0_6+fused"]["decoder_calls"] == 1
+            # the Predictor decodes one box per call by default (decode_batch=1), like the baseline
+            assert base["decoder_calls"] == 3 and case["ours"]["random:repvit_m0_6+fused"]["decoder_calls"] == 3
     cells = {(r["boxes"], r["slices"]): r for r in result["scaling"]}
     assert set(cells) == {(1, 1), (2, 1), (1, 2)}
     assert cells[(2, 1)]["baseline_encoder_calls"] == 2 and cells[(2, 1)]["ours_encoder_calls"] == 1
@@ -117,4 +118,102 @@ def test_benchmark_cli_quick(tmp_path, capsys) -> None:
     md = (out / "benchmark.md").read_text()
     assert "| 3d_mr_2slices |" in md and "speed-up" in md
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_label_agreement_and_gt_dsc() -> None:
+    from medsam_lite.bench_backends import gt_dsc, label_agreement
+
+    ref = np.zeros((4, 5), np.uint8)
+    ref[0, :2], ref[2:, 3:] = 1, 2
+    got = ref.copy()
+    got[3, 4] = 0  # label 2: 3 of 4 pixels
+    agree = label_agreement(got, ref, 3)
+    assert agree["pixel_agreement"] == pytest.approx(19 / 20)
+    assert agree["label_dsc"] == pytest.approx((1.0 + 6 / 7) / 2)  # label 3 is in neither map: skipped
+    assert label_agreement(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), 2)["label_dsc"] == 1.0
+    gts = ref.copy()
+    gts[0, :2] = 0  # label 1 absent from the ground truth: not scored
+    assert gt_dsc(got, gts, 3) == pytest.approx(6 / 7)
+    assert gt_dsc(got, np.zeros_like(gts), 3) is None
+
+
+def test_cli_backend_choices_match_library() -> None:
+    from medsam_lite.bench_backends import BACKENDS
+    from medsam_lite.cli.benchmark import BACKENDS as CLI_BACKENDS
+
+    assert CLI_BACKENDS == BACKENDS
+
+
+def _check_backends_section(section: dict, spec: str) -> None:
+    """Every backend on both quick cases; fp32 backends agree with eager >= 0.99, int8 only reported in [0, 1]."""
+    from medsam_lite.bench_backends import BACKENDS
+
+    assert section["model"] == spec and section["order"] == list(BACKENDS)
+    for name in BACKENDS:
+        info = section["artifacts"][name]
+        assert info["artifact_mb"] > 1 and info["load_s"] > 0
+        assert (info["export_s"] is None) == (name == "eager")
+    assert section["artifacts"]["onnxruntime-int8"]["artifact_mb"] < section["artifacts"]["onnxruntime"]["artifact_mb"]
+    assert [c["name"] for c in section["cases"]] == ["2d_nuclei_4boxes", "3d_mr_2slices"]
+    for case in section["cases"]:
+        assert set(case["results"]) == set(BACKENDS) and case["has_gt"]
+        for name, r in case["results"].items():
+            assert r["seconds"] > 0 and r["speedup_vs_eager"] > 0
+            assert 0.0 <= r["pixel_agreement"] <= 1.0 and 0.0 <= r["label_dsc_vs_eager"] <= 1.0
+            assert 0.0 <= r["gt_dsc"] <= 1.0
+            if name != "onnxruntime-int8":
+                assert r["pixel_agreement"] >= 0.99, (case["name"], name, r)
+                assert r["label_dsc_vs_eager"] >= 0.99, (case["name"], name, r)
+        assert case["results"]["eager"]["pixel_agreement"] == 1.0
+
+
+def test_bench_backends_quick_cases() -> None:
+    """The backend section on the quick cases (random RepViT), without the other benchmark sections."""
+    from medsam_lite.bench_backends import BACKENDS, backend_cases, bench_backends, markdown_lines
+
+    lines = []
+    section = bench_backends("random:repvit_m0_6", BACKENDS, backend_cases(quick=True), threads=2, warmup=False,
+                             log=lines.append)
+    _check_backends_section(section, "random:repvit_m0_6")
+    assert all(section["artifacts"][n]["warmup_s"] is None for n in BACKENDS)
+    md = "\n".join(markdown_lines(section))
+    assert "| 2d_nuclei_4boxes | torchscript |" in md and "| 3d_mr_2slices | onnxruntime-int8 |" in md
+    json.dumps(section)  # serialisable as benchmark.json
+
+
+def test_benchmark_cli_passes_backends(tmp_path, monkeypatch) -> None:
+    """``--backends`` / ``--backends-all-cases`` reach run_benchmark (the run itself is the slow test below)."""
+    import medsam_lite.benchmark as benchmark
+    from medsam_lite.cli.main import main
+
+    seen = {}
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda out, **kw: seen.update(kw))
+    assert main(["benchmark", "-o", str(tmp_path), "--backends", "eager", "onnxruntime-int8",
+                 "--backends-all-cases"]) == 0
+    assert seen["backends"] == ["eager", "onnxruntime-int8"] and seen["backends_all_cases"] is True
+    assert main(["benchmark", "-o", str(tmp_path)]) == 0
+    assert seen["backends"] is None and seen["backends_all_cases"] is False
+    with pytest.raises(SystemExit):
+        main(["benchmark", "-o", str(tmp_path), "--backends", "tensorrt"])
+
+
+@pytest.mark.slow
+def test_benchmark_cli_quick_backends(tmp_path, capsys) -> None:
+    """End to end: ``medsam-lite benchmark --quick --backends ...`` writes the section to json, md and stdout."""
+    from medsam_lite.bench_backends import BACKENDS
+    from medsam_lite.cli.main import main
+
+    out = tmp_path / "bench"
+    rc = main(["benchmark", "--quick", "-o", str(out), "--models", "random:repvit_m0_6",
+               "--baseline-model", "random:repvit_m0_6", "--encoders", "repvit_m0_6", "--repeats", "1",
+               "--max-calls", "3", "--boxes", "1", "--slices", "1", "--backends", *BACKENDS])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| backend | artifact MB |" in printed and "| 3d_mr_2slices | onnxruntime-int8 |" in printed
+    result = json.loads((out / "benchmark.json").read_text())
+    assert result["settings"]["backends"] == list(BACKENDS)
+    _check_backends_section(result["backends"], "random:repvit_m0_6")
+    md = (out / "benchmark.md").read_text()
+    assert "## Backends: random:repvit_m0_6" in md and "| 2d_nuclei_4boxes | torchscript |" in md
     assert not list(out.glob(".*tmp*"))

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+BACKENDS = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8")
+"""``--backends`` choices (same as :data:`medsam_lite.bench_backends.BACKENDS`; kept here so --help stays light)."""
+
 
 def register(subparsers: Any) -> None:
     """Add the ``benchmark`` subcommand to ``subparsers``."""
@@ -30,6 +33,12 @@ def register(subparsers: Any) -> None:
                    help="--max-calls for the scaling table (default: --max-calls)")
     p.add_argument("--boxes", type=int, nargs="+", default=None, help="scaling: box counts (default 1 2 4 8)")
     p.add_argument("--slices", type=int, nargs="+", default=None, help="scaling: slice counts (default 50 100 200)")
+    p.add_argument("--backends", nargs="+", default=None, choices=BACKENDS, metavar="BACKEND",
+                   help="also time the first --models model with these backends (" + ", ".join(BACKENDS) + ") on "
+                        "the bundled cases: seconds, agreement with eager, DSC vs ground truth, artifact size, "
+                        "load time (default: none)")
+    p.add_argument("--backends-all-cases", action="store_true",
+                   help="full mode: include the generated large cases in the backend comparison")
     p.set_defaults(func=run)
 
 
@@ -43,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
     run_benchmark(args.out, models=tuple(args.models), baseline_model=args.baseline_model, threads=args.threads,
                   repeats=args.repeats, quick=args.quick, encoders=args.encoders, max_calls=args.max_calls,
                   scaling_model=args.scaling_model,
-                  scaling_max_calls=args.scaling_max_calls, box_counts=args.boxes, slice_counts=args.slices)
+                  scaling_max_calls=args.scaling_max_calls, box_counts=args.boxes, slice_counts=args.slices,
+                  backends=args.backends, backends_all_cases=args.backends_all_cases)
     return 0
