@@ -129,7 +129,7 @@ class ScriptedPredictor(nn.Module):
     ``encoder_calls`` counts image-encoder runs of ``segment_2d`` / ``segment_3d`` (as the Predictor's).
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, decode_batch: int = 32) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, decode_batch: int = 1) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -311,7 +311,7 @@ def _prepare_encoder(model: nn.Module) -> nn.Module:
         return torch.jit.trace(encoder, torch.rand(1, 3, 256, 256))
 
 
-def build_scripted_predictor(model: nn.Module, decode_batch: int = 32) -> torch.jit.ScriptModule:
+def build_scripted_predictor(model: nn.Module, decode_batch: int = 1) -> torch.jit.ScriptModule:
     """Script the whole predictor. SAM's decoder is not scriptable, so it is traced (N stays dynamic)."""
     model = model.eval()
     embedding = torch.randn(1, 256, 64, 64)
@@ -324,7 +324,7 @@ def build_scripted_predictor(model: nn.Module, decode_batch: int = 32) -> torch.
 
 
 def export_torchscript(model: nn.Module, path: Union[str, Path], model_name: str = "unknown",
-                       decode_batch: int = 32) -> Path:
+                       decode_batch: int = 1) -> Path:
     """Write the self-contained TorchScript predictor of ``model`` to ``path`` (with metadata JSON).
 
     Args:
