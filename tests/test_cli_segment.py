@@ -172,8 +172,8 @@ def test_directory_mode_continues_after_a_bad_case(tmp_path, capsys, fast_checkp
 
 def test_unknown_model_and_bad_window(tmp_path, capsys) -> None:
     case = _small_2d_case(tmp_path / "2DBox_x.npz")
-    with pytest.raises(ValueError, match="unknown model"):
-        main(["segment", str(case), "-o", str(tmp_path / "o"), "--model", "nope"])
+    code, _, err = _run(capsys, "segment", case, "-o", tmp_path / "o", "--model", "nope")
+    assert code == 2 and "unknown model 'nope'" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run(capsys, "segment", case, "-o", tmp_path / "o", "--window", "40")
     assert code == 2 and "--window must be LEVEL,WIDTH" in err
 
