@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "prep": "medsam_lite.cli.prep",
     "evaluate": "medsam_lite.cli.evaluate",
     "export": "medsam_lite.cli.export",
+    "train-teacher": "medsam_lite.cli.train_teacher",
+    "distill": "medsam_lite.cli.distill",
 }
 
 

@@ -1,0 +1,34 @@
+"""Training: the Swin-T teacher (``train_teacher``) and encoder distillation into a student (``distill``).
+
+Both run through one training loop (:mod:`distill.loop`): AdamW + ReduceLROnPlateau on the
+validation loss, ``last.pth`` / ``best.pth`` written atomically every epoch, exact resume, bf16/fp16
+autocast, channels_last, one CPU / one GPU / several processes under ``torchrun`` (DDP).
+
+Modules: :mod:`distill.options` (``TrainConfig``, shared CLI options; no torch import),
+:mod:`distill.runtime` (device, distributed setup, autocast), :mod:`distill.loop` (the loop),
+:mod:`distill.data` (data folders and splits), :mod:`distill.augment` (deterministic augmentation),
+:mod:`distill.cache` (teacher-embedding cache), :mod:`distill.teacher`, :mod:`distill.student`.
+
+The public functions are imported lazily so that ``import distill.options`` stays light.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["TrainConfig", "train_teacher", "distill"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrainConfig":
+        from .options import TrainConfig
+
+        return TrainConfig
+    if name == "train_teacher":
+        from .teacher import train_teacher
+
+        return train_teacher
+    if name == "distill":
+        from .student import distill
+
+        return distill
+    raise AttributeError(f"module 'distill' has no attribute {name!r}")

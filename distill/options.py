@@ -1,0 +1,98 @@
+"""Training settings shared by ``train-teacher`` and ``distill`` (no torch import: the CLI uses this).
+
+``TrainConfig`` holds everything the training loop needs; :func:`add_training_arguments` adds the
+same options to both subcommands and :func:`config_from_args` turns them back into a config.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run settings of one training run.
+
+    Attributes:
+        epochs: total epochs (on ``resume`` the run continues up to this number).
+        batch_size: images per step *per process*.
+        lr, weight_decay: AdamW settings (LiteMedSAM recipe: 0.005, 0.01).
+        plateau_factor, plateau_patience: ReduceLROnPlateau(mode="min") stepped once per epoch on the
+            validation loss (the training loss when there is no validation data).
+        max_steps: at most this many steps per epoch (tiny runs); None = the whole epoch.
+        workers: DataLoader worker processes (0 = load in the training process; exact resume).
+        seed: seeds model init, data order (per epoch: (seed, epoch)) and augmentation.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        amp: ``auto`` = bf16 autocast (fp16 on a CUDA device without bf16), ``bf16``, ``fp16``
+            (CUDA only, with a GradScaler) or ``off``. Only the trained model is autocast.
+        channels_last: trained model and its inputs in channels_last memory format.
+        resume: continue from ``last.pth`` in the run folder (start fresh when there is none).
+        checkpoint_every: also write ``last.pth`` every this many steps inside an epoch (0 = only at
+            epoch ends); a resumed run skips the steps already done.
+        progress: tqdm bars (rank 0 only).
+    """
+
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 0.005
+    weight_decay: float = 0.01
+    plateau_factor: float = 0.9
+    plateau_patience: int = 5
+    max_steps: Optional[int] = None
+    workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    resume: bool = False
+    checkpoint_every: int = 0
+    progress: bool = True
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def add_training_arguments(p: argparse.ArgumentParser, defaults: Optional[TrainConfig] = None) -> None:
+    """Add the shared optimisation / runtime options (``--epochs`` ... ``--no-progress``) to ``p``."""
+    d = defaults or TrainConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"total epochs (default {d.epochs})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"images per step per process (default {d.batch_size})")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help=f"AdamW weight decay (default {d.weight_decay})")
+    g.add_argument("--plateau-factor", type=float, default=d.plateau_factor,
+                   help=f"ReduceLROnPlateau factor (default {d.plateau_factor})")
+    g.add_argument("--plateau-patience", type=int, default=d.plateau_patience,
+                   help=f"ReduceLROnPlateau patience in epochs (default {d.plateau_patience})")
+    g.add_argument("--max-steps", type=int, default=d.max_steps, help="at most this many steps per epoch (tiny runs)")
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="DataLoader worker processes (default 0: loading in the training process)")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    g.add_argument("--device", choices=DEVICE_CHOICES, default=d.device,
+                   help="auto (CUDA when available), cpu or cuda; under torchrun each process takes cuda:LOCAL_RANK")
+    g.add_argument("--amp", choices=AMP_CHOICES, default=d.amp,
+                   help="autocast of the trained model: auto (default) = bf16 on CPU and on bf16-capable GPUs, "
+                   "else fp16; off = fp32")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep the default contiguous memory format (channels_last is on by default)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.pth (starts fresh when there is none yet)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="STEPS",
+                   help="also save last.pth every STEPS steps inside an epoch (default 0: at epoch ends only)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed arguments from :func:`add_training_arguments`."""
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        plateau_factor=args.plateau_factor, plateau_patience=args.plateau_patience, max_steps=args.max_steps,
+        workers=args.workers, seed=args.seed, device=args.device, amp=args.amp, channels_last=args.channels_last,
+        resume=args.resume, checkpoint_every=args.checkpoint_every, progress=args.progress,
+    )

@@ -1,0 +1,250 @@
+"""``distill``: train a student image encoder to reproduce a teacher's image embeddings.
+
+Loss: MSE between the teacher's and the student's (B, 256, 64, 64) embeddings of the same
+(B, 3, 256, 256) model-frame input in [0, 1]. The teacher (any ``load_model`` spec: ``lite_medsam``,
+a checkpoint path, train-teacher's ``best.pth``) runs frozen, in eval mode, in fp32 and never under
+autocast; only the student is autocast. Data are images only (``--data`` prep folders).
+
+Teacher targets come either from the on-disk cache (:mod:`distill.cache`; K cached variants per
+image, one drawn per image and epoch) or online (``augment``: the augmentation of
+:mod:`distill.augment` keyed by (seed, epoch, image), so it is also deterministic).
+
+Result: ``student.pth`` in the run folder, a self-describing checkpoint (encoder = the student
+name) holding the student encoder's best weights (lowest validation loss; unfused: RepViT's
+BatchNorm / branches are kept as trained) and the teacher's prompt encoder and mask decoder copied
+unchanged, unless ``finetune_decoder`` then trains the mask decoder on labelled slices with the
+student encoder frozen (sub-run folder ``finetune/``).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from medsam_lite.checkpoint import load_model, save_checkpoint
+from medsam_lite.encoders import build_encoder
+from medsam_lite.errors import InputError
+from medsam_lite.model import MedSAMLite
+from medsam_lite.transforms import pad_to_square
+
+from . import cache as cache_mod
+from .augment import augment as augment_image
+from .data import ImageRef, image_lists, load_model_frame, slice_datasets
+from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit, seed_everything
+from .options import TrainConfig
+from .runtime import Runtime, runtime_scope
+from .teacher import check_encoder, segmentation_task
+
+PathLike = Union[str, Path]
+STUDENT_FILE = "student.pth"
+ONLINE_AUG_SALT = 31337
+
+
+class OnlineImages(Dataset):
+    """Images for online distillation: ``{"image": (3, 256, 256) float32 [0, 1] padded model frame,
+    "index": int}``; with ``augment`` the image is :func:`distill.augment.augment` keyed by
+    (seed, epoch, index) (set the epoch with :meth:`set_epoch`)."""
+
+    def __init__(self, refs: Sequence[ImageRef], augment: bool = False, seed: int = 0) -> None:
+        self.refs, self.augment, self.seed, self.epoch = list(refs), bool(augment), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        image = load_model_frame(self.refs[index])
+        if self.augment:
+            image = augment_image(image, self.seed, ONLINE_AUG_SALT, self.epoch, index)
+        tensor = torch.from_numpy(np.ascontiguousarray(pad_to_square(image).transpose(2, 0, 1), dtype=np.float32))
+        return {"image": tensor, "index": index}
+
+
+def _cached_loss(forward: Callable[..., Any], batch: Dict[str, Any], rt: Runtime) -> torch.Tensor:
+    """MSE(student(inputs / 255), cached fp16 teacher embedding)."""
+    images = rt.to_device(batch["image"]).float().div_(255.0)
+    if rt.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    target = rt.to_device(batch["target"]).float()
+    with rt.autocast():
+        out = forward(images)
+    return F.mse_loss(out.float(), target)
+
+
+def _online_loss(teacher_encoder: nn.Module) -> Callable[[Callable[..., Any], Dict[str, Any], Runtime], torch.Tensor]:
+    def loss(forward: Callable[..., Any], batch: Dict[str, Any], rt: Runtime) -> torch.Tensor:
+        images = rt.to_device(batch["image"])
+        with torch.no_grad(), torch.autocast(device_type=rt.device.type, enabled=False):
+            target = teacher_encoder(images).float()
+        if rt.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            out = forward(images)
+        return F.mse_loss(out.float(), target)
+
+    return loss
+
+
+def load_teacher(spec: str) -> MedSAMLite:
+    """The frozen teacher (eval, no grad) for a ``load_model`` spec; bad specs raise InputError."""
+    try:
+        teacher = load_model(spec)
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(str(exc), spec) from exc
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+@dataclass
+class DistillResult:
+    """Paths of a distillation run. ``student`` is None after ``cache_only``."""
+
+    run_dir: Path
+    student: Optional[Path]
+    cache_dir: Optional[Path]
+    fit: Optional[FitResult]
+    finetune: Optional[FitResult] = None
+
+
+def _wait_for_cache(root: Path, spec: cache_mod.CacheSpec, poll_s: float = 1.0) -> None:
+    """Non-zero ranks: wait (polling, no collective timeout) until rank 0 has completed the cache."""
+    while not cache_mod.is_complete(root, spec):
+        time.sleep(poll_s)
+
+
+def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite_medsam",
+            student: str = "repvit_m0_6", cache_dir: Optional[PathLike] = None, aug_variants: int = 1,
+            augment: bool = False, rebuild_cache: bool = False, cache_only: bool = False,
+            cache_batch_size: Optional[int] = None, cache_seed: int = 0, val_fraction: float = 0.05,
+            finetune_decoder: bool = False, finetune_epochs: int = 10, finetune_lr: float = 1e-4,
+            config: Optional[TrainConfig] = None, on_checkpoint: Optional[CheckpointHook] = None,
+            on_cache_batch: Optional[Callable[[int], None]] = None) -> DistillResult:
+    """Distil ``teacher``'s image encoder into registry encoder ``student`` (see module docstring).
+
+    Args:
+        data: prep output folders (or folders of ``imgs/*.npy``).
+        out_dir: run folder: last.pth / best.pth (training states), student.pth, log.csv, loss.png,
+            run.json (and ``finetune/`` with ``finetune_decoder``).
+        teacher: ``load_model`` spec of the teacher.
+        student: registry encoder name of the student.
+        cache_dir: teacher-embedding cache folder (built when missing or partial; reused when its
+            index matches; a mismatch raises InputError unless ``rebuild_cache``).
+        aug_variants: K cached variants per training image (variant 0 plain); needs ``cache_dir``.
+        augment: online augmentation (no cache) keyed by (seed, epoch, image).
+        cache_only: build the cache and return without training.
+        cache_batch_size: teacher batch while building (default: ``config.batch_size``).
+        cache_seed: seed of the cached augmented variants (part of the cache identity).
+        val_fraction: validation share (fixed seed 0) for folders whose manifest has no ``val`` split.
+        finetune_decoder: afterwards train the mask decoder on labelled slices for ``finetune_epochs``
+            at ``finetune_lr`` (encoder frozen); needs prep folders with labels.
+        config: optimisation / runtime settings (shared with train-teacher).
+        on_checkpoint: hook after each last.pth write; ``on_cache_batch``: hook after each cache batch.
+    """
+    cfg = config or TrainConfig()
+    check_encoder(student, "--student")
+    if aug_variants < 1:
+        raise InputError(f"--aug-variants must be >= 1, got {aug_variants}")
+    if aug_variants > 1 and cache_dir is None:
+        raise InputError("--aug-variants needs --cache-dir (use --augment for online augmentation)")
+    if augment and cache_dir is not None:
+        raise InputError("--augment is for runs without a cache; with --cache-dir use --aug-variants K")
+    if cache_only and cache_dir is None:
+        raise InputError("--cache-only needs --cache-dir")
+    train_refs, val_refs, info = image_lists(data, val_fraction=val_fraction, seed=0)
+    if finetune_decoder:
+        slice_datasets(data)  # fail early when the folders have no labelled slices
+    out_dir = Path(out_dir)
+    if not cache_only:
+        check_run_folder(out_dir, cfg.resume)
+
+    with runtime_scope(cfg.device, cfg.amp, cfg.channels_last) as rt:
+        teacher_model = load_teacher(teacher)
+        teacher_sha = cache_mod.state_sha256(teacher_model)
+        describe: Dict[str, Any] = {"data": info, "teacher": teacher, "teacher_sha256": teacher_sha,
+                                    "student": student, "train_images": len(train_refs), "val_images": len(val_refs),
+                                    "cache_dir": str(cache_dir) if cache_dir else None,
+                                    "aug_variants": aug_variants, "cache_seed": cache_seed, "augment": augment}
+        cache_path = Path(cache_dir).resolve() if cache_dir is not None else None
+        spec = None
+        if cache_path is not None:
+            spec = cache_mod.CacheSpec(teacher=teacher, teacher_sha=teacher_sha,
+                                       items={"train": train_refs, "val": val_refs}, variants=aug_variants,
+                                       aug_seed=cache_seed)
+            if rt.is_main:
+                cache_mod.prepare(cache_path, spec, rebuild=rebuild_cache)
+                if not cache_mod.is_complete(cache_path, spec):
+                    encoder = teacher_model.image_encoder.to(rt.device)
+                    cache_mod.build(cache_path, spec, encoder, rt.device, batch_size=cache_batch_size or cfg.batch_size,
+                                    workers=cfg.workers, progress=cfg.progress, on_batch=on_cache_batch)
+                    teacher_model.to("cpu")
+            else:
+                _wait_for_cache(cache_path, spec)
+            rt.barrier()
+            if cache_only:
+                return DistillResult(run_dir=out_dir, student=None, cache_dir=cache_path, fit=None)
+
+        seed_everything(cfg.seed)
+        model = MedSAMLite(build_encoder(student), copy.deepcopy(teacher_model.prompt_encoder),
+                           copy.deepcopy(teacher_model.mask_decoder))
+        model.prompt_encoder.requires_grad_(False)
+        model.mask_decoder.requires_grad_(False)
+        if spec is not None:
+            del teacher_model  # only the decoder copies are needed from here on
+            train_set: Dataset = cache_mod.CachedEmbeddings(cache_path, spec, "train", seed=cfg.seed)
+            val_set: Optional[Dataset] = (cache_mod.CachedEmbeddings(cache_path, spec, "val", seed=cfg.seed)
+                                          if val_refs else None)
+            loss_fn = _cached_loss
+            set_epoch = train_set.set_epoch
+        else:
+            teacher_encoder = teacher_model.image_encoder.to(rt.device)
+            train_set = OnlineImages(train_refs, augment=augment, seed=cfg.seed)
+            val_set = OnlineImages(val_refs) if val_refs else None
+            loss_fn = _online_loss(teacher_encoder)
+            set_epoch = train_set.set_epoch
+        ckpt_config = {"task": "distill", "student": student, "teacher": teacher, "teacher_sha256": teacher_sha}
+        task = Task(name="distill", model=model, encoder=student, trainable=model.image_encoder,
+                    train_set=train_set, val_set=val_set, loss=loss_fn, checkpoint_config=ckpt_config,
+                    describe=describe, frozen=(model.prompt_encoder, model.mask_decoder), set_epoch=set_epoch)
+        result = fit(task, cfg, out_dir, rt, on_checkpoint=on_checkpoint)
+        _load_best(model, result)
+
+        finetuned = None
+        if finetune_decoder:
+            seg_train, seg_val, seg_info = slice_datasets(data)
+            ft_cfg = TrainConfig(**{**cfg.to_dict(), "epochs": finetune_epochs, "lr": finetune_lr})
+            ft_task = segmentation_task(model, student, seg_train, seg_val, "finetune-decoder", decoder_only=True,
+                                        checkpoint_config={**ckpt_config, "finetune_decoder": True},
+                                        describe={"data": seg_info, "student_from": str(result.best or result.last)})
+            finetuned = fit(ft_task, ft_cfg, out_dir / "finetune", rt, on_checkpoint=on_checkpoint)
+            _load_best(model, finetuned)
+            ckpt_config = {**ckpt_config, "finetune_decoder": True}
+
+        student_path = out_dir / STUDENT_FILE
+        if rt.is_main:
+            save_checkpoint(model.to("cpu"), student_path, student, ckpt_config,
+                            distill={"best_epoch": result.best_epoch, "best_val_loss": result.best_metric,
+                                     "epochs": result.epochs_done})
+        rt.barrier()
+    return DistillResult(run_dir=out_dir, student=student_path, cache_dir=cache_path, fit=result, finetune=finetuned)
+
+
+def _load_best(model: nn.Module, result: FitResult) -> None:
+    """Load the best (else last) weights of a finished fit into ``model``."""
+    path = result.best or result.last
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(payload["state_dict"], strict=True)
+
+
+__all__: List[str] = ["distill", "DistillResult", "OnlineImages", "load_teacher"]

@@ -1,0 +1,59 @@
+"""``medsam-lite distill``: distil a teacher's image encoder into a student encoder (see distill.student)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    from distill.options import add_training_arguments
+
+    p = subparsers.add_parser(
+        "distill",
+        help="distil a teacher image encoder into a small student (repvit_m0_6)",
+        description="Train a student image encoder to reproduce the teacher's (B, 256, 64, 64) image embeddings "
+        "(MSE) on images of prep output folders; the teacher runs frozen in fp32. Writes OUT/student.pth (student "
+        "encoder + the teacher's prompt encoder and mask decoder), last.pth / best.pth, log.csv, loss.png, "
+        "run.json. With --cache-dir the teacher embeddings are computed once (resumable) and reused. Kill it any "
+        "time and rerun with --resume. Several processes: torchrun --nproc_per_node N -m medsam_lite.cli.main "
+        "distill ...",
+    )
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="prep output folder(s) (images only needed)")
+    p.add_argument("-o", "--output", required=True, help="run folder")
+    p.add_argument("--teacher", default="lite_medsam",
+                   help="teacher: pretrained name (lite_medsam) or checkpoint path, e.g. a train-teacher best.pth")
+    p.add_argument("--student", default="repvit_m0_6", help="registry encoder of the student (default repvit_m0_6)")
+    p.add_argument("--cache-dir", help="teacher-embedding cache folder (2.2 MiB per cached image and variant)")
+    p.add_argument("--aug-variants", type=int, default=1, metavar="K",
+                   help="cache K variants per training image (variant 0 plain, others augmented); default 1")
+    p.add_argument("--rebuild-cache", action="store_true", help="replace a cache built for other teacher/data")
+    p.add_argument("--cache-only", action="store_true", help="build the cache, then stop")
+    p.add_argument("--cache-batch-size", type=int, help="teacher batch while building the cache (default --batch-size)")
+    p.add_argument("--cache-seed", type=int, default=0, help="seed of the cached augmented variants (default 0)")
+    p.add_argument("--augment", action="store_true", help="online augmentation (runs without --cache-dir)")
+    p.add_argument("--val-fraction", type=float, default=0.05,
+                   help="validation share for folders whose manifest has no val split (default 0.05)")
+    p.add_argument("--finetune-decoder", action="store_true",
+                   help="afterwards train the mask decoder on labelled slices, encoder frozen (off by default)")
+    p.add_argument("--finetune-epochs", type=int, default=10, help="epochs of --finetune-decoder (default 10)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="learning rate of --finetune-decoder (default 1e-4)")
+    add_training_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.options import config_from_args
+    from distill.student import distill
+
+    result = distill(args.data, args.output, teacher=args.teacher, student=args.student, cache_dir=args.cache_dir,
+                     aug_variants=args.aug_variants, augment=args.augment, rebuild_cache=args.rebuild_cache,
+                     cache_only=args.cache_only, cache_batch_size=args.cache_batch_size, cache_seed=args.cache_seed,
+                     val_fraction=args.val_fraction, finetune_decoder=args.finetune_decoder,
+                     finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+                     config=config_from_args(args))
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: report once
+        if result.student is None:
+            print(f"teacher cache ready: {result.cache_dir}")
+        else:
+            print(f"student: {result.student} (log: {result.run_dir / 'log.csv'})")
+    return 0
