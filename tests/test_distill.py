@@ -1,0 +1,293 @@
+"""train-teacher / distill: end to end through the CLI, exact resume, teacher cache, torchrun, bad input.
+
+Data: a tiny prep output made from the bundled CT example (3 cases x 2 slices, one case for
+validation). Cheap teacher for most tests: conftest's random RepViT checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_lite.checkpoint import load_model
+from medsam_lite.cli.main import main
+from medsam_lite.errors import InputError
+from tests.conftest import EXAMPLES, REPO
+
+TINY = ["--epochs", "1", "--max-steps", "1", "--batch-size", "2", "--no-progress", "--seed", "0"]
+
+
+class Interrupt(Exception):
+    """Stands in for a kill."""
+
+
+def _run(capsys, *argv) -> tuple:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def prepped(tmp_path_factory) -> Path:
+    """`medsam-lite prep` over 3 two-slice CT cases cut from examples/3DBox_CT_abdomen.npz."""
+    src = tmp_path_factory.mktemp("npz")
+    with np.load(EXAMPLES / "3DBox_CT_abdomen.npz") as z:
+        imgs, gts, spacing = z["imgs"], z["gts"], z["spacing"]
+    for name, z0 in (("a", 80), ("b", 90), ("c", 100)):
+        np.savez(src / f"3DBox_CT_{name}.npz", imgs=imgs[z0:z0 + 2], gts=gts[z0:z0 + 2], spacing=spacing)
+    out = tmp_path_factory.mktemp("prepped")
+    assert main(["prep", str(src), "-o", str(out), "--val-fraction", "0.34", "--min-voxels", "0",
+                 "--workers", "1", "--no-progress"]) == 0
+    return out
+
+
+def _state(path: Path) -> Dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _log_rows(path: Path) -> List[Dict[str, str]]:
+    from distill.loop import TIMING_COLUMNS, read_log
+
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in read_log(path)]
+
+
+# ------------------------------------------------------------------ 1. end to end through the CLI
+def test_teacher_distill_segment_end_to_end(prepped, tmp_path, capsys) -> None:
+    teacher_dir = tmp_path / "teacher"
+    code, out, err = _run(capsys, "train-teacher", "--data", prepped, "-o", teacher_dir, "--encoder", "swin_t",
+                          "--epochs", "1", "--max-steps", "1", "--batch-size", "2", "--no-progress")
+    assert code == 0, err
+    for name in ("last.pth", "best.pth", "log.csv", "loss.png", "run.json"):
+        assert (teacher_dir / name).is_file(), name
+    rows = _log_rows(teacher_dir / "log.csv")
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["train_loss"])) and np.isfinite(float(rows[0]["val_loss"]))
+    run = json.loads((teacher_dir / "run.json").read_text())
+    assert run["status"] == "done" and run["encoder"] == "swin_t" and run["sessions"][0]["amp"] == "bf16"
+    teacher = load_model(str(teacher_dir / "best.pth"))
+    assert type(teacher.image_encoder).__name__ == "SwinEncoder"
+
+    run_dir, cache = tmp_path / "student", tmp_path / "cache"
+    code, out, err = _run(capsys, "distill", "--data", prepped, "-o", run_dir, "--teacher", teacher_dir / "best.pth",
+                          "--cache-dir", cache, *TINY)
+    assert code == 0, err
+    for name in ("student.pth", "last.pth", "best.pth", "log.csv", "loss.png", "run.json"):
+        assert (run_dir / name).is_file(), name
+    assert np.isfinite(float(_log_rows(run_dir / "log.csv")[0]["train_loss"]))
+    index = json.loads((cache / "index.json").read_text())
+    assert index["complete"] and index["variants"] == 1 and index["rows"] == {"train": 4, "val": 2}
+
+    payload = torch.load(run_dir / "student.pth", map_location="cpu", weights_only=False)
+    assert payload["encoder"] == "repvit_m0_6" and payload["config"]["teacher_sha256"] == index["teacher_sha256"]
+    student = load_model(str(run_dir / "student.pth"))
+    assert _same_state(student.prompt_encoder.state_dict(), teacher.prompt_encoder.state_dict())
+    assert _same_state(student.mask_decoder.state_dict(), teacher.mask_decoder.state_dict())
+    assert any(".bn." in k for k in payload["state_dict"])  # RepViT saved unfused
+
+    case = tmp_path / "cases" / "2DBox_Microscopy_one.npz"  # 2D: one encoder call keeps this cheap
+    case.parent.mkdir()
+    with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
+        np.savez(case, imgs=z["imgs"], boxes=z["boxes"][:2])
+    code, out, err = _run(capsys, "segment", case, "-o", tmp_path / "seg", "--model", run_dir / "student.pth",
+                          "--no-progress")
+    assert code == 0, err
+    segs = np.load(tmp_path / "seg" / case.name)["segs"]
+    assert segs.shape == (512, 512) and segs.dtype == np.uint8 and segs.max() <= 2
+
+
+# ------------------------------------------------------------------ teacher cache (shared by tests 2 and 3)
+@pytest.fixture(scope="module")
+def built_cache(prepped, tmp_path_factory, fast_checkpoint) -> dict:
+    """A K = 2 cache of the random RepViT teacher, built with a kill after the first batch and a rerun."""
+    from distill import TrainConfig, distill
+
+    cache = tmp_path_factory.mktemp("cache") / "c"
+    kwargs = dict(teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2, cache_only=True,
+                  config=TrainConfig(batch_size=2, progress=False))
+
+    def stop_after_first_batch(done: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        distill([prepped], cache.parent / "unused", on_cache_batch=stop_after_first_batch, **kwargs)
+    partial = {"index": json.loads((cache / "index.json").read_text()),
+               "train_done": np.load(cache / "train_done.npy").copy()}
+    counts: List[int] = []
+    distill([prepped], cache.parent / "unused", on_cache_batch=counts.append, **kwargs)
+    return {"cache": cache, "kwargs": kwargs, "partial": partial, "resumed_rows": counts[-1]}
+
+
+def test_cache_build_resume_reuse_and_mismatch(prepped, built_cache, fast_checkpoint) -> None:
+    from distill import distill
+    from distill.augment import augment, to_model_input
+    from distill.cache import CacheSpec, prepare, teacher_embed
+    from distill.data import image_lists, load_model_frame
+
+    cache, kwargs = built_cache["cache"], built_cache["kwargs"]
+    assert not built_cache["partial"]["index"]["complete"]
+    assert built_cache["partial"]["train_done"].tolist() == [1, 1] + [0] * 6  # killed after one batch of 2
+    assert built_cache["resumed_rows"] == 4 * 2 + 2 - 2  # the rerun computed only the missing rows
+    index = json.loads((cache / "index.json").read_text())
+    assert index["complete"] and index["rows"] == {"train": 8, "val": 2}
+
+    counts: List[int] = []
+    distill([prepped], cache.parent / "unused", on_cache_batch=counts.append, **kwargs)
+    assert counts == []  # reused as is
+
+    # every row is what an uninterrupted build defines: input = (augmented) model frame, embedding = teacher(input)
+    train_refs, val_refs, _ = image_lists([prepped])
+    inputs = np.load(cache / "train_inputs.npy")
+    embeddings = np.load(cache / "train_embeddings.npy")
+    assert inputs.shape == (8, 256, 256, 3) and embeddings.shape == (8, 256, 64, 64) and embeddings.dtype == np.float16
+    for i, ref in enumerate(train_refs):
+        image = load_model_frame(ref)
+        assert np.array_equal(inputs[2 * i], to_model_input(image))  # variant 0 = plain
+        assert np.array_equal(inputs[2 * i + 1], to_model_input(augment(image, 0, i, 1)))
+        assert not np.array_equal(inputs[2 * i + 1], inputs[2 * i])
+    assert np.array_equal(np.load(cache / "val_inputs.npy")[1], to_model_input(load_model_frame(val_refs[1])))
+    teacher = load_model(str(fast_checkpoint))
+    rows = [0, 1, 7]  # before and after the interruption
+    expected = teacher_embed(teacher.image_encoder, torch.from_numpy(inputs[rows]), torch.device("cpu")).numpy()
+    got = embeddings[rows].astype(np.float32)
+    assert np.all(np.abs(got - expected) <= np.abs(expected) * 2 ** -10 + 1e-6)  # float16 rounding
+
+    from medsam_lite.checkpoint import save_checkpoint
+    from medsam_lite.model import build_medsam
+
+    other = cache.parent / "other.pth"
+    torch.manual_seed(1)
+    save_checkpoint(build_medsam("repvit_m0_6"), other, "repvit_m0_6")
+    with pytest.raises(InputError, match="another teacher.*--rebuild-cache"):
+        distill([prepped], cache.parent / "unused", **{**kwargs, "teacher": str(other)})
+    with pytest.raises(InputError, match="2 variant.*--rebuild-cache"):
+        distill([prepped], cache.parent / "unused", **{**kwargs, "aug_variants": 3})
+    assert json.loads((cache / "index.json").read_text()) == index  # refused: untouched
+
+    copy = cache.parent / "copy"
+    copy.mkdir()
+    for p in cache.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    spec = CacheSpec(teacher="x", teacher_sha="0" * 64, items={"train": train_refs, "val": val_refs})
+    prepare(copy, spec, rebuild=True)
+    assert sorted(p.name for p in copy.iterdir()) == ["index.json"]
+    assert not json.loads((copy / "index.json").read_text())["complete"]
+
+
+# ------------------------------------------------------------------ 2. exact resume
+def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
+    from distill import TrainConfig, distill
+
+    cache = built_cache["cache"]
+
+    def cfg(**kw) -> TrainConfig:
+        return TrainConfig(**{"epochs": 2, "max_steps": 2, "batch_size": 1, "progress": False, "seed": 3, **kw})
+
+    def run(out: Path, config: TrainConfig, hook=None):
+        return distill([prepped], out, teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2,
+                       config=config, on_checkpoint=hook)
+
+    full = run(tmp_path / "full", cfg())
+
+    def kill_after_epoch_1(epoch: int, step: int, end: bool) -> None:
+        if epoch == 1 and end:
+            raise Interrupt
+
+    def kill_mid_epoch_2(epoch: int, step: int, end: bool) -> None:
+        if epoch == 2 and step == 1 and not end:
+            raise Interrupt
+
+    out = tmp_path / "killed"
+    with pytest.raises(Interrupt):
+        run(out, cfg(), kill_after_epoch_1)
+    assert not (out / "student.pth").exists() and len(_log_rows(out / "log.csv")) == 1
+    with pytest.raises(InputError, match="--resume"):
+        run(out, cfg())
+    with pytest.raises(Interrupt):
+        run(out, cfg(resume=True, checkpoint_every=1), kill_mid_epoch_2)
+    resumed = run(out, cfg(resume=True))
+
+    assert _same_state(_state(full.student), _state(resumed.student))
+    assert _log_rows(full.run_dir / "log.csv") == _log_rows(out / "log.csv")
+    assert len(_log_rows(out / "log.csv")) == 2
+    sessions = json.loads((out / "run.json").read_text())["sessions"]
+    assert [s["resumed_from"] for s in sessions] == [None, {"epoch": 1, "step": 0}, {"epoch": 1, "step": 1}]
+
+
+# ------------------------------------------------------------------ online mode + decoder fine-tuning
+def test_online_augment_and_finetune_decoder(prepped, tmp_path, fast_checkpoint) -> None:
+    from distill import TrainConfig, distill
+
+    cfg = TrainConfig(epochs=1, max_steps=1, batch_size=1, progress=False)
+    result = distill([prepped], tmp_path / "run", teacher=str(fast_checkpoint), augment=True,
+                     finetune_decoder=True, finetune_epochs=1, config=cfg)
+    teacher = load_model(str(fast_checkpoint))
+    student = load_model(str(result.student))
+    distilled = _state(result.fit.best)
+    assert _same_state(student.image_encoder.state_dict(),
+                       {k[len("image_encoder."):]: v for k, v in distilled.items() if k.startswith("image_encoder.")})
+    assert _same_state(student.prompt_encoder.state_dict(), teacher.prompt_encoder.state_dict())
+    assert not _same_state(student.mask_decoder.state_dict(), teacher.mask_decoder.state_dict())
+    assert (result.run_dir / "finetune" / "log.csv").is_file()
+
+
+# ------------------------------------------------------------------ 4. torchrun, 2 CPU processes
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(prepped, tmp_path, fast_checkpoint) -> None:
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "medsam_lite.cli.main",
+           "distill", "--data", str(prepped), "-o", str(run_dir), "--teacher", str(fast_checkpoint),
+           "--cache-dir", str(tmp_path / "cache"), "--epochs", "2", "--max-steps", "1", "--batch-size", "1",
+           "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("student: ") == 1  # rank 0 reports once ...
+    files = sorted(p.name for p in run_dir.iterdir())
+    assert files == ["best.pth", "last.pth", "log.csv", "loss.png", "run.json", "student.pth"]  # ... no temp files
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["sessions"][0]["world_size"] == 2 and run["status"] == "done"
+    assert len(_log_rows(run_dir / "log.csv")) == 2
+    assert type(load_model(str(run_dir / "student.pth")).image_encoder).__name__ == "RepViTEncoder"
+
+
+# ------------------------------------------------------------------ 5. bad input
+def test_bad_input_one_line_exit_2(prepped, tmp_path, capsys) -> None:
+    missing = tmp_path / "nope"
+    code, _, err = _run(capsys, "distill", "--data", missing, "-o", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and str(missing) in err
+    code, _, err = _run(capsys, "train-teacher", "--data", missing, "-o", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and str(missing) in err
+    code, _, err = _run(capsys, "train-teacher", "--data", prepped, "-o", tmp_path / "o", "--encoder", "vit_h")
+    assert code == 2 and err.count("\n") == 1 and "unknown encoder 'vit_h'" in err
+    code, _, err = _run(capsys, "distill", "--data", prepped, "-o", tmp_path / "o", "--student", "vit_h")
+    assert code == 2 and err.count("\n") == 1 and "unknown encoder 'vit_h'" in err
+    code, _, err = _run(capsys, "distill", "--data", prepped, "-o", tmp_path / "o", "--teacher", "no_such_model")
+    assert code == 2 and err.count("\n") == 1 and "no_such_model" in err
+    empty = tmp_path / "empty"
+    (empty / "imgs").mkdir(parents=True)
+    (empty / "manifest.csv").write_text("file,split,labels\n")
+    code, _, err = _run(capsys, "train-teacher", "--data", empty, "-o", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and str(empty / "manifest.csv") in err
+    code, _, err = _run(capsys, "distill", "--data", empty, "-o", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1 and str(empty / "manifest.csv") in err
+    code, _, err = _run(capsys, "distill", "--data", prepped, "-o", tmp_path / "o", "--aug-variants", "2")
+    assert code == 2 and "--cache-dir" in err
+    assert not (tmp_path / "o").exists()
