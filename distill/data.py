@@ -41,7 +41,7 @@ class ImageRef:
 
 
 def check_folders(folders: Sequence[PathLike], need_manifest: bool = False) -> List[Path]:
-    """Resolved data folders; a missing / non-folder path (or a missing manifest) raises InputError."""
+    """Resolved data folders, sorted; a missing / non-folder path (or a missing manifest) raises InputError."""
     if not folders:
         raise InputError("give at least one data folder (--data DIR ...)")
     out = []
@@ -56,7 +56,7 @@ def check_folders(folders: Sequence[PathLike], need_manifest: bool = False) -> L
         out.append(path.resolve())
     if len(set(out)) != len(out):
         raise InputError("the same data folder is given twice", out[0])
-    return out
+    return sorted(out)  # the order on the command line does not change the data (or a cache's identity)
 
 
 def _concat(parts: List[Dataset]) -> Optional[Dataset]:

@@ -225,6 +225,7 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
 
 
 # ------------------------------------------------------------------ online mode + decoder fine-tuning
+@pytest.mark.slow
 def test_online_augment_and_finetune_decoder(prepped, tmp_path, fast_checkpoint) -> None:
     from distill import TrainConfig, distill
 
