@@ -1,0 +1,236 @@
+"""Fidelity of a distilled student against its teacher on held-out real images.
+
+Two measures (issue 5), both on images the student never saw in distillation:
+
+* **agreement**: for every held-out 2D image (or slice of a held-out volume) a fixed set of random
+  boxes (seeded by the image's position in the list), both models segment every box, and the IoU of
+  the two masks is recorded (both masks empty counts as IoU 1). Reported per modality and overall.
+* **ground truth**: DSC against real labels for teacher and student, with one tight box per object:
+  the 125 nuclei of ``nuclei2d`` and grey / white matter of MNI152 on axial slices.
+
+Images are read with the same readers as ``medsam-lite segment`` and mapped to uint8 the same way
+(:func:`medsam_lite.imageio.to_uint8`: 0.5-99.5 percentiles), so the measure reflects the CLI path.
+
+Usage::
+
+    python -m distill.fidelity --student medsam_lite/weights/repvit_m0_6_lite.pth --teacher lite_medsam \\
+        --shared ../shared -o docs/distill
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from medsam_lite.checkpoint import load_model
+from medsam_lite.errors import InputError
+from medsam_lite.imageio import read_case, to_uint8
+from medsam_lite.io_utils import atomic_path
+from medsam_lite.predictor import Predictor
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out source: ``path`` relative to the shared data folder (or absolute), its modality,
+    and for volumes which (z) slices to use (``slices``: fractions of the depth in [0, 1])."""
+
+    name: str
+    modality: str
+    path: str
+    slices: Tuple[float, ...] = ()
+
+
+def _pydicom_file(name: str) -> str:
+    """Absolute path of a test file that pydicom ships (never used for training)."""
+    import pydicom
+
+    return str(Path(pydicom.__file__).parent / "data" / "test_files" / name)
+
+
+#: The held-out set. Shared-data files here are excluded from the distillation data list
+#: (``distill/recipe``); the pydicom files are sample images of a package outside that list.
+#: Held-out modalities: ultrasound and nuclear medicine (no image of either is distilled on).
+HELD_OUT: Tuple[HeldOut, ...] = (
+    HeldOut("nuclei2d", "Microscopy", "nuclei2d/image.tif"),
+    HeldOut("mni152_t1", "MR", "mni152/t1.nii.gz", (0.3, 0.4, 0.5, 0.6, 0.7)),
+    HeldOut("mr_organs", "MR", "mr_organs/mr.nii.gz", (0.2, 0.35, 0.5, 0.65, 0.8)),
+    HeldOut("breast1", "MR", "lesions/breast1_image.nrrd", (0.3, 0.5, 0.7)),
+    HeldOut("us_lymph_node", "US", "unlabeled/us_lymph_node_doppler.dcm"),
+    HeldOut("nm_bone_scan", "NM", "unlabeled/nm_bone_scan.dcm"),
+    HeldOut("pydicom_mr_small", "MR", "pydicom:MR_small.dcm"),
+    HeldOut("pydicom_ct_liver", "CT", "pydicom:liver_1frame.dcm"),
+)
+
+
+def load_held_out(shared: PathLike, items: Sequence[HeldOut] = HELD_OUT) -> List[Tuple[HeldOut, str, np.ndarray]]:
+    """Read every held-out item -> list of (item, image id, (H, W[, 3]) uint8 image)."""
+    images: List[Tuple[HeldOut, str, np.ndarray]] = []
+    for item in items:
+        path = _pydicom_file(item.path.split(":", 1)[1]) if item.path.startswith("pydicom:") else \
+            str(Path(shared) / item.path)
+        case = read_case(path)
+        array = case.array
+        if case.is_3d and not item.slices:
+            raise InputError("volume needs slice fractions in the held-out list", path)
+        if item.slices and array.ndim == 3 and case.is_3d:
+            for frac in item.slices:
+                z = min(array.shape[0] - 1, int(round(frac * (array.shape[0] - 1))))
+                images.append((item, f"{item.name}_z{z}", to_uint8(array[z])))
+        else:
+            images.append((item, item.name, to_uint8(array)))
+    return images
+
+
+def random_boxes(shape: Tuple[int, ...], n: int, seed: int) -> np.ndarray:
+    """(n, 4) XYXY boxes in original pixels: sides 10-60 % of the image's, uniformly placed."""
+    rng = np.random.default_rng(seed)
+    h, w = shape[:2]
+    bw = rng.uniform(0.1, 0.6, n) * (w - 1)
+    bh = rng.uniform(0.1, 0.6, n) * (h - 1)
+    x0 = rng.uniform(0, 1, n) * (w - 1 - bw)
+    y0 = rng.uniform(0, 1, n) * (h - 1 - bh)
+    return np.stack([x0, y0, x0 + bw, y0 + bh], axis=1).round().astype(np.float32)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks; 1.0 when both are empty."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    total = pred.sum() + gt.sum()
+    return 1.0 if total == 0 else float(2 * np.logical_and(pred, gt).sum() / total)
+
+
+def agreement(student: Predictor, teacher: Predictor, images: Sequence[Tuple[HeldOut, str, np.ndarray]],
+              n_boxes: int = 8, seed: int = 0) -> List[Dict[str, object]]:
+    """Per image: modality, id, the IoU of student vs teacher masks for each of ``n_boxes`` random boxes."""
+    rows: List[Dict[str, object]] = []
+    for i, (item, image_id, image) in enumerate(images):
+        boxes = random_boxes(image.shape, n_boxes, seed + i)
+        masks = []
+        for predictor in (teacher, student):
+            predictor.set_image(image)
+            masks.append(predictor.predict(boxes, label_map=False))
+        ious = [mask_iou(t, s) for t, s in zip(*masks)]
+        rows.append({"modality": item.modality, "source": item.name, "image": image_id,
+                     "shape": list(image.shape), "iou": ious})
+    return rows
+
+
+def _nuclei_dice(predictor: Predictor, shared: Path) -> float:
+    import tifffile
+
+    img = tifffile.imread(shared / "nuclei2d/image.tif")
+    lbl = tifffile.imread(shared / "nuclei2d/labels.tif")
+    ids = [int(i) for i in np.unique(lbl) if i]
+    boxes = []
+    for i in ids:
+        ys, xs = np.nonzero(lbl == i)
+        boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+    img = img.astype(np.float64)
+    predictor.set_image(np.round((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8))
+    masks = predictor.predict(np.array(boxes, dtype=np.float32), label_map=False)
+    return float(np.mean([_dice(m, lbl == i) for m, i in zip(masks, ids)]))
+
+
+def _mni_dice(predictor: Predictor, shared: Path, fractions: Sequence[float]) -> float:
+    t1 = read_case(shared / "mni152/t1.nii.gz")
+    gm = read_case(shared / "mni152/gm_prob.nii.gz").array >= 128
+    wm = read_case(shared / "mni152/wm_prob.nii.gz").array >= 128
+    scores = []
+    for frac in fractions:
+        z = int(round(frac * (t1.array.shape[0] - 1)))
+        labels = [m[z] for m in (gm, wm) if m[z].any()]
+        boxes = []
+        for m in labels:
+            ys, xs = np.nonzero(m)
+            boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+        predictor.set_image(to_uint8(t1.array[z]))
+        masks = predictor.predict(np.array(boxes, dtype=np.float32), label_map=False)
+        scores += [_dice(p, g) for p, g in zip(masks, labels)]
+    return float(np.mean(scores))
+
+
+def ground_truth(predictors: Dict[str, Predictor], shared: Path,
+                 mni_fractions: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7)) -> Dict[str, Dict[str, float]]:
+    """{"nuclei2d": {model: mean DSC}, "mni152_gm_wm": {model: mean DSC}}."""
+    return {"nuclei2d": {k: _nuclei_dice(p, shared) for k, p in predictors.items()},
+            "mni152_gm_wm": {k: _mni_dice(p, shared, mni_fractions) for k, p in predictors.items()}}
+
+
+def summarize(rows: Sequence[Dict[str, object]]) -> Dict[str, Dict[str, float]]:
+    """Per modality and "all": mean IoU, fraction of boxes with IoU >= 0.9, images, boxes."""
+    groups: Dict[str, List[float]] = {}
+    images: Dict[str, int] = {}
+    for r in rows:
+        for key in (str(r["modality"]), "all"):
+            groups.setdefault(key, []).extend(r["iou"])  # type: ignore[arg-type]
+            images[key] = images.get(key, 0) + 1
+    return {k: {"mean_iou": float(np.mean(v)), "frac_iou_ge_0.9": float(np.mean(np.array(v) >= 0.9)),
+                "images": images[k], "boxes": len(v)} for k, v in sorted(groups.items())}
+
+
+def write_report(result: Dict[str, object], out_dir: PathLike) -> None:
+    """fidelity.json and fidelity.md in ``out_dir`` (atomic writes)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "fidelity.json") as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=1))
+    s = result["summary"]  # type: ignore[index]
+    gt = result["ground_truth"]  # type: ignore[index]
+    lines = [f"# Student fidelity: `{result['student']}` vs teacher `{result['teacher']}`", "",
+             f"Held-out images only; {result['n_boxes']} random boxes per image (seed {result['seed']}). "
+             "IoU of student vs teacher masks per box; both empty = 1.", "",
+             "| modality | images | boxes | mean IoU | boxes with IoU >= 0.9 |", "|---|---|---|---|---|"]
+    for k, v in s.items():  # type: ignore[union-attr]
+        lines.append(f"| {k} | {v['images']} | {v['boxes']} | {v['mean_iou']:.3f} | {v['frac_iou_ge_0.9']:.2f} |")
+    lines += ["", "| ground truth (mean DSC, one tight box per object) | teacher | student | student - teacher |",
+              "|---|---|---|---|"]
+    for k, v in gt.items():  # type: ignore[union-attr]
+        lines.append(f"| {k} | {v['teacher']:.4f} | {v['student']:.4f} | {v['student'] - v['teacher']:+.4f} |")
+    lines += ["", "Held-out sources: " + ", ".join(f"{h.name} ({h.modality}, {h.path})" for h in HELD_OUT), ""]
+    with atomic_path(out / "fidelity.md") as tmp:
+        Path(tmp).write_text("\n".join(lines))
+
+
+def fidelity_report(student: str, teacher: str = "lite_medsam", shared: PathLike = "../shared/data",
+                    out_dir: Optional[PathLike] = None, n_boxes: int = 8, seed: int = 0) -> Dict[str, object]:
+    """Measure agreement and ground-truth DSC of ``student`` vs ``teacher`` (model names or checkpoint paths)."""
+    shared = Path(shared)
+    if not (shared / "nuclei2d").is_dir():
+        raise InputError("not the shared data folder (no nuclei2d/)", shared)
+    predictors = {"teacher": Predictor(load_model(teacher)), "student": Predictor(load_model(student))}
+    images = load_held_out(shared)
+    rows = agreement(predictors["student"], predictors["teacher"], images, n_boxes=n_boxes, seed=seed)
+    result: Dict[str, object] = {"student": str(student), "teacher": str(teacher), "n_boxes": n_boxes, "seed": seed,
+                                 "summary": summarize(rows), "ground_truth": ground_truth(predictors, shared),
+                                 "images": rows}
+    if out_dir is not None:
+        write_report(result, out_dir)
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--student", required=True, help="student model name or checkpoint path")
+    p.add_argument("--teacher", default="lite_medsam", help="teacher model name or checkpoint path")
+    p.add_argument("--shared", default="../shared/data", help="the shared data folder")
+    p.add_argument("-o", "--out", default=None, help="write fidelity.json / fidelity.md here")
+    p.add_argument("--boxes", type=int, default=8, help="random boxes per held-out image")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    result = fidelity_report(args.student, args.teacher, args.shared, args.out, args.boxes, args.seed)
+    print(json.dumps({"summary": result["summary"], "ground_truth": result["ground_truth"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""distill.fidelity: the student-vs-teacher agreement measure and the held-out list."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distill.fidelity import HELD_OUT, agreement, load_held_out, mask_iou, random_boxes, summarize, write_report
+
+
+def test_random_boxes_are_fixed_and_inside() -> None:
+    a, b = random_boxes((120, 45), 8, seed=3), random_boxes((120, 45), 8, seed=3)
+    assert np.array_equal(a, b) and a.shape == (8, 4)
+    assert (a[:, 0] >= 0).all() and (a[:, 2] <= 44).all() and (a[:, 3] <= 119).all()
+    assert (a[:, 2] > a[:, 0]).all() and (a[:, 3] > a[:, 1]).all()
+
+
+def test_mask_iou() -> None:
+    a = np.zeros((4, 4), bool)
+    assert mask_iou(a, a) == 1.0
+    b = a.copy()
+    a[:2] = True
+    b[1:3] = True
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
+
+
+def test_held_out_excluded_from_recipe() -> None:
+    """No held-out shared-data file may appear in the distillation prep specs."""
+    from pathlib import Path
+
+    recipe = (Path(__file__).parents[1] / "distill" / "recipe")
+    text = (recipe / "prep_volumes.yaml").read_text() + (recipe / "prep_images.yaml").read_text()
+    for item in HELD_OUT:
+        if item.path.startswith("pydicom:"):
+            continue
+        folder, name = item.path.split("/")
+        if folder in ("lesions", "unlabeled"):  # folders shared with training files: the file is out
+            assert name not in text, item
+        else:  # the whole folder is out
+            assert f"shared/data/{folder}\n" not in text, item
+
+
+def test_agreement_of_a_model_with_itself(shared_data, fast_checkpoint, tmp_path) -> None:
+    from medsam_lite.checkpoint import load_model
+    from medsam_lite.predictor import Predictor
+
+    images = [x for x in load_held_out(shared_data) if x[0].name in ("breast1", "pydicom_mr_small")]
+    assert len(images) == 4
+    model = Predictor(load_model(str(fast_checkpoint)))
+    rows = agreement(model, model, images, n_boxes=3)
+    summary = summarize(rows)
+    assert summary["all"]["boxes"] == 12 and summary["all"]["mean_iou"] == 1.0
+    write_report({"student": "s", "teacher": "t", "n_boxes": 3, "seed": 0, "summary": summary,
+                  "ground_truth": {"nuclei2d": {"teacher": 0.7, "student": 0.6}}, "images": rows}, tmp_path)
+    assert "| MR | 4 | 12 | 1.000 |" in (tmp_path / "fidelity.md").read_text()
