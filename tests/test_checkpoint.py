@@ -48,3 +48,20 @@ def test_bad_checkpoints(tmp_path) -> None:
 
 def test_default_model_is_a_shipped_one() -> None:
     assert ck.default_model_name() in ck.PRETRAINED
+
+
+def test_shipped_student_keeps_the_teachers_decoder(lite_medsam) -> None:
+    """repvit_m0_6_lite loads by name; prompt encoder + mask decoder are lite_medsam's, unchanged."""
+    assert ck.STUDENT_PATH.is_file(), "the distilled student checkpoint is shipped"
+    student = ck.load_model("repvit_m0_6_lite")
+    assert type(student.image_encoder).__name__ != type(lite_medsam.image_encoder).__name__
+    teacher_sd = {**{f"prompt_encoder.{k}": v for k, v in lite_medsam.prompt_encoder.state_dict().items()},
+                  **{f"mask_decoder.{k}": v for k, v in lite_medsam.mask_decoder.state_dict().items()}}
+    student_sd = student.state_dict()
+    for key, value in teacher_sd.items():
+        assert torch.equal(student_sd[key], value), key
+    with torch.no_grad():
+        out = student.encode(torch.rand(1, 3, 256, 256))
+    assert out.shape == (1, 256, 64, 64) and torch.isfinite(out).all()
+    if not ck.STUDENT_MEETS_BAR:
+        assert ck.default_model_name() == "lite_medsam"
