@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from data_prep.normalize import unit_to_uint8
 from medsam_lite.transforms import IMAGE_SIZE, minmax_normalize, pad_to_square, resize_longest_side
 
 AUG_VERSION = 1
@@ -62,4 +63,4 @@ def augment(image: np.ndarray, *keys: int) -> np.ndarray:
 
 def to_model_input(image: np.ndarray) -> np.ndarray:
     """Unpadded (h, w, 3) float [0, 1] -> padded (256, 256, 3) uint8 = round(255 * value)."""
-    return np.round(pad_to_square(image) * 255.0).astype(np.uint8)
+    return unit_to_uint8(pad_to_square(image))

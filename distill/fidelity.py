@@ -30,7 +30,9 @@ from medsam_lite.checkpoint import load_model
 from medsam_lite.errors import InputError
 from medsam_lite.imageio import read_case, to_uint8
 from medsam_lite.io_utils import atomic_path
+from medsam_lite.metrics import dice
 from medsam_lite.predictor import Predictor
+from medsam_lite.transforms import box_from_mask
 
 PathLike = Union[str, Path]
 
@@ -104,11 +106,6 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    total = pred.sum() + gt.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(pred, gt).sum() / total)
-
-
 def agreement(student: Predictor, teacher: Predictor, images: Sequence[Tuple[HeldOut, str, np.ndarray]],
               n_boxes: int = 8, seed: int = 0) -> List[Dict[str, object]]:
     """Per image: modality, id, the IoU of student vs teacher masks for each of ``n_boxes`` random boxes."""
@@ -131,14 +128,11 @@ def _nuclei_dice(predictor: Predictor, shared: Path) -> float:
     img = tifffile.imread(shared / "nuclei2d/image.tif")
     lbl = tifffile.imread(shared / "nuclei2d/labels.tif")
     ids = [int(i) for i in np.unique(lbl) if i]
-    boxes = []
-    for i in ids:
-        ys, xs = np.nonzero(lbl == i)
-        boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+    boxes = [box_from_mask(lbl == i, shift=0) for i in ids]
     img = img.astype(np.float64)
     predictor.set_image(np.round((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8))
     masks = predictor.predict(np.array(boxes, dtype=np.float32), label_map=False)
-    return float(np.mean([_dice(m, lbl == i) for m, i in zip(masks, ids)]))
+    return float(np.mean([dice(m, lbl == i) for m, i in zip(masks, ids)]))
 
 
 def _mni_dice(predictor: Predictor, shared: Path, fractions: Sequence[float]) -> float:
@@ -149,13 +143,10 @@ def _mni_dice(predictor: Predictor, shared: Path, fractions: Sequence[float]) ->
     for frac in fractions:
         z = int(round(frac * (t1.array.shape[0] - 1)))
         labels = [m[z] for m in (gm, wm) if m[z].any()]
-        boxes = []
-        for m in labels:
-            ys, xs = np.nonzero(m)
-            boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+        boxes = [box_from_mask(m, shift=0) for m in labels]
         predictor.set_image(to_uint8(t1.array[z]))
         masks = predictor.predict(np.array(boxes, dtype=np.float32), label_map=False)
-        scores += [_dice(p, g) for p, g in zip(masks, labels)]
+        scores += [dice(p, g) for p, g in zip(masks, labels)]
     return float(np.mean(scores))
 
 

@@ -97,12 +97,7 @@ def _online_loss(teacher_encoder: nn.Module) -> Callable[[Callable[..., Any], Di
 
 def load_teacher(spec: str) -> MedSAMLite:
     """The frozen teacher (eval, no grad) for a ``load_model`` spec; bad specs raise InputError."""
-    try:
-        teacher = load_model(spec)
-    except InputError:
-        raise
-    except ValueError as exc:
-        raise InputError(str(exc), spec) from exc
+    teacher = load_model(spec)
     teacher.eval().requires_grad_(False)
     return teacher
 

@@ -32,13 +32,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from .benchmark import build_cases, load_example
 from .errors import InputError
 from .metrics import dice
 
 BACKENDS = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8")
 """Names accepted by ``--backends``, in run order."""
-
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 RunFn = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
 """(kind '2d' / '3d', image (H, W[, 3]) or volume (D, H, W) uint8, boxes (N, 4) / (N, 6)) -> uint8 label map."""
@@ -54,11 +53,6 @@ class LoadedBackend:
 
 
 # ----------------------------------------------------------------------------- cases
-def _example(name: str) -> Dict[str, np.ndarray]:
-    with np.load(EXAMPLES_DIR / name) as case:
-        return {k: case[k] for k in ("imgs", "boxes", "gts") if k in case.files}
-
-
 def backend_cases(quick: bool, all_cases: bool = False) -> List[Dict[str, Any]]:
     """Cases for the backend table: dicts with name, kind, image, boxes, gts (or None), note.
 
@@ -67,8 +61,8 @@ def backend_cases(quick: bool, all_cases: bool = False) -> List[Dict[str, Any]]:
     Quick mode: nuclei with its first 4 boxes, and the MR case cropped to slices 13-14 (volume, box
     and ground truth cropped alike), so ground-truth DSC is still meaningful.
     """
-    nuclei = _example("2DBox_Microscopy_nuclei.npz")
-    mr = _example("3DBox_MR_brain_tumour.npz")
+    nuclei = load_example("2DBox_Microscopy_nuclei.npz")
+    mr = load_example("3DBox_MR_brain_tumour.npz")
     if quick:
         mr_boxes = mr["boxes"].copy()
         mr_boxes[:, 2], mr_boxes[:, 5] = 0, 1
@@ -79,7 +73,7 @@ def backend_cases(quick: bool, all_cases: bool = False) -> List[Dict[str, Any]]:
              "boxes": mr_boxes, "gts": np.ascontiguousarray(mr["gts"][13:15]),
              "note": "bundled MR cropped to slices 13-14 (quick)"},
         ]
-    ct = _example("3DBox_CT_abdomen.npz")
+    ct = load_example("3DBox_CT_abdomen.npz")
     cases: List[Dict[str, Any]] = [
         {"name": "2d_nuclei_512_125boxes", "kind": "2d", "image": nuclei["imgs"], "boxes": nuclei["boxes"],
          "gts": nuclei["gts"], "note": "bundled microscopy nuclei 512x512x3, 125 boxes"},
@@ -89,8 +83,6 @@ def backend_cases(quick: bool, all_cases: bool = False) -> List[Dict[str, Any]]:
          "gts": mr["gts"], "note": "bundled MR brain tumour, 1 box"},
     ]
     if all_cases:
-        from .benchmark import build_cases
-
         cases += [{**c, "gts": None} for c in build_cases(False) if c.get("generated")]
     return cases
 

@@ -144,9 +144,10 @@ def _timed(fn: Callable[[], Any], model: MedSAMLite) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- cases
-def _load_example(name: str) -> Dict[str, np.ndarray]:
+def load_example(name: str) -> Dict[str, np.ndarray]:
+    """A bundled example case: ``imgs``, ``boxes`` and, when the file has them, ``gts``."""
     with np.load(EXAMPLES_DIR / name) as case:
-        return {k: case[k] for k in ("imgs", "boxes")}
+        return {k: case[k] for k in ("imgs", "boxes", "gts") if k in case.files}
 
 
 def resample_volume(volume: np.ndarray, boxes: np.ndarray, shape: Tuple[int, int, int]) -> Tuple[np.ndarray,
@@ -179,8 +180,8 @@ def tile_image(image: np.ndarray, boxes: np.ndarray, n_boxes: int) -> Tuple[np.n
 def build_cases(quick: bool) -> List[Dict[str, Any]]:
     """Cases to time: dicts with name, kind ('2d' / '3d'), image (array), boxes, note; generated ones have
     ``generated=True`` (full mode only)."""
-    nuclei = _load_example("2DBox_Microscopy_nuclei.npz")
-    mr = _load_example("3DBox_MR_brain_tumour.npz")
+    nuclei = load_example("2DBox_Microscopy_nuclei.npz")
+    mr = load_example("3DBox_MR_brain_tumour.npz")
     if quick:
         mr_boxes = mr["boxes"].copy()
         mr_boxes[:, [2, 5]] = [13, 14]
@@ -190,7 +191,7 @@ def build_cases(quick: bool) -> List[Dict[str, Any]]:
             {"name": "3d_mr_2slices", "kind": "3d", "image": mr["imgs"], "boxes": mr_boxes,
              "note": "bundled MR 25x256x256, box z-range cut to slices 13-14 (quick)"},
         ]
-    ct = _load_example("3DBox_CT_abdomen.npz")
+    ct = load_example("3DBox_CT_abdomen.npz")
     big_ct, big_boxes = resample_volume(ct["imgs"], ct["boxes"], (287, 512, 512))
     extra = big_boxes[3].copy()  # the CT example has 5 boxes; a 6th repeats box 4 to reach 6
     big_boxes = np.vstack([big_boxes, extra])
@@ -341,7 +342,7 @@ def bench_scaling(spec: str, model: MedSAMLite, box_counts: Sequence[int], slice
     The volume is the CT example resampled in z to S slices (in-plane 101 x 122; the encoder
     always sees 256 x 256); box i is the CT example's box (i mod 5), its z-range set to all S slices.
     """
-    ct = _load_example("3DBox_CT_abdomen.npz")
+    ct = load_example("3DBox_CT_abdomen.npz")
     grid = [(n, min(slice_counts)) for n in box_counts] + [(1, s) for s in slice_counts if s != min(slice_counts)]
     rows = []
     for n_boxes, n_slices in grid:

@@ -119,4 +119,5 @@ def load_model(name_or_path: Optional[str] = None) -> MedSAMLite:
         return PRETRAINED[name]()
     if Path(name).suffix in (".pth", ".pt") or Path(name).exists():
         return load_checkpoint(name)
-    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(PRETRAINED))}, or a checkpoint path")
+    # InputError is a ValueError: every CLI command turns it into a one-line error (exit 2)
+    raise InputError(f"unknown model {name!r}; valid names: {', '.join(sorted(PRETRAINED))}, or a checkpoint path")

@@ -103,7 +103,8 @@ def scale_boxes(boxes: np.ndarray, original_hw: Tuple[int, int], long_side: int 
 
 
 def box_from_mask(mask_256: np.ndarray, shift: int = BOX_SHIFT_3D) -> np.ndarray:
-    """Bounding box (4,) XYXY of a non-empty 256 x 256 model-frame mask, widened by ``shift`` px.
+    """Bounding box (4,) XYXY of a non-empty (H, W) mask (in 3D propagation: the 256 x 256 model frame),
+    widened by ``shift`` px (``shift=0``: the tight box, inclusive pixel indices).
 
     Clipped to [0, W] / [0, H] as in the baseline's ``get_bbox256``.
     """

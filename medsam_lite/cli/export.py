@@ -28,10 +28,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.model or default_model_name()
     if args.quantize and args.format != "onnx":
         raise InputError("--quantize only applies to --format onnx")
-    try:
-        model = load_model(name)
-    except ValueError as exc:
-        raise exc if isinstance(exc, InputError) else InputError(str(exc), name) from exc
+    model = load_model(name)  # bad names / files raise InputError (one line)
     if args.format == "torchscript":
         from export.torchscript import export_torchscript
 

@@ -89,16 +89,6 @@ def run(args: argparse.Namespace) -> int:
     from ..segment import segment_paths
 
     predictor = _predictor(args.backend, args.onnx_dir, args.model)
-    if predictor is None and args.model is not None:
-        from ..checkpoint import load_model
-        from ..predictor import Predictor
-
-        try:
-            model = Predictor(load_model(args.model))
-        except ValueError as exc:  # unknown name: one line, no traceback
-            raise InputError(str(exc), args.model) from exc
-    else:
-        model = predictor
     boxes = None
     if args.boxes:
         boxes = read_boxes_file(args.boxes)
@@ -107,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         if len(widths) != 1 or widths.pop() not in (4, 6):
             raise InputError("every --box needs 4 (2D) or 6 (3D) numbers")
         boxes = np.asarray(args.box, dtype=np.float64) if boxes is None else np.vstack([boxes, args.box])
-    result = segment_paths(args.input, args.output, model=model, boxes=boxes, overlay=args.overlay,
+    result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, overlay=args.overlay,
                            window=_window(args.window), progress=not args.no_progress)
     for out in result.outputs:
         print(f"wrote {out}")
