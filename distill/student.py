@@ -124,7 +124,7 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
             augment: bool = False, rebuild_cache: bool = False, cache_only: bool = False,
             cache_batch_size: Optional[int] = None, cache_seed: int = 0, val_fraction: float = 0.05,
             finetune_decoder: bool = False, finetune_epochs: int = 10, finetune_lr: float = 1e-4,
-            config: Optional[TrainConfig] = None, on_checkpoint: Optional[CheckpointHook] = None,
+            init_student: Optional[str] = None, config: Optional[TrainConfig] = None, on_checkpoint: Optional[CheckpointHook] = None,
             on_cache_batch: Optional[Callable[[int], None]] = None) -> DistillResult:
     """Distil ``teacher``'s image encoder into registry encoder ``student`` (see module docstring).
 
@@ -144,6 +144,10 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
         val_fraction: validation share (fixed seed 0) for folders whose manifest has no ``val`` split.
         finetune_decoder: afterwards train the mask decoder on labelled slices for ``finetune_epochs``
             at ``finetune_lr`` (encoder frozen); needs prep folders with labels.
+        init_student: warm start: ``load_model`` spec (e.g. ``repvit_m0_6_lite`` or an earlier run's
+            ``student.pth`` / ``best.pth``) whose image encoder initialises the student (same
+            architecture); the optimizer, scheduler and log start fresh (a new run folder, e.g. a second
+            stage at a lower ``lr``). Ignored when resuming from ``last.pth``, which already holds it.
         config: optimisation / runtime settings (shared with train-teacher).
         on_checkpoint: hook after each last.pth write; ``on_cache_batch``: hook after each cache batch.
     """
@@ -195,6 +199,9 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
                            copy.deepcopy(teacher_model.mask_decoder))
         model.prompt_encoder.requires_grad_(False)
         model.mask_decoder.requires_grad_(False)
+        if init_student is not None:
+            init_encoder(model, init_student, student)
+            describe["init_student"] = init_student
         if spec is not None:
             del teacher_model  # only the decoder copies are needed from here on
             train_set: Dataset = cache_mod.CachedEmbeddings(cache_path, spec, "train", seed=cfg.seed)
@@ -235,6 +242,16 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
     return DistillResult(run_dir=out_dir, student=student_path, cache_dir=cache_path, fit=result, finetune=finetuned)
 
 
+def init_encoder(model: MedSAMLite, spec: str, student: str) -> None:
+    """Copy the image encoder of ``load_model(spec)`` into ``model`` (InputError when it does not fit)."""
+    source = load_model(spec)
+    try:
+        model.image_encoder.load_state_dict(source.image_encoder.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"--init-student {spec}: its image encoder is not a {student} encoder "
+                         f"({str(exc).splitlines()[0]})") from exc
+
+
 def _load_best(model: nn.Module, result: FitResult) -> None:
     """Load the best (else last) weights of a finished fit into ``model``."""
     path = result.best or result.last
@@ -242,4 +259,4 @@ def _load_best(model: nn.Module, result: FitResult) -> None:
     model.load_state_dict(payload["state_dict"], strict=True)
 
 
-__all__: List[str] = ["distill", "DistillResult", "OnlineImages", "load_teacher"]
+__all__: List[str] = ["distill", "DistillResult", "OnlineImages", "init_encoder", "load_teacher"]

@@ -224,6 +224,23 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
     assert [s["resumed_from"] for s in sessions] == [None, {"epoch": 1, "step": 0}, {"epoch": 1, "step": 1}]
 
 
+def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
+    """--init-student copies the given encoder into the student (lr 0 keeps it: AdamW then changes nothing)."""
+    from distill import TrainConfig, distill
+
+    cfg = TrainConfig(epochs=1, max_steps=1, batch_size=1, lr=0.0, progress=False)
+    result = distill([prepped], tmp_path / "warm", teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
+                     aug_variants=2, init_student=str(fast_checkpoint), config=cfg)
+    source, student = _state(fast_checkpoint), _state(result.student)
+    weights = [k for k in source if k.startswith("image_encoder.") and not k.endswith(
+        ("running_mean", "running_var", "num_batches_tracked"))]
+    assert weights and all(torch.equal(source[k], student[k]) for k in weights)
+    assert json.loads((tmp_path / "warm" / "run.json").read_text())["init_student"] == str(fast_checkpoint)
+    with pytest.raises(InputError, match="--init-student .* not a tiny_vit encoder"):
+        distill([prepped], tmp_path / "bad", teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
+                aug_variants=2, student="tiny_vit", init_student=str(fast_checkpoint), config=cfg)
+
+
 # ------------------------------------------------------------------ online mode + decoder fine-tuning
 @pytest.mark.slow
 def test_online_augment_and_finetune_decoder(prepped, tmp_path, fast_checkpoint) -> None:

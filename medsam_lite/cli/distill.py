@@ -37,6 +37,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    help="afterwards train the mask decoder on labelled slices, encoder frozen (off by default)")
     p.add_argument("--finetune-epochs", type=int, default=10, help="epochs of --finetune-decoder (default 10)")
     p.add_argument("--finetune-lr", type=float, default=1e-4, help="learning rate of --finetune-decoder (default 1e-4)")
+    p.add_argument("--init-student", metavar="MODEL",
+                   help="warm start: initialise the student encoder from this model name or checkpoint (same "
+                   "encoder), with a fresh optimizer, scheduler and log in a new run folder")
     add_training_arguments(p)
     p.set_defaults(func=run)
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                      cache_only=args.cache_only, cache_batch_size=args.cache_batch_size, cache_seed=args.cache_seed,
                      val_fraction=args.val_fraction, finetune_decoder=args.finetune_decoder,
                      finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-                     config=config_from_args(args))
+                     init_student=args.init_student, config=config_from_args(args))
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: report once
         if result.student is None:
             print(f"teacher cache ready: {result.cache_dir}")
