@@ -52,3 +52,21 @@ def test_agreement_of_a_model_with_itself(shared_data, fast_checkpoint, tmp_path
     write_report({"student": "s", "teacher": "t", "n_boxes": 3, "seed": 0, "summary": summary,
                   "ground_truth": {"nuclei2d": {"teacher": 0.7, "student": 0.6}}, "images": rows}, tmp_path)
     assert "| MR | 4 | 12 | 1.000 |" in (tmp_path / "fidelity.md").read_text()
+
+
+def test_join_logs_of_stages(tmp_path) -> None:
+    from distill.recipe.join_logs import main as join_main
+
+    header = "epoch,train_loss,val_loss,lr,seconds,images_per_s\n"
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "s1" / "log.csv").write_text(header + "1,0.5,0.3,0.005,10,2\n2,0.1,0.05,0.005,10,2\n")
+    (tmp_path / "s2").mkdir()
+    (tmp_path / "s2" / "log.csv").write_text(header + "1,0.04,,0.001,9,2.2\n")
+    assert join_main([str(tmp_path / "s1"), str(tmp_path / "s2"), "-o", str(tmp_path / "out")]) == 0
+    lines = (tmp_path / "out" / "log.csv").read_text().splitlines()
+    assert lines[0] == "stage," + header.strip()
+    assert [line.split(",")[:3] for line in lines[1:]] == [["1", "1", "0.5"], ["1", "2", "0.1"], ["2", "3", "0.04"]]
+    assert lines[3].split(",")[3] == "" and (tmp_path / "out" / "loss.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as err:
+        join_main([str(tmp_path / "missing"), "-o", str(tmp_path / "out2")])
+    assert err.value.code == 2
