@@ -7,6 +7,8 @@ Two measures (issue 5), both on images the student never saw in distillation:
   the two masks is recorded (both masks empty counts as IoU 1). Reported per modality and overall.
 * **ground truth**: DSC against real labels for teacher and student, with one tight box per object:
   the 125 nuclei of ``nuclei2d`` and grey / white matter of MNI152 on axial slices.
+* **noise floor** (reference): the teacher against itself on the same images plus Gaussian noise
+  (``NOISE_SIGMA`` grey levels), same boxes: how stable the teacher's own masks are for those boxes.
 
 Images are read with the same readers as ``medsam-lite segment`` and mapped to uint8 the same way
 (:func:`medsam_lite.imageio.to_uint8`: 0.5-99.5 percentiles), so the measure reflects the CLI path.
@@ -35,6 +37,10 @@ from medsam_lite.predictor import Predictor
 from medsam_lite.transforms import box_from_mask
 
 PathLike = Union[str, Path]
+
+#: Reference for the agreement numbers: the teacher against itself on the same image plus Gaussian
+#: noise of this std (grey levels of the uint8 input), same boxes.
+NOISE_SIGMA = 2.0
 
 
 @dataclass(frozen=True)
@@ -107,19 +113,31 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def agreement(student: Predictor, teacher: Predictor, images: Sequence[Tuple[HeldOut, str, np.ndarray]],
-              n_boxes: int = 8, seed: int = 0) -> List[Dict[str, object]]:
-    """Per image: modality, id, the IoU of student vs teacher masks for each of ``n_boxes`` random boxes."""
+              n_boxes: int = 8, seed: int = 0,
+              student_images: Optional[Sequence[Tuple[HeldOut, str, np.ndarray]]] = None) -> List[Dict[str, object]]:
+    """Per image: modality, id, the IoU of student vs teacher masks for each of ``n_boxes`` random boxes.
+
+    ``student_images`` (same order and shapes as ``images``) replaces the student's input, e.g. the
+    teacher on :func:`add_noise` images for the noise floor."""
     rows: List[Dict[str, object]] = []
     for i, (item, image_id, image) in enumerate(images):
         boxes = random_boxes(image.shape, n_boxes, seed + i)
         masks = []
-        for predictor in (teacher, student):
-            predictor.set_image(image)
+        for predictor, src in ((teacher, image), (student, image if student_images is None else student_images[i][2])):
+            predictor.set_image(src)
             masks.append(predictor.predict(boxes, label_map=False))
         ious = [mask_iou(t, s) for t, s in zip(*masks)]
         rows.append({"modality": item.modality, "source": item.name, "image": image_id,
                      "shape": list(image.shape), "iou": ious})
     return rows
+
+
+def add_noise(images: Sequence[Tuple[HeldOut, str, np.ndarray]], sigma: float,
+              seed: int = 123) -> List[Tuple[HeldOut, str, np.ndarray]]:
+    """The images plus Gaussian noise of std ``sigma`` grey levels (rounded, clipped to uint8)."""
+    rng = np.random.default_rng(seed)
+    return [(item, image_id, np.clip(np.rint(image + rng.normal(0.0, sigma, image.shape)), 0, 255).astype(np.uint8))
+            for item, image_id, image in images]
 
 
 def _nuclei_dice(predictor: Predictor, shared: Path) -> float:
@@ -181,8 +199,17 @@ def write_report(result: Dict[str, object], out_dir: PathLike) -> None:
              f"Held-out images only; {result['n_boxes']} random boxes per image (seed {result['seed']}). "
              "IoU of student vs teacher masks per box; both empty = 1.", "",
              "| modality | images | boxes | mean IoU | boxes with IoU >= 0.9 |", "|---|---|---|---|---|"]
+    floor = result.get("noise_floor")
+    if floor:
+        lines[-2:] = [f"The last two columns are a reference: the teacher against itself on the same image plus "
+                      f"Gaussian noise (std {result['noise_sigma']} grey levels), same boxes.", "",
+                      "| modality | images | boxes | mean IoU | boxes with IoU >= 0.9 "
+                      "| teacher vs noisy teacher: mean IoU | >= 0.9 |", "|---|---|---|---|---|---|---|"]
     for k, v in s.items():  # type: ignore[union-attr]
-        lines.append(f"| {k} | {v['images']} | {v['boxes']} | {v['mean_iou']:.3f} | {v['frac_iou_ge_0.9']:.2f} |")
+        row = f"| {k} | {v['images']} | {v['boxes']} | {v['mean_iou']:.3f} | {v['frac_iou_ge_0.9']:.2f} |"
+        if floor:
+            row += f" {floor[k]['mean_iou']:.3f} | {floor[k]['frac_iou_ge_0.9']:.2f} |"  # type: ignore[index]
+        lines.append(row)
     lines += ["", "| ground truth (mean DSC, one tight box per object) | teacher | student | student - teacher |",
               "|---|---|---|---|"]
     for k, v in gt.items():  # type: ignore[union-attr]
@@ -201,9 +228,11 @@ def fidelity_report(student: str, teacher: str = "lite_medsam", shared: PathLike
     predictors = {"teacher": Predictor(load_model(teacher)), "student": Predictor(load_model(student))}
     images = load_held_out(shared)
     rows = agreement(predictors["student"], predictors["teacher"], images, n_boxes=n_boxes, seed=seed)
+    noisy = agreement(predictors["teacher"], predictors["teacher"], images, n_boxes=n_boxes, seed=seed,
+                      student_images=add_noise(images, NOISE_SIGMA))
     result: Dict[str, object] = {"student": str(student), "teacher": str(teacher), "n_boxes": n_boxes, "seed": seed,
                                  "summary": summarize(rows), "ground_truth": ground_truth(predictors, shared),
-                                 "images": rows}
+                                 "noise_sigma": NOISE_SIGMA, "noise_floor": summarize(noisy), "images": rows}
     if out_dir is not None:
         write_report(result, out_dir)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.fidelity import HELD_OUT, agreement, load_held_out, mask_iou, random_boxes, summarize, write_report
+from distill.fidelity import HELD_OUT, add_noise, agreement, load_held_out, mask_iou, random_boxes, summarize, write_report
 
 
 def test_random_boxes_are_fixed_and_inside() -> None:
@@ -52,6 +52,15 @@ def test_agreement_of_a_model_with_itself(shared_data, fast_checkpoint, tmp_path
     write_report({"student": "s", "teacher": "t", "n_boxes": 3, "seed": 0, "summary": summary,
                   "ground_truth": {"nuclei2d": {"teacher": 0.7, "student": 0.6}}, "images": rows}, tmp_path)
     assert "| MR | 4 | 12 | 1.000 |" in (tmp_path / "fidelity.md").read_text()
+
+    noisy = add_noise(images, 2.0)
+    assert all(n[2].dtype == np.uint8 and n[2].shape == i[2].shape for n, i in zip(noisy, images))
+    assert any(not np.array_equal(n[2], i[2]) for n, i in zip(noisy, images))
+    same = agreement(model, model, images, n_boxes=3, student_images=add_noise(images, 0.0))
+    assert summarize(same)["all"]["mean_iou"] == 1.0
+    write_report({"student": "s", "teacher": "t", "n_boxes": 3, "seed": 0, "summary": summary, "noise_sigma": 2.0,
+                  "noise_floor": summarize(same), "ground_truth": {}, "images": rows}, tmp_path)
+    assert "| MR | 4 | 12 | 1.000 | 1.00 | 1.000 | 1.00 |" in (tmp_path / "fidelity.md").read_text()
 
 
 def test_join_logs_of_stages(tmp_path) -> None:
