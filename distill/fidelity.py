@@ -112,6 +112,24 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def box_masks(predictor: Predictor, images: Sequence[Tuple[HeldOut, str, np.ndarray]], n_boxes: int = 8,
+              seed: int = 0) -> List[np.ndarray]:
+    """Per image: the (n_boxes, H, W) bool masks of its :func:`random_boxes` (seed ``seed + i``)."""
+    masks = []
+    for i, (_, _, image) in enumerate(images):
+        predictor.set_image(image)
+        masks.append(np.asarray(predictor.predict(random_boxes(image.shape, n_boxes, seed + i), label_map=False)))
+    return masks
+
+
+def compare(images: Sequence[Tuple[HeldOut, str, np.ndarray]], reference: Sequence[np.ndarray],
+            other: Sequence[np.ndarray]) -> List[Dict[str, object]]:
+    """Per image: modality, id, shape and the IoU of ``other`` vs ``reference`` masks for each box."""
+    return [{"modality": item.modality, "source": item.name, "image": image_id, "shape": list(image.shape),
+             "iou": [mask_iou(r, o) for r, o in zip(ref, oth)]}
+            for (item, image_id, image), ref, oth in zip(images, reference, other)]
+
+
 def agreement(student: Predictor, teacher: Predictor, images: Sequence[Tuple[HeldOut, str, np.ndarray]],
               n_boxes: int = 8, seed: int = 0,
               student_images: Optional[Sequence[Tuple[HeldOut, str, np.ndarray]]] = None) -> List[Dict[str, object]]:
@@ -119,17 +137,8 @@ def agreement(student: Predictor, teacher: Predictor, images: Sequence[Tuple[Hel
 
     ``student_images`` (same order and shapes as ``images``) replaces the student's input, e.g. the
     teacher on :func:`add_noise` images for the noise floor."""
-    rows: List[Dict[str, object]] = []
-    for i, (item, image_id, image) in enumerate(images):
-        boxes = random_boxes(image.shape, n_boxes, seed + i)
-        masks = []
-        for predictor, src in ((teacher, image), (student, image if student_images is None else student_images[i][2])):
-            predictor.set_image(src)
-            masks.append(predictor.predict(boxes, label_map=False))
-        ious = [mask_iou(t, s) for t, s in zip(*masks)]
-        rows.append({"modality": item.modality, "source": item.name, "image": image_id,
-                     "shape": list(image.shape), "iou": ious})
-    return rows
+    return compare(images, box_masks(teacher, images, n_boxes, seed),
+                   box_masks(student, images if student_images is None else student_images, n_boxes, seed))
 
 
 def add_noise(images: Sequence[Tuple[HeldOut, str, np.ndarray]], sigma: float,
@@ -227,9 +236,10 @@ def fidelity_report(student: str, teacher: str = "lite_medsam", shared: PathLike
         raise InputError("not the shared data folder (no nuclei2d/)", shared)
     predictors = {"teacher": Predictor(load_model(teacher)), "student": Predictor(load_model(student))}
     images = load_held_out(shared)
-    rows = agreement(predictors["student"], predictors["teacher"], images, n_boxes=n_boxes, seed=seed)
-    noisy = agreement(predictors["teacher"], predictors["teacher"], images, n_boxes=n_boxes, seed=seed,
-                      student_images=add_noise(images, NOISE_SIGMA))
+    teacher_masks = box_masks(predictors["teacher"], images, n_boxes, seed)  # computed once, used twice
+    rows = compare(images, teacher_masks, box_masks(predictors["student"], images, n_boxes, seed))
+    noisy = compare(images, teacher_masks, box_masks(predictors["teacher"], add_noise(images, NOISE_SIGMA), n_boxes,
+                                                     seed))
     result: Dict[str, object] = {"student": str(student), "teacher": str(teacher), "n_boxes": n_boxes, "seed": seed,
                                  "summary": summarize(rows), "ground_truth": ground_truth(predictors, shared),
                                  "noise_sigma": NOISE_SIGMA, "noise_floor": summarize(noisy), "images": rows}

@@ -153,13 +153,13 @@ def reset_dataset_rngs(dataset: Dataset) -> None:
 
 
 # ------------------------------------------------------------------ files
-def write_log(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    """log.csv from the rows (rewritten whole, atomically)."""
+def write_log(path: Path, rows: Sequence[Dict[str, Any]], columns: Sequence[str] = LOG_COLUMNS) -> None:
+    """log.csv from the rows (rewritten whole, atomically); None / missing values are written empty."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 

@@ -12,15 +12,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from medsam_lite.errors import InputError
-from medsam_lite.io_utils import atomic_path
 
-from ..loop import LOG_COLUMNS, plot_losses, read_log
+from ..loop import LOG_COLUMNS, plot_losses, read_log, write_log
 
 PathLike = Union[str, Path]
 
@@ -47,14 +44,7 @@ def write_joined(run_dirs: Sequence[PathLike], out_dir: PathLike, title: str = "
     rows = join_logs(run_dirs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    columns = ("stage",) + tuple(LOG_COLUMNS)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
-    with atomic_path(out / "log.csv") as tmp:
-        tmp.write_text(buf.getvalue())
+    write_log(out / "log.csv", rows, ("stage",) + tuple(LOG_COLUMNS))
     plot_losses(out / "loss.png", rows, title)
     return out / "log.csv"
 
