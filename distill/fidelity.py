@@ -36,6 +36,8 @@ from medsam_lite.metrics import dice
 from medsam_lite.predictor import Predictor
 from medsam_lite.transforms import box_from_mask
 
+from .boxes import random_boxes
+
 PathLike = Union[str, Path]
 
 #: Reference for the agreement numbers: the teacher against itself on the same image plus Gaussian
@@ -93,17 +95,6 @@ def load_held_out(shared: PathLike, items: Sequence[HeldOut] = HELD_OUT) -> List
         else:
             images.append((item, item.name, to_uint8(array)))
     return images
-
-
-def random_boxes(shape: Tuple[int, ...], n: int, seed: int) -> np.ndarray:
-    """(n, 4) XYXY boxes in original pixels: sides 10-60 % of the image's, uniformly placed."""
-    rng = np.random.default_rng(seed)
-    h, w = shape[:2]
-    bw = rng.uniform(0.1, 0.6, n) * (w - 1)
-    bh = rng.uniform(0.1, 0.6, n) * (h - 1)
-    x0 = rng.uniform(0, 1, n) * (w - 1 - bw)
-    y0 = rng.uniform(0, 1, n) * (h - 1 - bh)
-    return np.stack([x0, y0, x0 + bw, y0 + bh], axis=1).round().astype(np.float32)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

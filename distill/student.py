@@ -3,7 +3,9 @@
 Loss: MSE between the teacher's and the student's (B, 256, 64, 64) embeddings of the same
 (B, 3, 256, 256) model-frame input in [0, 1]. The teacher (any ``load_model`` spec: ``lite_medsam``,
 a checkpoint path, train-teacher's ``best.pth``) runs frozen, in eval mode, in fp32 and never under
-autocast; only the student is autocast. Data are images only (``--data`` prep folders).
+autocast; only the student is autocast. Data are images only (``--data`` prep folders). Optionally
+(``mask_loss_weight`` > 0) a mask-level term is added (:mod:`distill.mask_kd`): the frozen decoder's
+masks from the student's and the teacher's embeddings for the same random boxes are pulled together.
 
 Teacher targets come either from the on-disk cache (:mod:`distill.cache`; K cached variants per
 image, one drawn per image and epoch) or online (``augment``: the augmentation of
@@ -39,6 +41,7 @@ from . import cache as cache_mod
 from .augment import augment as augment_image
 from .data import ImageRef, image_lists, load_model_frame, slice_datasets
 from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit, seed_everything
+from .mask_kd import MaskDistillLoss
 from .options import TrainConfig
 from .runtime import Runtime, runtime_scope
 from .teacher import check_encoder, segmentation_task
@@ -70,27 +73,30 @@ class OnlineImages(Dataset):
         return {"image": tensor, "index": index}
 
 
-def _cached_loss(forward: Callable[..., Any], batch: Dict[str, Any], rt: Runtime) -> torch.Tensor:
-    """MSE(student(inputs / 255), cached fp16 teacher embedding)."""
-    images = rt.to_device(batch["image"]).float().div_(255.0)
-    if rt.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    target = rt.to_device(batch["target"]).float()
-    with rt.autocast():
-        out = forward(images)
-    return F.mse_loss(out.float(), target)
+def _distill_loss(teacher_encoder: Optional[nn.Module] = None, mask_term: Optional[MaskDistillLoss] = None
+                  ) -> Callable[[Callable[..., Any], Dict[str, Any], Runtime], torch.Tensor]:
+    """Loss of a batch: MSE(student embedding, teacher embedding) [+ ``mask_term``].
 
+    Without ``teacher_encoder`` the batch holds the cache's uint8 inputs and fp16 teacher embeddings
+    (``target``); with it the batch holds [0, 1] images and the frozen fp32 teacher runs online.
+    """
 
-def _online_loss(teacher_encoder: nn.Module) -> Callable[[Callable[..., Any], Dict[str, Any], Runtime], torch.Tensor]:
     def loss(forward: Callable[..., Any], batch: Dict[str, Any], rt: Runtime) -> torch.Tensor:
-        images = rt.to_device(batch["image"])
-        with torch.no_grad(), torch.autocast(device_type=rt.device.type, enabled=False):
-            target = teacher_encoder(images).float()
+        if teacher_encoder is None:
+            images = rt.to_device(batch["image"]).float().div_(255.0)
+            target = rt.to_device(batch["target"]).float()
+        else:
+            images = rt.to_device(batch["image"])
+            with torch.no_grad(), torch.autocast(device_type=rt.device.type, enabled=False):
+                target = teacher_encoder(images).float()
         if rt.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with rt.autocast():
             out = forward(images)
-        return F.mse_loss(out.float(), target)
+        value = F.mse_loss(out.float(), target)
+        if mask_term is not None:
+            value = value + mask_term(out, target, images, rt)
+        return value
 
     return loss
 
@@ -124,7 +130,8 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
             augment: bool = False, rebuild_cache: bool = False, cache_only: bool = False,
             cache_batch_size: Optional[int] = None, cache_seed: int = 0, val_fraction: float = 0.05,
             finetune_decoder: bool = False, finetune_epochs: int = 10, finetune_lr: float = 1e-4,
-            init_student: Optional[str] = None, config: Optional[TrainConfig] = None, on_checkpoint: Optional[CheckpointHook] = None,
+            init_student: Optional[str] = None, mask_loss_weight: float = 0.0, mask_boxes: int = 2,
+            config: Optional[TrainConfig] = None, on_checkpoint: Optional[CheckpointHook] = None,
             on_cache_batch: Optional[Callable[[int], None]] = None) -> DistillResult:
     """Distil ``teacher``'s image encoder into registry encoder ``student`` (see module docstring).
 
@@ -148,6 +155,10 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
             ``student.pth`` / ``best.pth``) whose image encoder initialises the student (same
             architecture); the optimizer, scheduler and log start fresh (a new run folder, e.g. a second
             stage at a lower ``lr``). Ignored when resuming from ``last.pth``, which already holds it.
+        mask_loss_weight: weight of the mask-level term (:mod:`distill.mask_kd`: BCE + Dice between the
+            student's and the teacher's decoder logits for ``mask_boxes`` random boxes per image, decoder
+            frozen) added to the embedding MSE; 0 (default) = embedding MSE only, the paper's recipe.
+        mask_boxes: random boxes per image and step for that term.
         config: optimisation / runtime settings (shared with train-teacher).
         on_checkpoint: hook after each last.pth write; ``on_cache_batch``: hook after each cache batch.
     """
@@ -161,6 +172,8 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
         raise InputError("--augment is for runs without a cache; with --cache-dir use --aug-variants K")
     if cache_only and cache_dir is None:
         raise InputError("--cache-only needs --cache-dir")
+    if mask_loss_weight < 0 or mask_boxes < 1:
+        raise InputError(f"--mask-loss-weight must be >= 0 and --mask-boxes >= 1, got {mask_loss_weight} / {mask_boxes}")
     train_refs, val_refs, info = image_lists(data, val_fraction=val_fraction, seed=0)
     if finetune_decoder:
         slice_datasets(data)  # fail early when the folders have no labelled slices
@@ -202,20 +215,23 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
         if init_student is not None:
             init_encoder(model, init_student, student)
             describe["init_student"] = init_student
+        mask_term = MaskDistillLoss(model, mask_boxes, mask_loss_weight) if mask_loss_weight > 0 else None
+        describe.update(mask_loss_weight=mask_loss_weight, mask_boxes=mask_boxes if mask_term else None)
         if spec is not None:
             del teacher_model  # only the decoder copies are needed from here on
             train_set: Dataset = cache_mod.CachedEmbeddings(cache_path, spec, "train", seed=cfg.seed)
             val_set: Optional[Dataset] = (cache_mod.CachedEmbeddings(cache_path, spec, "val", seed=cfg.seed)
                                           if val_refs else None)
-            loss_fn = _cached_loss
+            loss_fn = _distill_loss(mask_term=mask_term)
             set_epoch = train_set.set_epoch
         else:
             teacher_encoder = teacher_model.image_encoder.to(rt.device)
             train_set = OnlineImages(train_refs, augment=augment, seed=cfg.seed)
             val_set = OnlineImages(val_refs) if val_refs else None
-            loss_fn = _online_loss(teacher_encoder)
+            loss_fn = _distill_loss(teacher_encoder, mask_term)
             set_epoch = train_set.set_epoch
-        ckpt_config = {"task": "distill", "student": student, "teacher": teacher, "teacher_sha256": teacher_sha}
+        ckpt_config = {"task": "distill", "student": student, "teacher": teacher, "teacher_sha256": teacher_sha,
+                       "mask_loss_weight": mask_loss_weight}
         task = Task(name="distill", model=model, encoder=student, trainable=model.image_encoder,
                     train_set=train_set, val_set=val_set, loss=loss_fn, checkpoint_config=ckpt_config,
                     describe=describe, frozen=(model.prompt_encoder, model.mask_decoder), set_epoch=set_epoch)

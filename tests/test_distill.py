@@ -241,6 +241,49 @@ def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache
                 aug_variants=2, student="tiny_vit", init_student=str(fast_checkpoint), config=cfg)
 
 
+def test_mask_boxes_inside_content() -> None:
+    """Mask-distillation boxes lie inside each image's unpadded content (model frame)."""
+    from distill.mask_kd import MaskDistillLoss, content_sizes
+    from medsam_lite.model import build_medsam
+
+    images = torch.zeros(2, 3, 256, 256)
+    images[0, :, :100, :] = 0.5
+    images[1, 1, :, :40] = 1.0
+    assert content_sizes(images) == [(100, 256), (256, 40)]
+    np.random.seed(0)
+    boxes = MaskDistillLoss(build_medsam("repvit_m0_6"), boxes_per_image=6).boxes(images)
+    assert [tuple(b.shape) for b in boxes] == [(6, 4), (6, 4)]
+    for b, (h, w) in zip(boxes, [(100, 256), (256, 40)]):
+        assert (b[:, :2] >= 0).all() and (b[:, 2] <= w - 1).all() and (b[:, 3] <= h - 1).all()
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+
+
+def test_mask_distillation_term(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
+    """--mask-loss-weight adds the decoder-mask term: a higher first-step loss than MSE alone (same data and
+    init), deterministic runs, and the prompt encoder / mask decoder still copied unchanged."""
+    from distill import TrainConfig, distill
+
+    cfg = TrainConfig(epochs=1, max_steps=1, batch_size=2, progress=False, seed=5)
+
+    def run(name: str, weight: float):
+        return distill([prepped], tmp_path / name, teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
+                       aug_variants=2, mask_loss_weight=weight, config=cfg)
+
+    plain, a, b = run("plain", 0.0), run("a", 1.0), run("b", 1.0)
+
+    def first_loss(result) -> float:
+        return float(_log_rows(result.run_dir / "log.csv")[0]["train_loss"])
+
+    assert first_loss(a) > first_loss(plain) > 0
+    assert _same_state(_state(a.student), _state(b.student))
+    assert not _same_state(_state(a.student), _state(plain.student))
+    teacher, student = _state(fast_checkpoint), _state(a.student)
+    frozen = [k for k in teacher if k.startswith(("prompt_encoder.", "mask_decoder."))]
+    assert frozen and all(torch.equal(teacher[k], student[k]) for k in frozen)
+    run_info = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run_info["mask_loss_weight"] == 1.0 and run_info["mask_boxes"] == 2
+
+
 # ------------------------------------------------------------------ online mode + decoder fine-tuning
 @pytest.mark.slow
 def test_online_augment_and_finetune_decoder(prepped, tmp_path, fast_checkpoint) -> None:
@@ -308,4 +351,7 @@ def test_bad_input_one_line_exit_2(prepped, tmp_path, capsys) -> None:
     assert code == 2 and err.count("\n") == 1 and str(empty / "manifest.csv") in err
     code, _, err = _run(capsys, "distill", "--data", prepped, "-o", tmp_path / "o", "--aug-variants", "2")
     assert code == 2 and "--cache-dir" in err
+    code, _, err = _run(capsys, "distill", "--data", prepped, "-o", tmp_path / "o", "--mask-loss-weight", "1",
+                        "--mask-boxes", "0")
+    assert code == 2 and err.count("\n") == 1 and "--mask-boxes" in err
     assert not (tmp_path / "o").exists()

@@ -40,6 +40,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--init-student", metavar="MODEL",
                    help="warm start: initialise the student encoder from this model name or checkpoint (same "
                    "encoder), with a fresh optimizer, scheduler and log in a new run folder")
+    p.add_argument("--mask-loss-weight", type=float, default=0.0, metavar="W",
+                   help="add W x mask-level distillation (BCE + Dice between student and teacher decoder masks for "
+                   "random boxes, decoder frozen) to the embedding MSE; default 0: embedding MSE only")
+    p.add_argument("--mask-boxes", type=int, default=2, metavar="K",
+                   help="random boxes per image and step for --mask-loss-weight (default 2)")
     add_training_arguments(p)
     p.set_defaults(func=run)
 
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                      cache_only=args.cache_only, cache_batch_size=args.cache_batch_size, cache_seed=args.cache_seed,
                      val_fraction=args.val_fraction, finetune_decoder=args.finetune_decoder,
                      finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-                     init_student=args.init_student, config=config_from_args(args))
+                     init_student=args.init_student, mask_loss_weight=args.mask_loss_weight,
+                     mask_boxes=args.mask_boxes, config=config_from_args(args))
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: report once
         if result.student is None:
             print(f"teacher cache ready: {result.cache_dir}")
