@@ -9,6 +9,8 @@ Two measures (issue 5), both on images the student never saw in distillation:
   the 125 nuclei of ``nuclei2d`` and grey / white matter of MNI152 on axial slices.
 * **noise floor** (reference): the teacher against itself on the same images plus Gaussian noise
   (``NOISE_SIGMA`` grey levels), same boxes: how stable the teacher's own masks are for those boxes.
+  The agreement is also reported on the *stable* boxes alone (teacher vs noisy teacher IoU >=
+  ``STABLE_IOU``), where the teacher's mask is a well-defined target.
 
 Images are read with the same readers as ``medsam-lite segment`` and mapped to uint8 the same way
 (:func:`medsam_lite.imageio.to_uint8`: 0.5-99.5 percentiles), so the measure reflects the CLI path.
@@ -43,6 +45,8 @@ PathLike = Union[str, Path]
 #: Reference for the agreement numbers: the teacher against itself on the same image plus Gaussian
 #: noise of this std (grey levels of the uint8 input), same boxes.
 NOISE_SIGMA = 2.0
+#: A box is "stable" when the teacher's masks with and without that noise have at least this IoU.
+STABLE_IOU = 0.9
 
 
 @dataclass(frozen=True)
@@ -176,15 +180,30 @@ def ground_truth(predictors: Dict[str, Predictor], shared: Path,
 
 
 def summarize(rows: Sequence[Dict[str, object]]) -> Dict[str, Dict[str, float]]:
-    """Per modality and "all": mean IoU, fraction of boxes with IoU >= 0.9, images, boxes."""
+    """Per modality and "all": mean IoU, its standard error over boxes (``sem_iou``: std / sqrt(boxes);
+    boxes of one image are not independent, so it is a lower bound), fraction of boxes with IoU >= 0.9,
+    images, boxes."""
     groups: Dict[str, List[float]] = {}
     images: Dict[str, int] = {}
     for r in rows:
         for key in (str(r["modality"]), "all"):
             groups.setdefault(key, []).extend(r["iou"])  # type: ignore[arg-type]
             images[key] = images.get(key, 0) + 1
-    return {k: {"mean_iou": float(np.mean(v)), "frac_iou_ge_0.9": float(np.mean(np.array(v) >= 0.9)),
+    return {k: {"mean_iou": float(np.mean(v)), "sem_iou": float(np.std(v) / np.sqrt(len(v))),
+                "frac_iou_ge_0.9": float(np.mean(np.array(v) >= 0.9)),
                 "images": images[k], "boxes": len(v)} for k, v in sorted(groups.items())}
+
+
+def stable_rows(rows: Sequence[Dict[str, object]], noisy: Sequence[Dict[str, object]],
+                threshold: float = STABLE_IOU) -> List[Dict[str, object]]:
+    """``rows`` restricted to the boxes whose ``noisy`` (teacher vs noisy teacher) IoU is >= ``threshold``;
+    images left without a box are dropped."""
+    out = []
+    for row, ref in zip(rows, noisy):
+        kept = [iou for iou, n in zip(row["iou"], ref["iou"]) if n >= threshold]  # type: ignore[call-overload]
+        if kept:
+            out.append({**row, "iou": kept})
+    return out
 
 
 def write_report(result: Dict[str, object], out_dir: PathLike) -> None:
@@ -195,20 +214,30 @@ def write_report(result: Dict[str, object], out_dir: PathLike) -> None:
         Path(tmp).write_text(json.dumps(result, indent=1))
     s = result["summary"]  # type: ignore[index]
     gt = result["ground_truth"]  # type: ignore[index]
+    floor, stable = result.get("noise_floor"), result.get("stable")
     lines = [f"# Student fidelity: `{result['student']}` vs teacher `{result['teacher']}`", "",
              f"Held-out images only; {result['n_boxes']} random boxes per image (seed {result['seed']}). "
-             "IoU of student vs teacher masks per box; both empty = 1.", "",
-             "| modality | images | boxes | mean IoU | boxes with IoU >= 0.9 |", "|---|---|---|---|---|"]
-    floor = result.get("noise_floor")
+             "IoU of student vs teacher masks per box; both empty = 1. Mean IoU +- its standard error over "
+             "boxes (boxes of one image are correlated, so the real uncertainty is larger).", ""]
+    columns = ["modality", "images", "boxes", "mean IoU", "boxes with IoU >= 0.9"]
     if floor:
-        lines[-2:] = [f"The last two columns are a reference: the teacher against itself on the same image plus "
-                      f"Gaussian noise (std {result['noise_sigma']} grey levels), same boxes.", "",
-                      "| modality | images | boxes | mean IoU | boxes with IoU >= 0.9 "
-                      "| teacher vs noisy teacher: mean IoU | >= 0.9 |", "|---|---|---|---|---|---|---|"]
+        lines += [f"Reference: the teacher against itself on the same image plus Gaussian noise (std "
+                  f"{result['noise_sigma']} grey levels), same boxes.", ""]
+        columns += ["teacher vs noisy teacher: mean IoU", ">= 0.9"]
+    if stable is not None:
+        lines += [f"Stable boxes: those where that teacher-vs-noisy-teacher IoU is >= {result['stable_iou']}, "
+                  "i.e. the teacher's own mask is a well-defined target; the last column is the student's "
+                  "agreement on them alone.", ""]
+        columns += ["stable boxes", "student mean IoU on stable boxes"]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for k, v in s.items():  # type: ignore[union-attr]
-        row = f"| {k} | {v['images']} | {v['boxes']} | {v['mean_iou']:.3f} | {v['frac_iou_ge_0.9']:.2f} |"
+        row = (f"| {k} | {v['images']} | {v['boxes']} | {v['mean_iou']:.3f} +- {v['sem_iou']:.3f} "
+               f"| {v['frac_iou_ge_0.9']:.2f} |")
         if floor:
             row += f" {floor[k]['mean_iou']:.3f} | {floor[k]['frac_iou_ge_0.9']:.2f} |"  # type: ignore[index]
+        if stable is not None:
+            st = stable.get(k)  # type: ignore[union-attr]
+            row += (f" {st['boxes']} | {st['mean_iou']:.3f} +- {st['sem_iou']:.3f} |" if st else " 0 | - |")
         lines.append(row)
     lines += ["", "| ground truth (mean DSC, one tight box per object) | teacher | student | student - teacher |",
               "|---|---|---|---|"]
@@ -233,7 +262,9 @@ def fidelity_report(student: str, teacher: str = "lite_medsam", shared: PathLike
                                                      seed))
     result: Dict[str, object] = {"student": str(student), "teacher": str(teacher), "n_boxes": n_boxes, "seed": seed,
                                  "summary": summarize(rows), "ground_truth": ground_truth(predictors, shared),
-                                 "noise_sigma": NOISE_SIGMA, "noise_floor": summarize(noisy), "images": rows}
+                                 "noise_sigma": NOISE_SIGMA, "noise_floor": summarize(noisy), "stable_iou": STABLE_IOU,
+                                 "stable": summarize(stable_rows(rows, noisy)), "images": rows,
+                                 "noise_images": [r["iou"] for r in noisy]}
     if out_dir is not None:
         write_report(result, out_dir)
     return result

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.fidelity import HELD_OUT, add_noise, agreement, load_held_out, mask_iou, random_boxes, summarize, write_report
+from distill.fidelity import (HELD_OUT, add_noise, agreement, load_held_out, mask_iou, random_boxes, stable_rows,
+                              summarize, write_report)
 
 
 def test_random_boxes_are_fixed_and_inside() -> None:
@@ -51,7 +52,8 @@ def test_agreement_of_a_model_with_itself(shared_data, fast_checkpoint, tmp_path
     assert summary["all"]["boxes"] == 12 and summary["all"]["mean_iou"] == 1.0
     write_report({"student": "s", "teacher": "t", "n_boxes": 3, "seed": 0, "summary": summary,
                   "ground_truth": {"nuclei2d": {"teacher": 0.7, "student": 0.6}}, "images": rows}, tmp_path)
-    assert "| MR | 4 | 12 | 1.000 |" in (tmp_path / "fidelity.md").read_text()
+    assert summary["all"]["sem_iou"] == 0.0
+    assert "| MR | 4 | 12 | 1.000 +- 0.000 |" in (tmp_path / "fidelity.md").read_text()
 
     noisy = add_noise(images, 2.0)
     assert all(n[2].dtype == np.uint8 and n[2].shape == i[2].shape for n, i in zip(noisy, images))
@@ -59,8 +61,20 @@ def test_agreement_of_a_model_with_itself(shared_data, fast_checkpoint, tmp_path
     same = agreement(model, model, images, n_boxes=3, student_images=add_noise(images, 0.0))
     assert summarize(same)["all"]["mean_iou"] == 1.0
     write_report({"student": "s", "teacher": "t", "n_boxes": 3, "seed": 0, "summary": summary, "noise_sigma": 2.0,
-                  "noise_floor": summarize(same), "ground_truth": {}, "images": rows}, tmp_path)
-    assert "| MR | 4 | 12 | 1.000 | 1.00 | 1.000 | 1.00 |" in (tmp_path / "fidelity.md").read_text()
+                  "noise_floor": summarize(same), "stable_iou": 0.9, "stable": summarize(stable_rows(rows, same)),
+                  "ground_truth": {}, "images": rows}, tmp_path)
+    assert "| MR | 4 | 12 | 1.000 +- 0.000 | 1.00 | 1.000 | 1.00 | 12 | 1.000 +- 0.000 |" in \
+        (tmp_path / "fidelity.md").read_text()
+
+
+def test_stable_rows_keep_boxes_the_teacher_repeats() -> None:
+    rows = [{"modality": "CT", "iou": [0.2, 0.8, 0.5]}, {"modality": "MR", "iou": [0.4]}]
+    noisy = [{"modality": "CT", "iou": [0.95, 0.3, 0.9]}, {"modality": "MR", "iou": [0.1]}]
+    kept = stable_rows(rows, noisy)
+    assert kept == [{"modality": "CT", "iou": [0.2, 0.5]}]
+    summary = summarize(kept)
+    assert summary["all"]["boxes"] == 2 and summary["all"]["mean_iou"] == pytest.approx(0.35)
+    assert summary["all"]["sem_iou"] == pytest.approx(0.15 / np.sqrt(2))
 
 
 def test_join_logs_of_stages(tmp_path) -> None:
