@@ -284,6 +284,19 @@ def test_mask_distillation_term(prepped, tmp_path, fast_checkpoint, built_cache)
     assert run_info["mask_loss_weight"] == 1.0 and run_info["mask_boxes"] == 2
 
 
+def test_cache_agreement_of_the_teacher_with_itself(prepped, fast_checkpoint, built_cache) -> None:
+    """distill.recipe.cache_agreement: the teacher against its own cached embeddings agrees up to the
+    cache's float16 rounding; a cache of other data is refused."""
+    from distill.recipe.cache_agreement import cache_agreement
+
+    result = cache_agreement(str(fast_checkpoint), [prepped], built_cache["cache"], teacher=str(fast_checkpoint),
+                             stride=1, n_boxes=3)
+    assert result["train"]["images"] == 4 and result["train"]["boxes"] == 12 and result["val"]["boxes"] == 6
+    assert result["train"]["mean_iou"] > 0.95 and result["val"]["mean_iou"] > 0.95
+    with pytest.raises(InputError, match="not a complete cache"):
+        cache_agreement(str(fast_checkpoint), [prepped], built_cache["cache"], teacher="lite_medsam")
+
+
 # ------------------------------------------------------------------ online mode + decoder fine-tuning
 @pytest.mark.slow
 def test_online_augment_and_finetune_decoder(prepped, tmp_path, fast_checkpoint) -> None:
