@@ -42,10 +42,10 @@ class _DecoderGraph(nn.Module):
 
 def _inference_encoder(model: nn.Module) -> nn.Module:
     """The image encoder in eval mode; RepViT reparameterised / BatchNorm fused."""
-    from medsam_lite.encoders.repvit import RepViTEncoder, fuse_for_inference
+    from medsam_lite.encoders.repvit import fuse_for_inference, is_repvit
 
     encoder = model.image_encoder.eval()
-    return fuse_for_inference(encoder) if isinstance(encoder, RepViTEncoder) else encoder
+    return fuse_for_inference(encoder) if is_repvit(encoder) else encoder
 
 
 def inline_shared_initializers(model: "onnx.ModelProto") -> "onnx.ModelProto":

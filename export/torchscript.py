@@ -300,10 +300,10 @@ class ScriptedPredictor(nn.Module):
 
 def _prepare_encoder(model: nn.Module) -> nn.Module:
     """The image encoder in eval mode, RepViT branches reparameterised / BatchNorm fused, scripted."""
-    from medsam_lite.encoders.repvit import RepViTEncoder, fuse_for_inference
+    from medsam_lite.encoders.repvit import fuse_for_inference, is_repvit
 
     encoder = model.image_encoder.eval()
-    if isinstance(encoder, RepViTEncoder):
+    if is_repvit(encoder):
         encoder = fuse_for_inference(encoder)
     try:
         return torch.jit.script(encoder)

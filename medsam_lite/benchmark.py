@@ -279,8 +279,8 @@ def bench_encoders(names: Sequence[str], repeats: int, warmup: int, log: Callabl
     todo: List[Tuple[str, Callable[[], torch.nn.Module]]] = []
     for name in names:
         todo.append((name, lambda n=name: build_encoder(n).eval()))
-        if name == "repvit_m0_6":
-            todo.append(("repvit_m0_6+fused", lambda: fuse_for_inference(build_encoder("repvit_m0_6").eval())))
+        if name.startswith("repvit_"):
+            todo.append((f"{name}+fused", lambda n=name: fuse_for_inference(build_encoder(n).eval())))
     for name, make in todo:
         torch.manual_seed(0)
         encoder = make()

@@ -39,9 +39,10 @@ def test_unknown_encoder_lists_valid_names() -> None:
         build_encoder("vit_h")
 
 
-def test_repvit_fusion_keeps_output() -> None:
+@pytest.mark.parametrize("name", ["repvit_m0_6", "repvit_m0_6_fpn"])
+def test_repvit_fusion_keeps_output(name: str) -> None:
     torch.manual_seed(0)
-    enc = build_encoder("repvit_m0_6")
+    enc = build_encoder(name)
     # give BatchNorm non-trivial statistics so fusion has something to fold
     enc.train()
     with torch.no_grad():

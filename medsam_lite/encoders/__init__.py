@@ -5,7 +5,7 @@ from typing import Callable, Dict
 
 from torch import nn
 
-from .repvit import repvit_m0_6
+from .repvit import repvit_m0_6, repvit_m0_6_fpn
 from .swin import swin_t
 from .tiny_vit import tiny_vit
 
@@ -13,6 +13,7 @@ ENCODERS: Dict[str, Callable[[], nn.Module]] = {
     "tiny_vit": tiny_vit,
     "swin_t": swin_t,
     "repvit_m0_6": repvit_m0_6,
+    "repvit_m0_6_fpn": repvit_m0_6_fpn,
 }
 
 
