@@ -269,6 +269,29 @@ def check_run_folder(run_dir: PathLike, resume: bool) -> None:
                          "another output folder", run_dir)
 
 
+def steps_per_epoch(n_items: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    """Optimizer steps per epoch of each process (``DistributedSampler`` pads to a multiple of the world size)."""
+    steps = math.ceil(math.ceil(n_items / world_size) / cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Any:
+    """``cfg.schedule``: ReduceLROnPlateau (stepped per epoch on the metric) or a per-step cosine decay from
+    ``cfg.lr`` to ``cfg.lr * cfg.min_lr_ratio`` over ``cfg.epochs * steps`` steps."""
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.plateau_factor,
+                                                          patience=cfg.plateau_patience)
+    if cfg.schedule == "cosine":
+        total = max(1, cfg.epochs * steps)
+        floor = float(cfg.min_lr_ratio)
+
+        def factor(step: int) -> float:
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    raise InputError(f"--schedule must be plateau or cosine, got {cfg.schedule!r}")
+
+
 def fit(task: Task, cfg: TrainConfig, run_dir: PathLike, rt: Runtime,
         on_checkpoint: Optional[CheckpointHook] = None) -> FitResult:
     """Train ``task`` for ``cfg.epochs`` epochs in ``run_dir`` (see module docstring).
@@ -292,8 +315,7 @@ def fit(task: Task, cfg: TrainConfig, run_dir: PathLike, rt: Runtime,
     if not params:
         raise ValueError(f"task {task.name}: nothing to train")
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.plateau_factor,
-                                                           patience=cfg.plateau_patience)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(task.train_set), cfg, rt.world_size))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
 
     start_epoch, start_step = 0, 0
@@ -367,6 +389,9 @@ def fit(task: Task, cfg: TrainConfig, run_dir: PathLike, rt: Runtime,
                                  seed=cfg.seed, drop_last=False)
     steps_full = math.ceil(len(sampler) / cfg.batch_size)
     steps = min(steps_full, cfg.max_steps) if cfg.max_steps else steps_full
+    per_step = cfg.schedule == "cosine"
+    longest_epoch = 0.0
+    stopped_early: Optional[int] = None
     for epoch in range(start_epoch, cfg.epochs):
         skip = start_step if epoch == start_epoch else 0
         epoch_seed = derive_seed(cfg.seed, epoch, rt.rank)
@@ -394,6 +419,8 @@ def fit(task: Task, cfg: TrainConfig, run_dir: PathLike, rt: Runtime,
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if per_step:
+                scheduler.step()
             n = _batch_len(batch)
             loss_sum += float(loss.detach()) * n
             count += n
@@ -415,7 +442,8 @@ def fit(task: Task, cfg: TrainConfig, run_dir: PathLike, rt: Runtime,
         val_loss = validate(task, cfg, rt)
         seconds = partial["seconds"] + time.time() - t0
         metric = val_loss if val_loss is not None else train_loss
-        scheduler.step(metric)
+        if not per_step:
+            scheduler.step(metric)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
                "seconds": round(seconds, 3), "images_per_s": round(count / max(train_seconds, 1e-9), 3)}
         rows.append(row)
@@ -439,14 +467,22 @@ def fit(task: Task, cfg: TrainConfig, run_dir: PathLike, rt: Runtime,
         rt.barrier()
         if on_checkpoint is not None:
             on_checkpoint(epoch + 1, 0, True)
+        longest_epoch = max(longest_epoch, time.time() - t0)
+        if (cfg.time_limit is not None and epoch + 1 < cfg.epochs
+                and time.time() - session_start + longest_epoch > cfg.time_limit * 60.0):
+            stopped_early = epoch + 1
+            break
 
-    epochs_done = max(start_epoch, cfg.epochs)
+    epochs_done = stopped_early or max(start_epoch, cfg.epochs)
     if rt.is_main:
         if rows:
             write_log(run_dir / "log.csv", rows)
         session.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - session_start, 3))
         info["sessions"][-1] = session
-        info.update(status="done", epochs_done=epochs_done, best_epoch=best_epoch,
+        if stopped_early:
+            session["stopped"] = f"time limit {cfg.time_limit:g} min after epoch {stopped_early}"
+        info.update(status="done" if not stopped_early else "stopped (time limit)", epochs_done=epochs_done,
+                    best_epoch=best_epoch,
                     best_metric=None if math.isinf(best) else best,
                     seconds_total=round(sum(float(r["seconds"]) for r in rows), 3))
         _write_json(run_json, info)

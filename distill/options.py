@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+SCHEDULE_CHOICES = ("plateau", "cosine")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -21,8 +22,10 @@ class TrainConfig:
         epochs: total epochs (on ``resume`` the run continues up to this number).
         batch_size: images per step *per process*.
         lr, weight_decay: AdamW settings (LiteMedSAM recipe: 0.005, 0.01).
-        plateau_factor, plateau_patience: ReduceLROnPlateau(mode="min") stepped once per epoch on the
-            validation loss (the training loss when there is no validation data).
+        schedule: ``plateau`` (the paper's): ReduceLROnPlateau(mode="min", ``plateau_factor``,
+            ``plateau_patience``) stepped once per epoch on the validation loss (the training loss
+            when there is no validation data); ``cosine``: per step from ``lr`` down to
+            ``lr * min_lr_ratio`` over all ``epochs`` (for a run of a known length).
         max_steps: at most this many steps per epoch (tiny runs); None = the whole epoch.
         workers: DataLoader worker processes (0 = load in the training process; exact resume).
         seed: seeds model init, data order (per epoch: (seed, epoch)) and augmentation.
@@ -34,6 +37,9 @@ class TrainConfig:
         checkpoint_every: also write ``last.pth`` every this many steps inside an epoch (0 = only at
             epoch ends); a resumed run skips the steps already done.
         progress: tqdm bars (rank 0 only).
+        time_limit: minutes this session may train; the run stops at the last epoch end that fits
+            (judged by this session's longest epoch) and is finalised as if ``epochs`` were reached
+            there (``--resume`` with a larger limit continues it). None = no limit.
     """
 
     epochs: int = 100
@@ -42,6 +48,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     plateau_factor: float = 0.9
     plateau_patience: int = 5
+    schedule: str = "plateau"
+    min_lr_ratio: float = 0.01
     max_steps: Optional[int] = None
     workers: int = 0
     seed: int = 0
@@ -51,6 +59,7 @@ class TrainConfig:
     resume: bool = False
     checkpoint_every: int = 0
     progress: bool = True
+    time_limit: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -70,6 +79,13 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: Optional[TrainC
                    help=f"ReduceLROnPlateau factor (default {d.plateau_factor})")
     g.add_argument("--plateau-patience", type=int, default=d.plateau_patience,
                    help=f"ReduceLROnPlateau patience in epochs (default {d.plateau_patience})")
+    g.add_argument("--schedule", choices=SCHEDULE_CHOICES, default=d.schedule,
+                   help="learning-rate schedule: plateau (default, ReduceLROnPlateau on the validation loss) or "
+                   "cosine (per step down to lr x --min-lr-ratio over --epochs)")
+    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
+                   help=f"final lr / lr of the cosine schedule (default {d.min_lr_ratio})")
+    g.add_argument("--time-limit", type=float, default=d.time_limit, metavar="MIN",
+                   help="stop at the last epoch end that fits into MIN minutes of this session and finalise")
     g.add_argument("--max-steps", type=int, default=d.max_steps, help="at most this many steps per epoch (tiny runs)")
     g.add_argument("--workers", type=int, default=d.workers,
                    help="DataLoader worker processes (default 0: loading in the training process)")
@@ -92,7 +108,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of parsed arguments from :func:`add_training_arguments`."""
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        plateau_factor=args.plateau_factor, plateau_patience=args.plateau_patience, max_steps=args.max_steps,
+        plateau_factor=args.plateau_factor, plateau_patience=args.plateau_patience, schedule=args.schedule,
+        min_lr_ratio=args.min_lr_ratio, time_limit=args.time_limit, max_steps=args.max_steps,
         workers=args.workers, seed=args.seed, device=args.device, amp=args.amp, channels_last=args.channels_last,
         resume=args.resume, checkpoint_every=args.checkpoint_every, progress=args.progress,
     )

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from .checkpoint import load_model
 from .errors import InputError
 from .model import MedSAMLite
-from .transforms import box_from_mask, mask_to_model_frame, postprocess_logits, preprocess_image, scale_boxes
+from .transforms import (box_from_mask, get_preprocess_shape, mask_to_model_frame, postprocess_logits, preprocess_image,
+                         scale_boxes)
 from .validation import check_boxes_2d, check_boxes_3d, check_image, check_volume
 
 Embedding = torch.Tensor
@@ -83,6 +84,20 @@ class Predictor:
     @property
     def is_image_set(self) -> bool:
         return self._embedding is not None
+
+    @property
+    def embedding(self) -> Optional[Embedding]:
+        """The cached (1, 256, 64, 64) embedding of the image given to ``set_image`` (None before)."""
+        return self._embedding
+
+    def set_embedding(self, embedding: Embedding, original_hw: Tuple[int, int]) -> None:
+        """Use a precomputed (1, 256, 64, 64) embedding of an image of ``original_hw`` (H, W) pixels
+        instead of ``set_image`` (e.g. one from another encoder); ``predict`` then decodes from it."""
+        if tuple(embedding.shape) != (1, 256, 64, 64):
+            raise ValueError(f"embedding must be (1, 256, 64, 64), got {tuple(embedding.shape)}")
+        self._embedding = embedding
+        self._original_hw = (int(original_hw[0]), int(original_hw[1]))
+        self._resized_hw = get_preprocess_shape(*self._original_hw)
 
     def _decode_masks(self, embedding: Embedding, boxes_256: np.ndarray, resized_hw: Tuple[int, int],
                       original_hw: Tuple[int, int]) -> torch.Tensor:

@@ -224,6 +224,40 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
     assert [s["resumed_from"] for s in sessions] == [None, {"epoch": 1, "step": 0}, {"epoch": 1, "step": 1}]
 
 
+def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
+    """--schedule cosine decays per step and resumes exactly; --time-limit stops at an epoch end and finalises."""
+    from distill import TrainConfig, distill
+
+    def cfg(**kw) -> TrainConfig:
+        return TrainConfig(**{"epochs": 2, "max_steps": 2, "batch_size": 1, "progress": False, "seed": 4,
+                              "lr": 0.01, "schedule": "cosine", "min_lr_ratio": 0.1, **kw})
+
+    def run(out: Path, config: TrainConfig, hook=None):
+        return distill([prepped], out, teacher=str(fast_checkpoint), cache_dir=built_cache["cache"], aug_variants=2,
+                       config=config, on_checkpoint=hook)
+
+    full = run(tmp_path / "full", cfg())
+    # 4 steps in all; epoch 2 starts after 2: lr = 0.01 * (0.1 + 0.9 * (1 + cos(pi / 2)) / 2) = 0.0055
+    assert [float(r["lr"]) for r in _log_rows(full.run_dir / "log.csv")] == pytest.approx([0.01, 0.0055])
+
+    def kill_after_epoch_1(epoch: int, step: int, end: bool) -> None:
+        if epoch == 1 and end:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(tmp_path / "killed", cfg(), kill_after_epoch_1)
+    resumed = run(tmp_path / "killed", cfg(resume=True))
+    assert _same_state(_state(full.student), _state(resumed.student))
+
+    limited = run(tmp_path / "limited", cfg(epochs=3, time_limit=1e-6))
+    assert limited.fit.epochs_done == 1 and limited.student.is_file()
+    assert len(_log_rows(limited.run_dir / "log.csv")) == 1
+    info = json.loads((limited.run_dir / "run.json").read_text())
+    assert info["status"] == "stopped (time limit)" and "after epoch 1" in info["sessions"][-1]["stopped"]
+    continued = run(tmp_path / "limited", cfg(epochs=3, resume=True))
+    assert continued.fit.epochs_done == 3 and len(_log_rows(continued.run_dir / "log.csv")) == 3
+
+
 def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--init-student copies the given encoder into the student (lr 0 keeps it: AdamW then changes nothing)."""
     from distill import TrainConfig, distill

@@ -93,3 +93,40 @@ def test_join_logs_of_stages(tmp_path) -> None:
     with pytest.raises(SystemExit) as err:
         join_main([str(tmp_path / "missing"), "-o", str(tmp_path / "out2")])
     assert err.value.code == 2
+
+
+def test_error_scaling_blend_ends(shared_data, fast_checkpoint, tmp_path) -> None:
+    """alpha 0 reproduces the teacher (IoU 1, MSE 0); alpha 1 is the student itself (its fidelity IoU)."""
+    import torch
+
+    from distill.recipe.error_scaling import error_scaling, write_report as write_scaling
+    from medsam_lite.checkpoint import load_model
+    from medsam_lite.model import build_medsam
+    from medsam_lite.predictor import Predictor
+
+    images = [x for x in load_held_out(shared_data) if x[0].name == "pydicom_mr_small"]
+    teacher_model = load_model(str(fast_checkpoint))
+    torch.manual_seed(7)
+    other = build_medsam("repvit_m0_6").eval()
+    other.prompt_encoder, other.mask_decoder = teacher_model.prompt_encoder, teacher_model.mask_decoder
+    student, teacher = Predictor(other), Predictor(teacher_model)
+    result = error_scaling(student, teacher, images, alphas=(0.0, 1.0), n_boxes=4)
+    zero, one = result["rows"]
+    assert result["boxes"] == 4 and zero["mse"] == 0.0 and zero["iou_blend"] == 1.0 and one["mse"] > 0
+    assert one["iou_blend"] == pytest.approx(summarize(agreement(student, teacher, images, n_boxes=4))["all"]["mean_iou"])
+    write_scaling(result, tmp_path, "s", "t")
+    assert "| 0.00 | 0.000000 | 0.00 | 1.000 |" in (tmp_path / "error_scaling.md").read_text()
+
+
+def test_predictor_set_embedding_equals_set_image(fast_checkpoint) -> None:
+    from medsam_lite.checkpoint import load_model
+    from medsam_lite.predictor import Predictor
+
+    image = (np.arange(90 * 70) % 251).reshape(90, 70).astype(np.uint8)
+    boxes = np.array([[5, 8, 40, 60]], dtype=np.float32)
+    a, b = Predictor(load_model(str(fast_checkpoint))), Predictor(load_model(str(fast_checkpoint)))
+    a.set_image(image)
+    b.set_embedding(a.embedding, image.shape)
+    assert np.array_equal(a.predict(boxes), b.predict(boxes))
+    with pytest.raises(ValueError, match="1, 256, 64, 64"):
+        b.set_embedding(a.embedding[0], image.shape)
