@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.fidelity import (HELD_OUT, add_noise, agreement, load_held_out, mask_iou, random_boxes, stable_rows,
-                              summarize, write_report)
+from distill.fidelity import (HELD_OUT, add_noise, agreement, ground_truth, load_held_out, mask_iou, random_boxes,
+                              stable_rows, summarize, write_report)
 
 
 def test_random_boxes_are_fixed_and_inside() -> None:
@@ -130,3 +130,26 @@ def test_predictor_set_embedding_equals_set_image(fast_checkpoint) -> None:
     assert np.array_equal(a.predict(boxes), b.predict(boxes))
     with pytest.raises(ValueError, match="1, 256, 64, 64"):
         b.set_embedding(a.embedding[0], image.shape)
+
+
+def test_object_boxes_dsc_and_agreement(shared_data, fast_checkpoint, tmp_path) -> None:
+    from distill.fidelity import object_cases
+    from medsam_lite.checkpoint import load_model
+    from medsam_lite.metrics import dice
+    from medsam_lite.predictor import Predictor
+    from medsam_lite.transforms import box_from_mask
+
+    cases = object_cases(shared_data)
+    assert set(cases) == {"nuclei2d", "mni152_gm_wm", "mr_organs", "breast1_lesion"}
+    assert sum(len(m) for _, m in cases["nuclei2d"]) == 125 and len(cases["breast1_lesion"]) == 3
+    assert all(m.sum() >= 20 for _, masks in cases["mr_organs"] for m in masks)
+    model = Predictor(load_model(str(fast_checkpoint)))
+    lesion = {"breast1_lesion": cases["breast1_lesion"]}
+    row = ground_truth({"teacher": model, "student": model}, shared_data, cases=lesion)["breast1_lesion"]
+    assert row["boxes"] == 3 and row["agreement"] == 1.0 and row["teacher"] == row["student"]
+    scores = []
+    for image, masks in cases["breast1_lesion"]:  # the DSC is the plain mean over the lesion boxes
+        model.set_image(image)
+        pred = model.predict(np.array([box_from_mask(masks[0], shift=0)], dtype=np.float32), label_map=False)[0]
+        scores.append(dice(pred, masks[0]))
+    assert row["teacher"] == pytest.approx(float(np.mean(scores)))
