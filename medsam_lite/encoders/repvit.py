@@ -22,7 +22,7 @@ folded into the convolutions and RepVGG branches are merged; outputs stay equal 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,22 @@ from timm.utils import reparameterize_model
 from segment_anything.modeling.common import LayerNorm2d
 
 from .neck import EMBED_DIM, sam_neck
+
+
+def repvit_stages(embed_dims: Sequence[int], depths: Sequence[int], mlp_ratio: int, kernel_size: int,
+                  keep_resolution: bool) -> List[RepVitStage]:
+    """timm RepViT stages after the stem; each stage but the first starts with a downsample block whose
+    depthwise conv has stride 2, or stride 1 with ``keep_resolution`` (every stage at the stem's 64 x 64)."""
+    stages = []
+    in_dim = embed_dims[0]
+    for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
+        stage = RepVitStage(in_dim, dim, depth, mlp_ratio, nn.GELU, kernel_size, downsample=i > 0)
+        if i > 0 and keep_resolution:
+            pad = (kernel_size - 1) // 2
+            stage.downsample.spatial_downsample = ConvNorm(in_dim, in_dim, kernel_size, 1, pad, groups=in_dim)
+        stages.append(stage)
+        in_dim = dim
+    return stages
 
 
 class RepViTEncoder(nn.Module):
@@ -46,16 +62,7 @@ class RepViTEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.stem = RepVitStem(3, embed_dims[0], nn.GELU)
-        stages = []
-        in_dim = embed_dims[0]
-        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
-            stage = RepVitStage(in_dim, dim, depth, mlp_ratio, nn.GELU, kernel_size, downsample=i > 0)
-            if i > 0:  # keep 64 x 64: the transition's depthwise conv gets stride 1
-                pad = (kernel_size - 1) // 2
-                stage.downsample.spatial_downsample = ConvNorm(in_dim, in_dim, kernel_size, 1, pad, groups=in_dim)
-            stages.append(stage)
-            in_dim = dim
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.Sequential(*repvit_stages(embed_dims, depths, mlp_ratio, kernel_size, keep_resolution=True))
         self.neck = sam_neck(embed_dims[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,12 +97,7 @@ class RepViTFPNEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.stem = RepVitStem(3, embed_dims[0], nn.GELU)
-        stages = []
-        in_dim = embed_dims[0]
-        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
-            stages.append(RepVitStage(in_dim, dim, depth, mlp_ratio, nn.GELU, kernel_size, downsample=i > 0))
-            in_dim = dim
-        self.stages = nn.ModuleList(stages)
+        self.stages = nn.ModuleList(repvit_stages(embed_dims, depths, mlp_ratio, kernel_size, keep_resolution=False))
         self.laterals = nn.ModuleList([ConvNorm(dim, fpn_dim, 1) for dim in embed_dims])
         self.fuse = nn.Sequential(*[RepViTBlock(fpn_dim, mlp_ratio, kernel_size, i % 2 == 0, nn.GELU)
                                     for i in range(fuse_blocks)])
