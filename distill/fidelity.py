@@ -326,12 +326,17 @@ def fidelity_report(student: str, teacher: str = "lite_medsam", shared: PathLike
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_report_args(p: argparse.ArgumentParser, report: str) -> None:
+    """--student, --teacher, --shared and -o/--out (``report``.json / .md) for the held-out reports."""
     p.add_argument("--student", required=True, help="student model name or checkpoint path")
     p.add_argument("--teacher", default="lite_medsam", help="teacher model name or checkpoint path")
     p.add_argument("--shared", default="../shared/data", help="the shared data folder")
-    p.add_argument("-o", "--out", default=None, help="write fidelity.json / fidelity.md here")
+    p.add_argument("-o", "--out", default=None, help=f"write {report}.json / {report}.md here")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_report_args(p, "fidelity")
     p.add_argument("--boxes", type=int, default=8, help="random boxes per held-out image")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

@@ -29,7 +29,7 @@ from medsam_lite.io_utils import atomic_path
 from medsam_lite.predictor import Predictor
 
 from ..boxes import random_boxes
-from ..fidelity import HeldOut, load_held_out, mask_iou
+from ..fidelity import HeldOut, add_report_args, load_held_out, mask_iou
 
 PathLike = Union[str, Path]
 ALPHAS: Tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
@@ -89,10 +89,7 @@ def write_report(result: Dict[str, object], out_dir: PathLike, student: str, tea
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--student", required=True, help="student model name or checkpoint path")
-    p.add_argument("--teacher", default="lite_medsam", help="teacher model name or checkpoint path")
-    p.add_argument("--shared", default="../shared/data", help="the shared data folder")
-    p.add_argument("-o", "--out", default=None, help="write error_scaling.json / .md here")
+    add_report_args(p, "error_scaling")
     p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
     args = p.parse_args(argv)
     student, teacher = Predictor(load_model(args.student)), Predictor(load_model(args.teacher))
