@@ -308,6 +308,25 @@ def test_onnx_backend_missing_dir(tmp_path: Path) -> None:
         OnnxRuntimeBackend(tmp_path)
 
 
+def test_shipped_student_exports_match_predictor(cases, tmp_path: Path) -> None:
+    """The shipped repvit_m0_6_lite (whatever RepViT layout it records) through the TorchScript artifact and
+    ONNX Runtime gives the eager Predictor's masks."""
+    from export.onnx_backend import OnnxRuntimeBackend
+    from export.onnx_export import export_onnx
+    from export.torchscript import export_torchscript
+    from medsam_lite.checkpoint import load_model
+
+    student = load_model("repvit_m0_6_lite")
+    method, array, boxes = cases["nuclei_2d"]
+    ref = reference(Predictor(student), method, array, boxes)
+    artifact = torch.jit.load(str(export_torchscript(student, tmp_path / "student.pt", "repvit_m0_6_lite")))
+    scripted = artifact.segment_2d(torch.from_numpy(array), torch.from_numpy(boxes)).numpy()
+    assert_agree(scripted, ref, "torchscript student")
+    export_onnx(student, tmp_path / "onnx")
+    onnx_masks = reference(Predictor(backend=OnnxRuntimeBackend(tmp_path / "onnx", threads=2)), method, array, boxes)
+    assert_agree(onnx_masks, ref, "onnx student")
+
+
 @pytest.mark.slow
 def test_onnx_lite_medsam_and_int8(lite_medsam, big_cases, tmp_path: Path) -> None:
     """Real LiteMedSAM through ONNX Runtime (fp32 and dynamic int8) against the eager Predictor."""

@@ -153,3 +153,27 @@ def test_object_boxes_dsc_and_agreement(shared_data, fast_checkpoint, tmp_path) 
         pred = model.predict(np.array([box_from_mask(masks[0], shift=0)], dtype=np.float32), label_map=False)[0]
         scores.append(dice(pred, masks[0]))
     assert row["teacher"] == pytest.approx(float(np.mean(scores)))
+
+
+def test_committed_fidelity_report_reproduces(shared_data, lite_medsam) -> None:
+    """docs/distill/fidelity.json is the shipped student's: its first held-out image (nuclei2d, 8 boxes)
+    and the breast1 lesion boxes give the same numbers when recomputed now."""
+    import json
+    from pathlib import Path
+
+    from distill.fidelity import object_cases
+    from medsam_lite.checkpoint import load_model
+    from medsam_lite.predictor import Predictor
+
+    report = json.loads((Path(__file__).parents[1] / "docs" / "distill" / "fidelity.json").read_text())
+    assert report["student"] == "repvit_m0_6_lite" and report["teacher"] == "lite_medsam"
+    student, teacher = Predictor(load_model("repvit_m0_6_lite")), Predictor(lite_medsam)
+    images = load_held_out(shared_data, HELD_OUT[:1])
+    rows = agreement(student, teacher, images, n_boxes=report["n_boxes"], seed=report["seed"])
+    committed = report["images"][0]
+    assert rows[0]["image"] == committed["image"]
+    np.testing.assert_allclose(rows[0]["iou"], committed["iou"], atol=1e-6)
+    lesion = {"breast1_lesion": object_cases(shared_data)["breast1_lesion"]}
+    row = ground_truth({"teacher": teacher, "student": student}, shared_data, cases=lesion)["breast1_lesion"]
+    for key in ("teacher", "student", "agreement"):
+        assert row[key] == pytest.approx(report["ground_truth"]["breast1_lesion"][key], abs=1e-6)
