@@ -114,8 +114,11 @@ def test_error_scaling_blend_ends(shared_data, fast_checkpoint, tmp_path) -> Non
     zero, one = result["rows"]
     assert result["boxes"] == 4 and zero["mse"] == 0.0 and zero["iou_blend"] == 1.0 and one["mse"] > 0
     assert one["iou_blend"] == pytest.approx(summarize(agreement(student, teacher, images, n_boxes=4))["all"]["mean_iou"])
+    assert result["student_mse_by_modality"] == {"MR": {"images": 1, "mse": pytest.approx(one["mse"])}}
+    assert [r["image"] for r in result["student_mse_by_image"]] == [images[0][1]]
     write_scaling(result, tmp_path, "s", "t")
-    assert "| 0.00 | 0.000000 | 0.00 | 1.000 |" in (tmp_path / "error_scaling.md").read_text()
+    text = (tmp_path / "error_scaling.md").read_text()
+    assert "| 0.00 | 0.000000 | 0.00 | 1.000 |" in text and f"| MR | 1 | {one['mse']:.5f} |" in text
 
 
 def test_predictor_set_embedding_equals_set_image(fast_checkpoint) -> None:
