@@ -3,8 +3,10 @@
 * :func:`slice_datasets`: labelled slices for box-prompted training (``SliceDataset`` per folder,
   split ``train`` / ``val`` from each manifest).
 * :func:`image_lists`: image files for distillation (labels not needed). Per folder: the manifest's
-  ``train`` / ``val`` rows when it has a ``val`` split, else ``val_fraction`` of the folder's images
-  drawn with a fixed seed; folders without a manifest are read as ``imgs/*.npy`` (or ``*.npy``).
+  ``train`` / ``val`` rows when it has a ``val`` split, else ``val_fraction`` of the folder's cases
+  (manifest ``dataset`` + ``case``: all slices of one volume go to the same side, so validation
+  does not leak) or, with ``val_split="image"`` or without a ``case`` column, of its images, drawn
+  with a fixed seed; folders without a manifest are read as ``imgs/*.npy`` (or ``*.npy``).
 * :class:`ImageRef`, :func:`load_model_frame`: one image file and its (h, w, 3) model-frame version.
 """
 from __future__ import annotations
@@ -104,14 +106,32 @@ def _split_fraction(n: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def image_lists(folders: Sequence[PathLike], val_fraction: float = 0.05, seed: int = 0
+VAL_SPLITS = ("case", "image")
+
+
+def _val_mask(files: Sequence[str], rows: Sequence[Dict[str, str]], val_fraction: float, seed: int,
+              val_split: str) -> Tuple[np.ndarray, str]:
+    """Boolean validation mask over ``files`` and its description: whole cases, or single images."""
+    by_file = {r["file"]: r for r in rows if "file" in r}
+    if val_split == "case" and files and all(f in by_file and by_file[f].get("case") for f in files):
+        keys = [(by_file[f].get("dataset", ""), by_file[f]["case"]) for f in files]
+        groups = sorted(set(keys))
+        chosen = {g for g, m in zip(groups, _split_fraction(len(groups), val_fraction, seed)) if m}
+        return np.array([k in chosen for k in keys], dtype=bool), f"fraction {val_fraction:g} of {len(groups)} cases, seed {seed}"
+    return _split_fraction(len(files), val_fraction, seed), f"fraction {val_fraction:g}, seed {seed}"
+
+
+def image_lists(folders: Sequence[PathLike], val_fraction: float = 0.05, seed: int = 0, val_split: str = "case"
                 ) -> Tuple[List[ImageRef], List[ImageRef], List[Dict[str, Any]]]:
     """Training and validation image files of data folders (see module docstring).
 
+    ``val_split``: ``"case"`` (default; whole cases when the manifest names them) or ``"image"``.
     Returns (train refs, val refs, per-folder info ``{"folder", "train", "val", "val_from"}``).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if val_split not in VAL_SPLITS:
+        raise InputError(f"--val-split must be one of {', '.join(VAL_SPLITS)}, got {val_split!r}")
     paths = check_folders(folders)
     train: List[ImageRef] = []
     val: List[ImageRef] = []
@@ -119,6 +139,7 @@ def image_lists(folders: Sequence[PathLike], val_fraction: float = 0.05, seed: i
     for path in paths:
         manifest = path / MANIFEST
         columns: List[str] = []
+        rows: List[Dict[str, str]] = []
         if manifest.is_file():
             rows = read_manifest(manifest)
             if not rows:
@@ -132,10 +153,9 @@ def image_lists(folders: Sequence[PathLike], val_fraction: float = 0.05, seed: i
             image_dir, files = everything.image_dir, list(everything.files)
             if not files:
                 raise InputError("no images found (expected imgs/*.npy or manifest.csv)", path)
-            mask = _split_fraction(len(files), val_fraction, seed)
+            mask, source = _val_mask(files, rows, val_fraction, seed, val_split)
             tr_files = [f for f, m in zip(files, mask) if not m]
             va_files = [f for f, m in zip(files, mask) if m]
-            source = f"fraction {val_fraction:g}, seed {seed}"
         missing = [f for f in tr_files + va_files if not (image_dir / f).is_file()]
         if missing:
             raise InputError(f"{len(missing)} image file(s) listed but missing, e.g. {missing[0]}", image_dir)

@@ -128,7 +128,7 @@ def _wait_for_cache(root: Path, spec: cache_mod.CacheSpec, poll_s: float = 1.0) 
 def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite_medsam",
             student: str = "repvit_m0_6", cache_dir: Optional[PathLike] = None, aug_variants: int = 1,
             augment: bool = False, rebuild_cache: bool = False, cache_only: bool = False,
-            cache_batch_size: Optional[int] = None, cache_seed: int = 0, val_fraction: float = 0.05,
+            cache_batch_size: Optional[int] = None, cache_seed: int = 0, val_fraction: float = 0.05, val_split: str = "case",
             finetune_decoder: bool = False, finetune_epochs: int = 10, finetune_lr: float = 1e-4,
             init_student: Optional[str] = None, mask_loss_weight: float = 0.0, mask_boxes: int = 2,
             config: Optional[TrainConfig] = None, on_checkpoint: Optional[CheckpointHook] = None,
@@ -149,6 +149,8 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
         cache_batch_size: teacher batch while building (default: ``config.batch_size``).
         cache_seed: seed of the cached augmented variants (part of the cache identity).
         val_fraction: validation share (fixed seed 0) for folders whose manifest has no ``val`` split.
+        val_split: how that share is drawn: ``"case"`` (whole cases of the manifest, no slice leakage) or
+            ``"image"`` (single images; how the shipped students' runs were split).
         finetune_decoder: afterwards train the mask decoder on labelled slices for ``finetune_epochs``
             at ``finetune_lr`` (encoder frozen); needs prep folders with labels.
         init_student: warm start: ``load_model`` spec (e.g. ``repvit_m0_6_lite`` or an earlier run's
@@ -174,7 +176,7 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
         raise InputError("--cache-only needs --cache-dir")
     if mask_loss_weight < 0 or mask_boxes < 1:
         raise InputError(f"--mask-loss-weight must be >= 0 and --mask-boxes >= 1, got {mask_loss_weight} / {mask_boxes}")
-    train_refs, val_refs, info = image_lists(data, val_fraction=val_fraction, seed=0)
+    train_refs, val_refs, info = image_lists(data, val_fraction=val_fraction, seed=0, val_split=val_split)
     if finetune_decoder:
         slice_datasets(data)  # fail early when the folders have no labelled slices
     out_dir = Path(out_dir)

@@ -5,6 +5,7 @@ validation). Cheap teacher for most tests: conftest's random RepViT checkpoint.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -273,6 +274,30 @@ def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache
     with pytest.raises(InputError, match="--init-student .* not a tiny_vit encoder"):
         distill([prepped], tmp_path / "bad", teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
                 aug_variants=2, student="tiny_vit", init_student=str(fast_checkpoint), config=cfg)
+
+
+def test_validation_split_by_case(tmp_path) -> None:
+    """Without a manifest val split, --val-split case keeps every case's slices on one side; image draws slices."""
+    from distill.data import image_lists
+
+    src = tmp_path / "npz"
+    src.mkdir()
+    with np.load(EXAMPLES / "3DBox_CT_abdomen.npz") as z:
+        for name, z0 in (("a", 80), ("b", 90), ("c", 100)):
+            np.savez(src / f"3DBox_CT_{name}.npz", imgs=z["imgs"][z0:z0 + 2], gts=z["gts"][z0:z0 + 2], spacing=z["spacing"])
+    out = tmp_path / "prepped"
+    assert main(["prep", str(src), "-o", str(out), "--val-fraction", "0", "--min-voxels", "0", "--workers", "1",
+                 "--no-progress"]) == 0
+    case_of = {r["file"]: r["case"] for r in csv.DictReader(open(out / "manifest.csv"))}
+    assert len(case_of) == 6 and len(set(case_of.values())) == 3
+    train, val, info = image_lists([out], val_fraction=0.34)
+    val_cases = {case_of[r.file] for r in val}
+    assert len(val_cases) == 1 and len(val) == 2 and not val_cases & {case_of[r.file] for r in train}
+    assert info[0]["val_from"] == "fraction 0.34 of 3 cases, seed 0"
+    train, val, info = image_lists([out], val_fraction=0.34, val_split="image")
+    assert len(val) == 2 and len(train) == 4 and info[0]["val_from"] == "fraction 0.34, seed 0"
+    with pytest.raises(InputError, match="--val-split"):
+        image_lists([out], val_split="slice")
 
 
 def test_mask_boxes_inside_content() -> None:

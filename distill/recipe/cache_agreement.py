@@ -34,10 +34,10 @@ PathLike = Union[str, Path]
 
 
 def cache_agreement(student: str, data: Sequence[PathLike], cache_dir: PathLike, teacher: str = "lite_medsam",
-                    val_fraction: float = 0.05, stride: int = 15, n_boxes: int = 8) -> Dict[str, Dict[str, float]]:
+                    val_fraction: float = 0.05, val_split: str = "case", stride: int = 15, n_boxes: int = 8) -> Dict[str, Dict[str, float]]:
     """{split: {"mean_iou", "images", "boxes"}} of ``student`` (a ``load_model`` spec) against the cache of
-    ``teacher`` built for ``data`` (same ``val_fraction`` as the distill run)."""
-    train, val, _ = image_lists(data, val_fraction=val_fraction, seed=0)
+    ``teacher`` built for ``data`` (same ``val_fraction`` / ``val_split`` as the distill run)."""
+    train, val, _ = image_lists(data, val_fraction=val_fraction, seed=0, val_split=val_split)
     index = cache_mod.read_index(Path(cache_dir)) or {}
     spec = cache_mod.CacheSpec(teacher=teacher, teacher_sha=cache_mod.state_sha256(load_model(teacher)),
                                items={"train": train, "val": val}, variants=int(index.get("variants") or 1),
@@ -74,12 +74,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cache-dir", required=True, help="the distill run's teacher cache")
     p.add_argument("--teacher", default="lite_medsam")
     p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--val-split", choices=("case", "image"), default="case", help="as the distill run's")
     p.add_argument("--stride", type=int, default=15, help="every N-th training image (default 15)")
     p.add_argument("--boxes", type=int, default=8, help="random boxes per image (default 8)")
     args = p.parse_args(argv)
     for student in args.students:
         for split, r in cache_agreement(student, args.data, args.cache_dir, args.teacher, args.val_fraction,
-                                        args.stride, args.boxes).items():
+                                        args.val_split, args.stride, args.boxes).items():
             print(f"{student} {split}: {r['images']} images, {r['boxes']} boxes, mean IoU {r['mean_iou']:.3f}")
     return 0
 
