@@ -27,7 +27,7 @@ from medsam_lite.errors import InputError
 
 from .. import cache as cache_mod
 from ..boxes import sample_boxes
-from ..data import image_lists
+from ..data import VAL_SPLITS, image_lists
 from ..mask_kd import content_sizes
 
 PathLike = Union[str, Path]
@@ -74,7 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cache-dir", required=True, help="the distill run's teacher cache")
     p.add_argument("--teacher", default="lite_medsam")
     p.add_argument("--val-fraction", type=float, default=0.05)
-    p.add_argument("--val-split", choices=("case", "image"), default="case", help="as the distill run's")
+    p.add_argument("--val-split", choices=VAL_SPLITS, default="case", help="as the distill run's")
     p.add_argument("--stride", type=int, default=15, help="every N-th training image (default 15)")
     p.add_argument("--boxes", type=int, default=8, help="random boxes per image (default 8)")
     args = p.parse_args(argv)

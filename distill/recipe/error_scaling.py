@@ -45,7 +45,6 @@ def error_scaling(student: Predictor, teacher: Predictor, images: Sequence[Tuple
     gen = torch.Generator().manual_seed(noise_seed)
     iou: Dict[str, Dict[float, List[float]]] = {"blend": {a: [] for a in alphas}, "noise": {a: [] for a in alphas}}
     mse: Dict[float, List[float]] = {a: [] for a in alphas}
-    by_modality: Dict[str, List[float]] = {}
     by_image: List[Dict[str, object]] = []
     for i, (item, image_id, image) in enumerate(images):
         boxes = random_boxes(image.shape, n_boxes, seed + i)
@@ -57,7 +56,6 @@ def error_scaling(student: Predictor, teacher: Predictor, images: Sequence[Tuple
         reference = teacher.predict(boxes, label_map=False)
         error = e_s - e_t
         rms = float(error.square().mean().sqrt())
-        by_modality.setdefault(item.modality, []).append(rms * rms)
         by_image.append({"image": image_id, "modality": item.modality, "mse": rms * rms})
         noise = torch.randn(e_t.shape, generator=gen) * rms
         for a in alphas:
@@ -71,6 +69,9 @@ def error_scaling(student: Predictor, teacher: Predictor, images: Sequence[Tuple
              "sem_blend": float(np.std(iou["blend"][a]) / np.sqrt(len(iou["blend"][a]))),
              "frac_ge_0.9_blend": float(np.mean(np.array(iou["blend"][a]) >= 0.9)),
              "iou_noise": float(np.mean(iou["noise"][a]))} for a in alphas]
+    by_modality: Dict[str, List[float]] = {}
+    for r in by_image:
+        by_modality.setdefault(str(r["modality"]), []).append(float(r["mse"]))  # type: ignore[arg-type]
     modalities = {m: {"images": len(v), "mse": float(np.mean(v))} for m, v in sorted(by_modality.items())}
     return {"images": len(images), "boxes": len(iou["blend"][alphas[0]]), "rows": rows, "student_mse_by_modality": modalities,
             "student_mse_by_image": by_image}
