@@ -7,7 +7,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
+EXAMPLES = REPO / "medsam_lite" / "examples"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from medsam_lite.baseline import baseline_encoder_calls_volume, baseline_segment_2d, baseline_segment_volume
-from medsam_lite.benchmark import CallCounter, resample_volume, slab_boxes, tile_image
+from medsam_lite.benchmark.cases import resample_volume, slab_boxes, tile_image
+from medsam_lite.benchmark.timing import CallCounter
 from medsam_lite.model import build_medsam
 from medsam_lite.predictor import Predictor
 from tests.conftest import EXAMPLES
@@ -92,7 +93,7 @@ def test_benchmark_cli_quick(tmp_path, capsys) -> None:
                "--baseline-model", "random:repvit_m0_6", "--encoders", "repvit_m0_6",
                "--repeats", "1", "--threads", "2", "--max-calls", "3"])
     assert rc == 0
-    assert "set_num_threads(2)" in capsys.readouterr().out
+    assert "torch threads 2" in capsys.readouterr().out
     result = json.loads((out / "benchmark.json").read_text())
     assert {"machine", "encoders", "decoder", "cases", "scaling", "process_peak_rss_mib"} <= set(result)
     assert result["machine"]["torch_threads"] == 2
@@ -122,7 +123,7 @@ def test_benchmark_cli_quick(tmp_path, capsys) -> None:
 
 
 def test_label_agreement_and_gt_dsc() -> None:
-    from medsam_lite.bench_backends import gt_dsc, label_agreement
+    from medsam_lite.benchmark.backends import gt_dsc, label_agreement
 
     ref = np.zeros((4, 5), np.uint8)
     ref[0, :2], ref[2:, 3:] = 1, 2
@@ -139,7 +140,7 @@ def test_label_agreement_and_gt_dsc() -> None:
 
 
 def test_cli_backend_choices_match_library() -> None:
-    from medsam_lite.bench_backends import BACKENDS
+    from medsam_lite.benchmark.backends import BACKENDS
     from medsam_lite.cli.benchmark import BACKENDS as CLI_BACKENDS
 
     assert CLI_BACKENDS == BACKENDS
@@ -147,7 +148,7 @@ def test_cli_backend_choices_match_library() -> None:
 
 def _check_backends_section(section: dict, spec: str) -> None:
     """Every backend on both quick cases; fp32 backends agree with eager >= 0.99, int8 only reported in [0, 1]."""
-    from medsam_lite.bench_backends import BACKENDS
+    from medsam_lite.benchmark.backends import BACKENDS
 
     assert section["model"] == spec and section["order"] == list(BACKENDS)
     for name in BACKENDS:
@@ -170,7 +171,8 @@ def _check_backends_section(section: dict, spec: str) -> None:
 
 def test_bench_backends_quick_cases() -> None:
     """The backend section on the quick cases (random RepViT), without the other benchmark sections."""
-    from medsam_lite.bench_backends import BACKENDS, backend_cases, bench_backends, markdown_lines
+    from medsam_lite.benchmark.backends import BACKENDS, bench_backends, markdown_lines
+    from medsam_lite.benchmark.cases import backend_cases
 
     lines = []
     section = bench_backends("random:repvit_m0_6", BACKENDS, backend_cases(quick=True), threads=2, warmup=False,
@@ -184,7 +186,7 @@ def test_bench_backends_quick_cases() -> None:
 
 def test_benchmark_cli_passes_backends(tmp_path, monkeypatch) -> None:
     """``--backends`` / ``--backends-all-cases`` reach run_benchmark (the run itself is the slow test below)."""
-    import medsam_lite.benchmark as benchmark
+    import medsam_lite.benchmark.core as benchmark
     from medsam_lite.cli.main import main
 
     seen = {}
@@ -201,7 +203,7 @@ def test_benchmark_cli_passes_backends(tmp_path, monkeypatch) -> None:
 @pytest.mark.slow
 def test_benchmark_cli_quick_backends(tmp_path, capsys) -> None:
     """End to end: ``medsam-lite benchmark --quick --backends ...`` writes the section to json, md and stdout."""
-    from medsam_lite.bench_backends import BACKENDS
+    from medsam_lite.benchmark.backends import BACKENDS
     from medsam_lite.cli.main import main
 
     out = tmp_path / "bench"

@@ -1,4 +1,4 @@
-"""data_prep.dataset on a folder prepared from real data: shapes, boxes, flips, workers, image-only mode."""
+"""medsam_lite.prep.dataset on a folder prepared from real data: shapes, boxes, flips, workers, image-only mode."""
 from __future__ import annotations
 
 import csv
@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from data_prep.dataset import ImageOnlyDataset, SliceDataset
-from data_prep.layouts import DatasetSpec
-from data_prep.prep import prep_dataset
+from medsam_lite.prep.dataset import ImageOnlyDataset, SliceDataset
+from medsam_lite.prep.layouts import DatasetSpec
+from medsam_lite.prep.prep import prep_dataset
 from medsam_lite.transforms import get_preprocess_shape, preprocess_image
 
 JITTER = 5

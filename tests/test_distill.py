@@ -59,7 +59,7 @@ def _same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> bool:
 
 
 def _log_rows(path: Path) -> List[Dict[str, str]]:
-    from distill.loop import TIMING_COLUMNS, read_log
+    from medsam_lite.distill.loop import TIMING_COLUMNS, read_log
 
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in read_log(path)]
 
@@ -111,7 +111,7 @@ def test_teacher_distill_segment_end_to_end(prepped, tmp_path, capsys) -> None:
 @pytest.fixture(scope="module")
 def built_cache(prepped, tmp_path_factory, fast_checkpoint) -> dict:
     """A K = 2 cache of the random RepViT teacher, built with a kill after the first batch and a rerun."""
-    from distill import TrainConfig, distill
+    from medsam_lite.distill import TrainConfig, distill
 
     cache = tmp_path_factory.mktemp("cache") / "c"
     kwargs = dict(teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2, cache_only=True,
@@ -130,10 +130,10 @@ def built_cache(prepped, tmp_path_factory, fast_checkpoint) -> dict:
 
 
 def test_cache_build_resume_reuse_and_mismatch(prepped, built_cache, fast_checkpoint) -> None:
-    from distill import distill
-    from distill.augment import augment, to_model_input
-    from distill.cache import CacheSpec, prepare, teacher_embed
-    from distill.data import image_lists, load_model_frame
+    from medsam_lite.distill import distill
+    from medsam_lite.distill.augment import augment, to_model_input
+    from medsam_lite.distill.cache import CacheSpec, prepare, teacher_embed
+    from medsam_lite.distill.data import image_lists, load_model_frame
 
     cache, kwargs = built_cache["cache"], built_cache["kwargs"]
     assert not built_cache["partial"]["index"]["complete"]
@@ -187,7 +187,7 @@ def test_cache_build_resume_reuse_and_mismatch(prepped, built_cache, fast_checkp
 
 # ------------------------------------------------------------------ 2. exact resume
 def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
-    from distill import TrainConfig, distill
+    from medsam_lite.distill import TrainConfig, distill
 
     cache = built_cache["cache"]
 
@@ -227,7 +227,7 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
 
 def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--schedule cosine decays per step and resumes exactly; --time-limit stops at an epoch end and finalises."""
-    from distill import TrainConfig, distill
+    from medsam_lite.distill import TrainConfig, distill
 
     def cfg(**kw) -> TrainConfig:
         return TrainConfig(**{"epochs": 2, "max_steps": 2, "batch_size": 1, "progress": False, "seed": 4,
@@ -261,7 +261,7 @@ def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoin
 
 def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--init-student copies the given encoder into the student (lr 0 keeps it: AdamW then changes nothing)."""
-    from distill import TrainConfig, distill
+    from medsam_lite.distill import TrainConfig, distill
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=1, lr=0.0, progress=False)
     result = distill([prepped], tmp_path / "warm", teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
@@ -278,7 +278,7 @@ def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache
 
 def test_validation_split_by_case(tmp_path) -> None:
     """Without a manifest val split, --val-split case keeps every case's slices on one side; image draws slices."""
-    from distill.data import image_lists
+    from medsam_lite.distill.data import image_lists
 
     src = tmp_path / "npz"
     src.mkdir()
@@ -302,7 +302,7 @@ def test_validation_split_by_case(tmp_path) -> None:
 
 def test_mask_boxes_inside_content() -> None:
     """Mask-distillation boxes lie inside each image's unpadded content (model frame)."""
-    from distill.mask_kd import MaskDistillLoss, content_sizes
+    from medsam_lite.distill.mask_kd import MaskDistillLoss, content_sizes
     from medsam_lite.model import build_medsam
 
     images = torch.zeros(2, 3, 256, 256)
@@ -320,7 +320,7 @@ def test_mask_boxes_inside_content() -> None:
 def test_mask_distillation_term(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--mask-loss-weight adds the decoder-mask term: a higher first-step loss than MSE alone (same data and
     init), deterministic runs, and the prompt encoder / mask decoder still copied unchanged."""
-    from distill import TrainConfig, distill
+    from medsam_lite.distill import TrainConfig, distill
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=2, progress=False, seed=5)
 
@@ -344,9 +344,9 @@ def test_mask_distillation_term(prepped, tmp_path, fast_checkpoint, built_cache)
 
 
 def test_cache_agreement_of_the_teacher_with_itself(prepped, fast_checkpoint, built_cache) -> None:
-    """distill.recipe.cache_agreement: the teacher against its own cached embeddings agrees up to the
+    """scripts.recipe.cache_agreement: the teacher against its own cached embeddings agrees up to the
     cache's float16 rounding; a cache of other data is refused."""
-    from distill.recipe.cache_agreement import cache_agreement
+    from scripts.recipe.cache_agreement import cache_agreement
 
     result = cache_agreement(str(fast_checkpoint), [prepped], built_cache["cache"], teacher=str(fast_checkpoint),
                              stride=1, n_boxes=3)
@@ -359,7 +359,7 @@ def test_cache_agreement_of_the_teacher_with_itself(prepped, fast_checkpoint, bu
 # ------------------------------------------------------------------ online mode + decoder fine-tuning
 @pytest.mark.slow
 def test_online_augment_and_finetune_decoder(prepped, tmp_path, fast_checkpoint) -> None:
-    from distill import TrainConfig, distill
+    from medsam_lite.distill import TrainConfig, distill
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=1, progress=False)
     result = distill([prepped], tmp_path / "run", teacher=str(fast_checkpoint), augment=True,

@@ -19,7 +19,7 @@ import torch
 from medsam_lite.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
+EXAMPLES = REPO / "medsam_lite" / "examples"
 
 # Runs in a fresh interpreter (-I: no PYTHONPATH / user site, cwd = tmp dir). The editable install
 # of medsam_lite lives in site-packages, so a meta-path blocker makes any import of medsam_lite or
@@ -102,14 +102,14 @@ def random_repvit():
 
 @pytest.fixture(scope="module")
 def repvit_artifact(random_repvit, tmp_path_factory) -> Path:
-    from export.torchscript import export_torchscript
+    from medsam_lite.export.torchscript import export_torchscript
 
     return export_torchscript(random_repvit, tmp_path_factory.mktemp("ts") / "predictor.pt", "repvit_m0_6")
 
 
 @pytest.fixture(scope="module")
 def lite_artifact(lite_medsam, tmp_path_factory) -> Path:
-    from export.torchscript import export_torchscript
+    from medsam_lite.export.torchscript import export_torchscript
 
     return export_torchscript(lite_medsam, tmp_path_factory.mktemp("ts_lite") / "predictor.pt", "lite_medsam")
 
@@ -154,7 +154,7 @@ def test_scripted_resize_matches_cv2_inter_area(shape) -> None:
     """The in-artifact INTER_AREA replacement vs cv2 on uint8: bit-exact except rare +-1 on odd shrink factors."""
     import cv2
 
-    from export.torchscript import _resize_area_u8, _resized_shape
+    from medsam_lite.export.torchscript import _resize_area_u8, _resized_shape
 
     img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     h, w = _resized_shape(*shape)
@@ -164,7 +164,7 @@ def test_scripted_resize_matches_cv2_inter_area(shape) -> None:
 
 
 def test_metadata_present(repvit_artifact: Path) -> None:
-    from export.torchscript import read_metadata
+    from medsam_lite.export.torchscript import read_metadata
 
     import medsam_lite
 
@@ -253,7 +253,7 @@ def test_cli_export_torchscript(fast_checkpoint: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "predictor.pt"
     assert main(["export", "--model", str(fast_checkpoint), "--format", "torchscript", "-o", str(out)]) == 0
-    from export.torchscript import read_metadata
+    from medsam_lite.export.torchscript import read_metadata
 
     assert read_metadata(out)["model"] == str(fast_checkpoint)
 
@@ -290,7 +290,7 @@ def test_onnx_files_checked_and_shaped(repvit_onnx: Path) -> None:
 
 
 def test_onnx_backend_matches_eager(fast_checkpoint: Path, repvit_onnx: Path, cases) -> None:
-    from export.onnx_backend import OnnxRuntimeBackend
+    from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
     from medsam_lite.checkpoint import load_checkpoint
 
     eager = Predictor(load_checkpoint(fast_checkpoint))
@@ -301,7 +301,7 @@ def test_onnx_backend_matches_eager(fast_checkpoint: Path, repvit_onnx: Path, ca
 
 
 def test_onnx_backend_missing_dir(tmp_path: Path) -> None:
-    from export.onnx_backend import OnnxRuntimeBackend
+    from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
     from medsam_lite.errors import InputError
 
     with pytest.raises(InputError, match="encoder.onnx"):
@@ -311,9 +311,9 @@ def test_onnx_backend_missing_dir(tmp_path: Path) -> None:
 def test_shipped_student_exports_match_predictor(cases, tmp_path: Path) -> None:
     """The shipped repvit_m0_6_lite (whatever RepViT layout it records) through the TorchScript artifact and
     ONNX Runtime gives the eager Predictor's masks."""
-    from export.onnx_backend import OnnxRuntimeBackend
-    from export.onnx_export import export_onnx
-    from export.torchscript import export_torchscript
+    from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
+    from medsam_lite.export.onnx_export import export_onnx
+    from medsam_lite.export.torchscript import export_torchscript
     from medsam_lite.checkpoint import load_model
 
     student = load_model("repvit_m0_6_lite")
@@ -330,8 +330,8 @@ def test_shipped_student_exports_match_predictor(cases, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_onnx_lite_medsam_and_int8(lite_medsam, big_cases, tmp_path: Path) -> None:
     """Real LiteMedSAM through ONNX Runtime (fp32 and dynamic int8) against the eager Predictor."""
-    from export.onnx_backend import OnnxRuntimeBackend
-    from export.onnx_export import export_onnx
+    from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
+    from medsam_lite.export.onnx_export import export_onnx
 
     paths = export_onnx(lite_medsam, tmp_path, quantize=True)
     assert {"encoder", "decoder", "encoder_int8", "decoder_int8"} <= set(paths)
@@ -389,7 +389,7 @@ def test_inline_shared_initializers_keeps_outputs(tmp_path: Path) -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.onnx_export import inline_shared_initializers
+    from medsam_lite.export.onnx_export import inline_shared_initializers
 
     w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
     graph = helper.make_graph(

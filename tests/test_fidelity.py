@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.fidelity import (HELD_OUT, add_noise, agreement, ground_truth, load_held_out, mask_iou, random_boxes,
+from medsam_lite.distill.fidelity import (HELD_OUT, add_noise, agreement, ground_truth, load_held_out, mask_iou, random_boxes,
                               stable_rows, summarize, write_report)
 
 
@@ -28,7 +28,7 @@ def test_held_out_excluded_from_recipe() -> None:
     """No held-out shared-data file may appear in the distillation prep specs."""
     from pathlib import Path
 
-    recipe = (Path(__file__).parents[1] / "distill" / "recipe")
+    recipe = (Path(__file__).parents[1] / "scripts" / "recipe")
     text = (recipe / "prep_volumes.yaml").read_text() + (recipe / "prep_images.yaml").read_text()
     for item in HELD_OUT:
         if item.path.startswith("pydicom:"):
@@ -78,7 +78,7 @@ def test_stable_rows_keep_boxes_the_teacher_repeats() -> None:
 
 
 def test_join_logs_of_stages(tmp_path) -> None:
-    from distill.recipe.join_logs import main as join_main
+    from scripts.recipe.join_logs import main as join_main
 
     header = "epoch,train_loss,val_loss,lr,seconds,images_per_s\n"
     (tmp_path / "s1").mkdir()
@@ -99,7 +99,7 @@ def test_error_scaling_blend_ends(shared_data, fast_checkpoint, tmp_path) -> Non
     """alpha 0 reproduces the teacher (IoU 1, MSE 0); alpha 1 is the student itself (its fidelity IoU)."""
     import torch
 
-    from distill.recipe.error_scaling import error_scaling, write_report as write_scaling
+    from scripts.recipe.error_scaling import error_scaling, write_report as write_scaling
     from medsam_lite.checkpoint import load_model
     from medsam_lite.model import build_medsam
     from medsam_lite.predictor import Predictor
@@ -136,7 +136,7 @@ def test_predictor_set_embedding_equals_set_image(fast_checkpoint) -> None:
 
 
 def test_object_boxes_dsc_and_agreement(shared_data, fast_checkpoint, tmp_path) -> None:
-    from distill.fidelity import object_cases
+    from medsam_lite.distill.fidelity import object_cases
     from medsam_lite.checkpoint import load_model
     from medsam_lite.metrics import dice
     from medsam_lite.predictor import Predictor
@@ -164,7 +164,7 @@ def test_committed_fidelity_report_reproduces(shared_data, lite_medsam) -> None:
     import json
     from pathlib import Path
 
-    from distill.fidelity import object_cases
+    from medsam_lite.distill.fidelity import object_cases
     from medsam_lite.checkpoint import load_model
     from medsam_lite.predictor import Predictor
 

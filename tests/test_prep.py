@@ -1,4 +1,4 @@
-"""`medsam-lite prep` / data_prep.prep on real data: layout, counts, normalization, resume, bad input."""
+"""`medsam-lite prep` / medsam_lite.prep.prep on real data: layout, counts, normalization, resume, bad input."""
 from __future__ import annotations
 
 import argparse
@@ -19,9 +19,9 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from data_prep import normalize
-from data_prep.layouts import DatasetSpec, Overrides, discover
-from data_prep.prep import assign_split, prep_dataset
+from medsam_lite import normalize
+from medsam_lite.prep.layouts import DatasetSpec, Overrides, discover
+from medsam_lite.prep.prep import assign_split, prep_dataset
 from medsam_lite.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 BACKENDS = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8")
-"""``--backends`` choices (same as :data:`medsam_lite.bench_backends.BACKENDS`; kept here so --help stays light)."""
+"""``--backends`` choices (same as :data:`medsam_lite.benchmark.backends.BACKENDS`; kept here so --help stays light)."""
 
 
 def register(subparsers: Any) -> None:
@@ -43,12 +43,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Parse arguments and call :func:`medsam_lite.benchmark.run_benchmark`."""
-    from ..benchmark import run_benchmark
+    """Parse arguments and call :func:`medsam_lite.benchmark.core.run_benchmark`."""
+    import torch
+
+    from ..benchmark.core import run_benchmark
     from ..errors import InputError
 
     if args.threads < 1 or args.repeats < 1:
         raise InputError("--threads and --repeats must be at least 1")
+    torch.set_num_threads(args.threads)  # process state belongs to the entry point
     run_benchmark(args.out, models=tuple(args.models), baseline_model=args.baseline_model, threads=args.threads,
                   repeats=args.repeats, quick=args.quick, encoders=args.encoders, max_calls=args.max_calls,
                   scaling_model=args.scaling_model,

@@ -1,4 +1,4 @@
-"""``medsam-lite distill``: distil a teacher's image encoder into a student encoder (see distill.student)."""
+"""``medsam-lite distill``: distil a teacher's image encoder into a student encoder (see medsam_lite.distill.student)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import os
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    from distill.options import add_training_arguments
+    from medsam_lite.distill.options import add_training_arguments
 
     p = subparsers.add_parser(
         "distill",
@@ -53,8 +53,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.options import config_from_args
-    from distill.student import distill
+    from medsam_lite.distill.options import config_from_args
+    from medsam_lite.distill.student import distill
 
     result = distill(args.data, args.output, teacher=args.teacher, student=args.student, cache_dir=args.cache_dir,
                      aug_variants=args.aug_variants, augment=args.augment, rebuild_cache=args.rebuild_cache,

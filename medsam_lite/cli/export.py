@@ -30,11 +30,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--quantize only applies to --format onnx")
     model = load_model(name)  # bad names / files raise InputError (one line)
     if args.format == "torchscript":
-        from export.torchscript import export_torchscript
+        from medsam_lite.export.torchscript import export_torchscript
 
         print(f"wrote {export_torchscript(model, args.output, model_name=str(name))}")
     else:
-        from export.onnx_export import export_onnx
+        from medsam_lite.export.onnx_export import export_onnx
 
         for path in export_onnx(model, args.output, quantize=args.quantize).values():
             print(f"wrote {path}")

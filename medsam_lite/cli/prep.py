@@ -1,4 +1,4 @@
-"""``medsam-lite prep``: convert datasets into normalized .npy slices + manifest.csv (see data_prep.prep)."""
+"""``medsam-lite prep``: convert datasets into normalized .npy slices + manifest.csv (see medsam_lite.prep.prep)."""
 from __future__ import annotations
 
 import argparse
@@ -54,8 +54,8 @@ def _label_files(items: List[str]) -> List[Tuple[int, str, Optional[float]]]:
 
 def run(args: argparse.Namespace) -> int:
     from .common import report_failures
-    from data_prep.layouts import Overrides
-    from data_prep.prep import prep_dataset
+    from medsam_lite.prep.layouts import Overrides
+    from medsam_lite.prep.prep import prep_dataset
 
     from ..errors import InputError
 

@@ -73,7 +73,7 @@ def _predictor(backend: str, onnx_dir: Optional[str], model: Optional[str]) -> O
     folder = Path(onnx_dir)
     if not folder.is_dir():
         raise InputError("--onnx-dir is not a folder", folder)
-    from export.onnx_backend import OnnxRuntimeBackend
+    from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
 
     from ..predictor import Predictor
 

@@ -1,4 +1,4 @@
-"""``medsam-lite train-teacher``: train MedSAM (Swin-T encoder by default) end to end (see distill.teacher)."""
+"""``medsam-lite train-teacher``: train MedSAM (Swin-T encoder by default) end to end (see medsam_lite.distill.teacher)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import os
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    from distill.options import add_training_arguments
+    from medsam_lite.distill.options import add_training_arguments
 
     p = subparsers.add_parser(
         "train-teacher",
@@ -27,8 +27,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.options import config_from_args
-    from distill.teacher import train_teacher
+    from medsam_lite.distill.options import config_from_args
+    from medsam_lite.distill.teacher import train_teacher
 
     result = train_teacher(args.data, args.output, encoder=args.encoder, init=args.init,
                            config=config_from_args(args))

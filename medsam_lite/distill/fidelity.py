@@ -19,7 +19,7 @@ Images are read with the same readers as ``medsam-lite segment`` and mapped to u
 
 Usage::
 
-    python -m distill.fidelity --student medsam_lite/weights/repvit_m0_6_lite.pth --teacher lite_medsam \\
+    python -m medsam_lite.distill.fidelity --student medsam_lite/weights/repvit_m0_6_lite.pth --teacher lite_medsam \\
         --shared ../shared -o docs/distill
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ Output folder::
 smaller than float32 and the baseline's own storage format; the [0, 1] value is ``file / 255``.
 
 Per case, in order: read image and label(s) -> checks (shape / spacing match, non-empty labels,
-integer ids, CT range) -> normalize the whole volume (:mod:`data_prep.normalize`) -> remove 3D
+integer ids, CT range) -> normalize the whole volume (:mod:`medsam_lite.normalize`) -> remove 3D
 connected components (26-connectivity, per label) under ``min_voxels`` -> cut slices along the
 requested axes (voxel grid, not resampled) -> per slice drop labels under ``min_pixels`` pixels ->
 drop slices without any label left -> write files atomically -> write the record.
@@ -46,7 +46,7 @@ from medsam_lite.io_utils import atomic_path
 from medsam_lite.transforms import to_three_channels
 
 from .layouts import CaseFailure, CaseSpec, DatasetSpec, Discovery, LabelSource, Overrides, discover, discover_spec
-from .normalize import describe, normalize_to_uint8
+from ..normalize import describe, normalize_to_uint8
 
 PathLike = Union[str, Path]
 RECORD_VERSION = 1
@@ -470,7 +470,7 @@ def prep_dataset(
 
     Args:
         sources: folders (nnU-Net / MSD, challenge npz, folder with ``prep.yaml``, or any folder with
-            ``overrides.images``), spec files, or :class:`~data_prep.layouts.DatasetSpec` objects.
+            ``overrides.images``), spec files, or :class:`~medsam_lite.prep.layouts.DatasetSpec` objects.
         out_dir: output folder (created).
         overrides: flags applied to folder sources (``images``, ``labels``, ``modality``, ``window`` ...).
         axes: slice along these of ``"z"``, ``"y"``, ``"x"`` (volumes only).

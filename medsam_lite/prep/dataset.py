@@ -1,4 +1,4 @@
-"""PyTorch datasets over a prepared folder (``imgs/``, ``gts/``, ``manifest.csv``; see data_prep.prep).
+"""PyTorch datasets over a prepared folder (``imgs/``, ``gts/``, ``manifest.csv``; see medsam_lite.prep.prep).
 
 Frames: *original* = the stored slice's pixels (H, W); *model* = the 256 x 256 frame the shared
 transforms produce: resize the longest side to 256 (``resize_longest_side``, INTER_AREA), min-max

@@ -4,12 +4,12 @@ Loss: MSE between the teacher's and the student's (B, 256, 64, 64) embeddings of
 (B, 3, 256, 256) model-frame input in [0, 1]. The teacher (any ``load_model`` spec: ``lite_medsam``,
 a checkpoint path, train-teacher's ``best.pth``) runs frozen, in eval mode, in fp32 and never under
 autocast; only the student is autocast. Data are images only (``--data`` prep folders). Optionally
-(``mask_loss_weight`` > 0) a mask-level term is added (:mod:`distill.mask_kd`): the frozen decoder's
+(``mask_loss_weight`` > 0) a mask-level term is added (:mod:`medsam_lite.distill.mask_kd`): the frozen decoder's
 masks from the student's and the teacher's embeddings for the same random boxes are pulled together.
 
-Teacher targets come either from the on-disk cache (:mod:`distill.cache`; K cached variants per
+Teacher targets come either from the on-disk cache (:mod:`medsam_lite.distill.cache`; K cached variants per
 image, one drawn per image and epoch) or online (``augment``: the augmentation of
-:mod:`distill.augment` keyed by (seed, epoch, image), so it is also deterministic).
+:mod:`medsam_lite.distill.augment` keyed by (seed, epoch, image), so it is also deterministic).
 
 Result: ``student.pth`` in the run folder, a self-describing checkpoint (encoder = the student
 name) holding the student encoder's best weights (lowest validation loss; unfused: RepViT's
@@ -53,7 +53,7 @@ ONLINE_AUG_SALT = 31337
 
 class OnlineImages(Dataset):
     """Images for online distillation: ``{"image": (3, 256, 256) float32 [0, 1] padded model frame,
-    "index": int}``; with ``augment`` the image is :func:`distill.augment.augment` keyed by
+    "index": int}``; with ``augment`` the image is :func:`medsam_lite.distill.augment.augment` keyed by
     (seed, epoch, index) (set the epoch with :meth:`set_epoch`)."""
 
     def __init__(self, refs: Sequence[ImageRef], augment: bool = False, seed: int = 0) -> None:
@@ -157,7 +157,7 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
             ``student.pth`` / ``best.pth``) whose image encoder initialises the student (same
             architecture); the optimizer, scheduler and log start fresh (a new run folder, e.g. a second
             stage at a lower ``lr``). Ignored when resuming from ``last.pth``, which already holds it.
-        mask_loss_weight: weight of the mask-level term (:mod:`distill.mask_kd`: BCE + Dice between the
+        mask_loss_weight: weight of the mask-level term (:mod:`medsam_lite.distill.mask_kd`: BCE + Dice between the
             student's and the teacher's decoder logits for ``mask_boxes`` random boxes per image, decoder
             frozen) added to the embedding MSE; 0 (default) = embedding MSE only, the paper's recipe.
         mask_boxes: random boxes per image and step for that term.

@@ -61,7 +61,7 @@ class SegmentationLoss(nn.Module):
 
 def _seg_loss_fn(criterion: SegmentationLoss, encoder: Optional[nn.Module] = None
                  ) -> Callable[[Callable[..., Any], Dict[str, Any], Runtime], torch.Tensor]:
-    """Loss function for :class:`~distill.loop.Task`.
+    """Loss function for :class:`~medsam_lite.distill.loop.Task`.
 
     Without ``encoder``: ``forward(images, boxes)`` is the whole model. With ``encoder`` (frozen):
     embeddings are computed under no_grad first and ``forward(embeddings, boxes)`` only decodes.
@@ -141,7 +141,7 @@ def train_teacher(data: Sequence[PathLike], out_dir: PathLike, *, encoder: str =
         init: ``scratch`` (all random) or ``lite_medsam`` (prompt encoder + mask decoder copied from
             the real LiteMedSAM checkpoint; the encoder stays random).
         config: optimisation / runtime settings (defaults: lr 0.005, batch 8, 100 epochs).
-        on_checkpoint: hook after every last.pth write (see :func:`distill.loop.fit`).
+        on_checkpoint: hook after every last.pth write (see :func:`medsam_lite.distill.loop.fit`).
     """
     cfg = config or TrainConfig()
     check_encoder(encoder)

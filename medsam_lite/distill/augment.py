@@ -1,7 +1,7 @@
 """Deterministic image augmentation for distillation, applied in the model frame.
 
 Input and output are *unpadded* model-frame images: (h, w, 3) float32 in [0, 1] with the longest
-side 256 (``data_prep.dataset.image_to_model_frame``). :func:`augment` draws, from a seed made of
+side 256 (``medsam_lite.prep.dataset.image_to_model_frame``). :func:`augment` draws, from a seed made of
 integer keys (e.g. (seed, image index, variant)):
 
 * horizontal / vertical flip, rot90 (p = 0.5 each; rot90 swaps h and w, the long side stays 256);
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.normalize import unit_to_uint8
+from medsam_lite.normalize import unit_to_uint8
 from medsam_lite.transforms import IMAGE_SIZE, minmax_normalize, pad_to_square, resize_longest_side
 
 AUG_VERSION = 1

@@ -21,7 +21,7 @@ Spec format (YAML or JSON; one dataset mapping, or ``{"datasets": [...]}``)::
         image_suffix: _image          # stripped from the file stem to get the case id
         labels: "{case}_label.nrrd"   # template ({case}, {dir}, {name}) or a glob paired by case id
         label_suffix: _label          # stripped from label stems when pairing a glob
-        modality: CT                  # any name / alias of data_prep.normalize.MODALITY_TABLE
+        modality: CT                  # any name / alias of medsam_lite.normalize.MODALITY_TABLE
         window: chest                 # CT only: preset or "level,width"
       - name: mni152
         images: t1.nii.gz
@@ -45,7 +45,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from medsam_lite.errors import InputError
 from medsam_lite.imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
 
-from .normalize import Window, canonical_modality, modality_rule, parse_window
+from ..normalize import Window, canonical_modality, modality_rule, parse_window
 
 SPEC_NAMES = ("prep.yaml", "prep.yml", "prep.json")
 _SPEC_KEYS = {"name", "root", "images", "labels", "modality", "window", "image_suffix", "label_suffix"}

@@ -13,7 +13,7 @@ on the (K, 1, 256, 256) low-resolution logits of K boxes per image. Gradients re
 student encoder through its embedding; the decoder's weights never change.
 
 Boxes are drawn in the 256 x 256 model frame inside each image's content region (the rows and
-columns before the zero padding), with the distribution of :func:`distill.boxes.sample_boxes`
+columns before the zero padding), with the distribution of :func:`medsam_lite.distill.boxes.sample_boxes`
 (the fidelity report's), from numpy's global RNG: the training loop reseeds and checkpoints that
 RNG, so runs stay deterministic and resume exactly, and validation sees the same boxes each epoch.
 """

@@ -1,6 +1,6 @@
 """How mask agreement depends on the size of the student's embedding error (a calibration of the fidelity bar).
 
-For every held-out image of :mod:`distill.fidelity` and its fixed random boxes, the teacher's decoder
+For every held-out image of :mod:`medsam_lite.distill.fidelity` and its fixed random boxes, the teacher's decoder
 decodes the *blended* embedding ``e_t + alpha * (e_s - e_t)`` for several ``alpha`` in [0, 1]
 (``e_t``: teacher embedding, ``e_s``: student embedding of the same image). ``alpha = 1`` is the
 student itself (its fidelity IoU), ``alpha = 0`` the teacher; the embedding MSE at ``alpha`` is
@@ -11,7 +11,7 @@ IoU: e.g. if ``alpha = 0.3`` reaches 0.90, the MSE must fall ~11x.
 The same is done with isotropic Gaussian noise of the student's error size (``noise`` rows), to see
 whether the student's error is more or less harmful to the masks than random error of equal MSE.
 
-    python -m distill.recipe.error_scaling --student repvit_m0_6_lite --teacher lite_medsam \\
+    python -m scripts.recipe.error_scaling --student repvit_m0_6_lite --teacher lite_medsam \\
         --shared ../shared/data -o docs/distill
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ from medsam_lite.checkpoint import load_model
 from medsam_lite.io_utils import atomic_path
 from medsam_lite.predictor import Predictor
 
-from ..boxes import random_boxes
-from ..fidelity import HeldOut, add_report_args, load_held_out, mask_iou
+from medsam_lite.distill.boxes import random_boxes
+from medsam_lite.distill.fidelity import HeldOut, add_report_args, load_held_out, mask_iou
 
 PathLike = Union[str, Path]
 ALPHAS: Tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)

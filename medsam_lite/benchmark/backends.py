@@ -3,10 +3,10 @@
 Backends (:data:`BACKENDS`), all running the same model (the first of ``--models``):
 
 * ``eager``: :class:`~medsam_lite.predictor.Predictor` on the PyTorch module (the reference; always run).
-* ``torchscript``: :func:`export.torchscript.export_torchscript` once, ``torch.jit.load``, then the
+* ``torchscript``: :func:`medsam_lite.export.torchscript.export_torchscript` once, ``torch.jit.load``, then the
   artifact's ``segment_2d(image, boxes)`` / ``segment_3d(volume, boxes)`` (pre/post-processing and the
   3D propagation run inside the artifact).
-* ``onnxruntime``: :func:`export.onnx_export.export_onnx` once, then
+* ``onnxruntime``: :func:`medsam_lite.export.onnx_export.export_onnx` once, then
   ``Predictor(backend=OnnxRuntimeBackend(dir))`` (pre/post-processing in Python, networks in ONNX Runtime).
 * ``onnxruntime-int8``: the same with the dynamically quantised ``*.int8.onnx`` files
   (``export_onnx(..., quantize=True)``; one export call writes both fp32 and int8 files).
@@ -32,9 +32,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .benchmark import build_cases, load_example
-from .errors import InputError
-from .metrics import dice
+from ..errors import InputError
+from ..metrics import dice
 
 BACKENDS = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8")
 """Names accepted by ``--backends``, in run order."""
@@ -53,38 +52,6 @@ class LoadedBackend:
 
 
 # ----------------------------------------------------------------------------- cases
-def backend_cases(quick: bool, all_cases: bool = False) -> List[Dict[str, Any]]:
-    """Cases for the backend table: dicts with name, kind, image, boxes, gts (or None), note.
-
-    Full mode: the three bundled examples, whole (all boxes, with ground truth); with ``all_cases``
-    also the generated large cases of :func:`medsam_lite.benchmark.build_cases` (no ground truth).
-    Quick mode: nuclei with its first 4 boxes, and the MR case cropped to slices 13-14 (volume, box
-    and ground truth cropped alike), so ground-truth DSC is still meaningful.
-    """
-    nuclei = load_example("2DBox_Microscopy_nuclei.npz")
-    mr = load_example("3DBox_MR_brain_tumour.npz")
-    if quick:
-        mr_boxes = mr["boxes"].copy()
-        mr_boxes[:, 2], mr_boxes[:, 5] = 0, 1
-        return [
-            {"name": "2d_nuclei_4boxes", "kind": "2d", "image": nuclei["imgs"], "boxes": nuclei["boxes"][:4],
-             "gts": nuclei["gts"], "note": "bundled nuclei 512x512, first 4 boxes (quick)"},
-            {"name": "3d_mr_2slices", "kind": "3d", "image": np.ascontiguousarray(mr["imgs"][13:15]),
-             "boxes": mr_boxes, "gts": np.ascontiguousarray(mr["gts"][13:15]),
-             "note": "bundled MR cropped to slices 13-14 (quick)"},
-        ]
-    ct = load_example("3DBox_CT_abdomen.npz")
-    cases: List[Dict[str, Any]] = [
-        {"name": "2d_nuclei_512_125boxes", "kind": "2d", "image": nuclei["imgs"], "boxes": nuclei["boxes"],
-         "gts": nuclei["gts"], "note": "bundled microscopy nuclei 512x512x3, 125 boxes"},
-        {"name": "3d_ct_112x101x122_5boxes", "kind": "3d", "image": ct["imgs"], "boxes": ct["boxes"],
-         "gts": ct["gts"], "note": "bundled CT abdomen, 5 boxes"},
-        {"name": "3d_mr_25x256x256_1box", "kind": "3d", "image": mr["imgs"], "boxes": mr["boxes"],
-         "gts": mr["gts"], "note": "bundled MR brain tumour, 1 box"},
-    ]
-    if all_cases:
-        cases += [{**c, "gts": None} for c in build_cases(False) if c.get("generated")]
-    return cases
 
 
 def _warmup_jobs(cases: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -164,8 +131,8 @@ def load_backends(spec: str, names: Sequence[str], work_dir: Path, threads: int,
     Artifacts are written under ``work_dir``. ``threads``: ONNX Runtime intra-op threads (torch uses
     the process-wide ``torch.set_num_threads``).
     """
-    from .benchmark import resolve_model
-    from .predictor import Predictor
+    from ..predictor import Predictor
+    from .cases import resolve_model
 
     unknown = sorted(set(names) - set(BACKENDS))
     if unknown:
@@ -182,7 +149,7 @@ def load_backends(spec: str, names: Sequence[str], work_dir: Path, threads: int,
                              "load_s": load_s, "note": "artifact = state dict saved with torch.save; load = "
                                                        "building the model from its spec"})]
     if "torchscript" in names:
-        from export.torchscript import export_torchscript
+        from medsam_lite.export.torchscript import export_torchscript
 
         start = time.perf_counter()
         path = export_torchscript(model, work_dir / "predictor.pt", model_name=spec)
@@ -194,8 +161,8 @@ def load_backends(spec: str, names: Sequence[str], work_dir: Path, threads: int,
                                      "load_s": time.perf_counter() - start}))
     onnx_names = [n for n in names if n.startswith("onnxruntime")]
     if onnx_names:
-        from export.onnx_backend import OnnxRuntimeBackend
-        from export.onnx_export import export_onnx
+        from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
+        from medsam_lite.export.onnx_export import export_onnx
 
         onnx_dir = work_dir / "onnx"
         quantize = "onnxruntime-int8" in onnx_names

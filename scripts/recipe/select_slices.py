@@ -7,9 +7,9 @@ than 5 % of full scale and its standard deviation is at least ``--min-std`` (uin
 
 Writes ``OUT/manifest.csv`` (columns ``file, source, dataset, case, modality, axis, slice, split``) and
 ``OUT/imgs/`` holding symbolic links to the chosen ``.npy`` files, a layout that
-:class:`data_prep.dataset.ImageOnlyDataset` reads.
+:class:`medsam_lite.prep.dataset.ImageOnlyDataset` reads.
 
-    python -m distill.recipe.select_slices runs/distill_data/volumes runs/distill_data/images \\
+    python -m scripts.recipe.select_slices runs/distill_data/volumes runs/distill_data/images \\
         -o runs/distill_data/selected --per-axis 40
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from data_prep.dataset import read_manifest
+from medsam_lite.prep.dataset import read_manifest
 from medsam_lite.errors import InputError
 
 

@@ -136,12 +136,12 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def reset_dataset_rngs(dataset: Dataset) -> None:
-    """Make data_prep datasets re-seed their per-process random stream from ``torch.initial_seed()``.
+    """Make medsam_lite.prep datasets re-seed their per-process random stream from ``torch.initial_seed()``.
 
     ``SliceDataset`` / ``ImageOnlyDataset`` keep one numpy Generator per process, seeded on first
     use; in the main process (``workers=0``) it would otherwise carry over between epochs and runs.
     """
-    from data_prep.dataset import _Seeded
+    from medsam_lite.prep.dataset import _Seeded
 
     if isinstance(dataset, ConcatDataset):
         for part in dataset.datasets:
@@ -171,13 +171,13 @@ def read_log(path: PathLike) -> List[Dict[str, str]]:
 
 def plot_losses(path: Path, rows: Sequence[Dict[str, Any]], title: str) -> None:
     """loss.png: training and validation loss per epoch (log scale when positive)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)  # no pyplot: the process's matplotlib backend stays as it is
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
     val = [(r["epoch"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
     if val:
@@ -193,7 +193,6 @@ def plot_losses(path: Path, rows: Sequence[Dict[str, Any]], title: str) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def _write_json(path: Path, payload: Dict[str, Any]) -> None:

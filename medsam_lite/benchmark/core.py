@@ -16,7 +16,7 @@ Sections of the result (``benchmark.json``; ``benchmark.md`` and ``benchmark.png
   ``max_calls`` are listed with their exact encoder-call count and ``seconds = null``.
 * ``backends`` (only with ``backends=...``): the first of ``models`` run with eager PyTorch,
   TorchScript, ONNX Runtime and ONNX Runtime int8 on the bundled cases: seconds, agreement with
-  eager, DSC vs ground truth, artifact sizes and load times (:mod:`medsam_lite.bench_backends`).
+  eager, DSC vs ground truth, artifact sizes and load times (:mod:`medsam_lite.benchmark.backends`).
 
 Peak memory is the peak resident set size (RSS, MiB) sampled every 5 ms while a path runs, and
 the process-wide ``ru_maxrss``; the challenge limit is 8 GB.
@@ -28,11 +28,7 @@ Model specs: a pretrained name or checkpoint path (:func:`medsam_lite.checkpoint
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
-import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -40,93 +36,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .baseline import baseline_encoder_calls_volume, baseline_segment_2d, baseline_segment_volume
-from .io_utils import atomic_path
-from .model import MedSAMLite, build_medsam
-
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+from ..baseline import baseline_encoder_calls_volume, baseline_segment_2d, baseline_segment_volume
+from ..io_utils import atomic_path
+from ..model import MedSAMLite
+from ..resources import load_example
+from .cases import build_cases, resample_volume, resolve_model, slab_boxes
+from .timing import CallCounter, PeakRSS, machine_info, median_seconds
 
 
 # ----------------------------------------------------------------------------- helpers
-def resolve_model(spec: str) -> MedSAMLite:
-    """Build a model from a spec (see module docstring); eval mode."""
-    from .checkpoint import load_model
-    from .encoders.repvit import fuse_for_inference
-
-    base, fused = (spec[: -len("+fused")], True) if spec.endswith("+fused") else (spec, False)
-    if base.startswith("random:"):
-        torch.manual_seed(0)
-        model = build_medsam(base[len("random:"):]).eval()
-    else:
-        model = load_model(base).eval()
-    if fused:
-        model.image_encoder = fuse_for_inference(model.image_encoder)
-    return model.eval()
-
-
-class CallCounter:
-    """Counts forward calls of a model's image encoder and mask decoder (forward hooks)."""
-
-    def __init__(self, model: MedSAMLite) -> None:
-        self.encoder = 0
-        self.decoder = 0
-        self._handles = [model.image_encoder.register_forward_hook(self._enc),
-                         model.mask_decoder.register_forward_hook(self._dec)]
-
-    def _enc(self, *_: Any) -> None:
-        self.encoder += 1
-
-    def _dec(self, *_: Any) -> None:
-        self.decoder += 1
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
-class PeakRSS:
-    """Context manager sampling this process's resident set size; ``peak_mib`` after exit."""
-
-    def __init__(self, interval_s: float = 0.005) -> None:
-        self.interval_s = interval_s
-        self.peak_mib = 0.0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def _rss_mib(self) -> float:
-        try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * self._page / 2**20
-        except OSError:  # not Linux: fall back to the process peak
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mib = max(self.peak_mib, self._rss_mib())
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "PeakRSS":
-        self.peak_mib = self._rss_mib()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mib = max(self.peak_mib, self._rss_mib())
-
-
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Tuple[float, List[float]]:
-    """Median wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
 
 def _timed(fn: Callable[[], Any], model: MedSAMLite) -> Dict[str, Any]:
@@ -144,88 +62,6 @@ def _timed(fn: Callable[[], Any], model: MedSAMLite) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- cases
-def load_example(name: str) -> Dict[str, np.ndarray]:
-    """A bundled example case: ``imgs``, ``boxes`` and, when the file has them, ``gts``."""
-    with np.load(EXAMPLES_DIR / name) as case:
-        return {k: case[k] for k in ("imgs", "boxes", "gts") if k in case.files}
-
-
-def resample_volume(volume: np.ndarray, boxes: np.ndarray, shape: Tuple[int, int, int]) -> Tuple[np.ndarray,
-                                                                                                  np.ndarray]:
-    """Resample a (D, H, W) volume to ``shape`` (cv2 linear in-plane, nearest slice along z).
-
-    Boxes (N, 6) are scaled to the new grid (floor, clipped). For timing only, not accuracy.
-    """
-    import cv2
-
-    d, h, w = volume.shape
-    nd, nh, nw = shape
-    zs = np.clip(np.round((np.arange(nd) + 0.5) * d / nd - 0.5).astype(int), 0, d - 1)
-    planes = [cv2.resize(volume[z], (nw, nh), interpolation=cv2.INTER_LINEAR) for z in range(d)]
-    out = np.stack([planes[z] for z in zs])
-    scale = np.array([nw / w, nh / h, nd / d, nw / w, nh / h, nd / d])
-    new_boxes = np.floor(np.asarray(boxes, dtype=np.float64) * scale).astype(np.int64)
-    hi = np.array([nw - 1, nh - 1, nd - 1] * 2)
-    return out, np.clip(new_boxes, 0, hi)
-
-
-def tile_image(image: np.ndarray, boxes: np.ndarray, n_boxes: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Tile an (H, W[, C]) image 2 x 2 and return it with the first ``n_boxes`` of the tiled (4N, 4) boxes."""
-    h, w = image.shape[:2]
-    tiled = np.concatenate([np.concatenate([image, image], axis=1)] * 2, axis=0)
-    all_boxes = np.concatenate([boxes + np.array([dx, dy, dx, dy]) for dy in (0, h) for dx in (0, w)])
-    return tiled, all_boxes[:n_boxes]
-
-
-def build_cases(quick: bool) -> List[Dict[str, Any]]:
-    """Cases to time: dicts with name, kind ('2d' / '3d'), image (array), boxes, note; generated ones have
-    ``generated=True`` (full mode only)."""
-    nuclei = load_example("2DBox_Microscopy_nuclei.npz")
-    mr = load_example("3DBox_MR_brain_tumour.npz")
-    if quick:
-        mr_boxes = mr["boxes"].copy()
-        mr_boxes[:, [2, 5]] = [13, 14]
-        return [
-            {"name": "2d_nuclei_4boxes", "kind": "2d", "image": nuclei["imgs"], "boxes": nuclei["boxes"][:4],
-             "note": "bundled nuclei 512x512, first 4 boxes (quick)"},
-            {"name": "3d_mr_2slices", "kind": "3d", "image": mr["imgs"], "boxes": mr_boxes,
-             "note": "bundled MR 25x256x256, box z-range cut to slices 13-14 (quick)"},
-        ]
-    ct = load_example("3DBox_CT_abdomen.npz")
-    big_ct, big_boxes = resample_volume(ct["imgs"], ct["boxes"], (287, 512, 512))
-    extra = big_boxes[3].copy()  # the CT example has 5 boxes; a 6th repeats box 4 to reach 6
-    big_boxes = np.vstack([big_boxes, extra])
-    big_2d, boxes_241 = tile_image(nuclei["imgs"], nuclei["boxes"], 241)
-    return [
-        {"name": "2d_nuclei_512_125boxes", "kind": "2d", "image": nuclei["imgs"], "boxes": nuclei["boxes"],
-         "note": "bundled microscopy nuclei 512x512x3, 125 boxes"},
-        {"name": "3d_ct_112x101x122_5boxes", "kind": "3d", "image": ct["imgs"], "boxes": ct["boxes"],
-         "note": "bundled CT abdomen, 5 boxes"},
-        {"name": "3d_mr_25x256x256_1box", "kind": "3d", "image": mr["imgs"], "boxes": mr["boxes"],
-         "note": "bundled MR brain tumour, 1 box"},
-        {"name": "3d_ct_287x512x512_6boxes", "kind": "3d", "image": big_ct, "boxes": big_boxes,
-         "note": "CT example resampled to 287x512x512 (cv2 linear in-plane, nearest z); 5 scaled boxes + box 4 "
-                 "repeated (timing only)", "generated": True},
-        {"name": "2d_nuclei_1024_241boxes", "kind": "2d", "image": big_2d, "boxes": boxes_241,
-         "note": "nuclei example tiled 2x2 to 1024x1024, first 241 tiled boxes (timing only)", "generated": True},
-    ]
-
-
-def slab_boxes(boxes: np.ndarray, slices: int) -> np.ndarray:
-    """(N, 6) boxes restricted to one slab of ``slices`` consecutive slices (z = slab indices kept).
-
-    The slab is centred on the median of the boxes' middle slices; boxes not meeting it are dropped,
-    the others get their z-range intersected with it. Boxes that overlap in the full case overlap
-    the same way inside the slab, so the cache's saving is kept, unlike cutting boxes separately.
-    """
-    b = np.asarray(boxes, dtype=np.int64).copy()
-    mids = [int((x[5] - x[2]) / 2 + x[2]) for x in b]
-    lo = max(0, int(np.median(mids)) - slices // 2)
-    hi = lo + slices - 1
-    keep = (b[:, 5] >= lo) & (b[:, 2] <= hi)
-    b = b[keep]
-    b[:, 2], b[:, 5] = np.maximum(b[:, 2], lo), np.minimum(b[:, 5], hi)
-    return b
 
 
 def _subset(case: Dict[str, Any], max_calls: Optional[int]) -> Tuple[np.ndarray, Optional[str]]:
@@ -250,7 +86,7 @@ def _subset(case: Dict[str, Any], max_calls: Optional[int]) -> Tuple[np.ndarray,
 
 
 def _run_path(path: str, model: MedSAMLite, case: Dict[str, Any], boxes: np.ndarray) -> Dict[str, Any]:
-    from .predictor import Predictor
+    from ..predictor import Predictor
 
     image = case["image"]
     if path == "baseline":
@@ -271,8 +107,8 @@ def _run_path(path: str, model: MedSAMLite, case: Dict[str, Any], boxes: np.ndar
 # ----------------------------------------------------------------------------- sections
 def bench_encoders(names: Sequence[str], repeats: int, warmup: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Median latency (s) of each encoder on one (1, 3, 256, 256) input; RepViT also fused."""
-    from .encoders import build_encoder
-    from .encoders.repvit import fuse_for_inference
+    from ..encoders import build_encoder
+    from ..encoders.repvit import fuse_for_inference
 
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     out: Dict[str, Any] = {}
@@ -282,8 +118,9 @@ def bench_encoders(names: Sequence[str], repeats: int, warmup: int, log: Callabl
         if name.startswith("repvit_"):
             todo.append((f"{name}+fused", lambda n=name: fuse_for_inference(build_encoder(n).eval())))
     for name, make in todo:
-        torch.manual_seed(0)
-        encoder = make()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            encoder = make()
         params = sum(p.numel() for p in encoder.parameters())
         with torch.inference_mode():
             med, times = median_seconds(lambda enc=encoder: enc(x), repeats, warmup)
@@ -369,16 +206,6 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
 
 
 # ----------------------------------------------------------------------------- reports
-def machine_info(threads: int) -> Dict[str, Any]:
-    """Platform, CPU and library versions of this run."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": threads, "python": platform.python_version()}
 
 
 def write_markdown(result: Dict[str, Any], path: Path) -> None:
@@ -415,7 +242,7 @@ def write_markdown(result: Dict[str, Any], path: Path) -> None:
     lines += ["", f"Process peak RSS (ru_maxrss): {result['process_peak_rss_mib']:.0f} MiB (challenge limit 8 GB).",
               "'not measured' = the cell would exceed the run's max_calls budget; it is not extrapolated.", ""]
     if result.get("backends"):
-        from .bench_backends import markdown_lines
+        from .backends import markdown_lines
 
         lines += markdown_lines(result["backends"])
     with atomic_path(path) as tmp:
@@ -424,12 +251,12 @@ def write_markdown(result: Dict[str, Any], path: Path) -> None:
 
 def write_chart(result: Dict[str, Any], path: Path) -> None:
     """``benchmark.png``: encoder latency and per-case seconds (log scale), baseline vs ours."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 2]})
+    fig = Figure(figsize=(13, 4.8))  # no pyplot: the process's matplotlib backend stays as it is
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
     names = list(result["encoders"])
     ax1.barh(names, [result["encoders"][n]["median_s"] * 1000 for n in names], color="tab:blue")
     ax1.set_xlabel("ms per 256x256 image (median)")
@@ -452,7 +279,6 @@ def write_chart(result: Dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -480,7 +306,8 @@ def run_benchmark(
         out_dir: folder for ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``.
         models: model specs timed as "ours" (Predictor: cache + batched decoding).
         baseline_model: model spec run by the baseline path (LiteMedSAM by default).
-        threads: ``torch.set_num_threads`` for the whole run.
+        threads: threads the run is meant to use: recorded, and given to ONNX Runtime sessions (torch's
+            own pool is set by the caller, e.g. the CLI entry point, never here).
         repeats: timed calls per encoder / decoder latency (median reported); 1 warm-up call.
         quick: tiny cases and grids (for tests); the full mode produces the published numbers.
         encoders: registry encoders to time (default: all of ``ENCODERS``).
@@ -490,17 +317,16 @@ def run_benchmark(
         scaling_max_calls: ``max_calls`` for the scaling table (default: ``max_calls``).
         box_counts, slice_counts: scaling grid (default (1, 2, 4, 8) and (50, 100, 200); quick (1, 2), (1, 2)).
         decode_batch: boxes per decoder call for ours (the decoder table's batched timing always uses 4).
-        backends: also compare these backends (:data:`medsam_lite.bench_backends.BACKENDS`) for
+        backends: also compare these backends (:data:`medsam_lite.benchmark.backends.BACKENDS`) for
             ``models[0]`` on the bundled cases (section ``backends``); None / empty: skip.
         backends_all_cases: in full mode, include the generated large cases in the backend section.
     Returns: the dict written to ``benchmark.json``.
     """
-    from .encoders import ENCODERS
+    from ..encoders import ENCODERS
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(threads)
-    log(f"medsam-lite benchmark: torch.set_num_threads({torch.get_num_threads()}), "
+    log(f"medsam-lite benchmark: torch threads {torch.get_num_threads()}, "
         f"{'quick' if quick else 'full'} mode, out={out_dir}")
     warmup = 0 if quick else 1
     box_counts = tuple(box_counts or ((1, 2) if quick else (1, 2, 4, 8)))
@@ -533,7 +359,8 @@ def run_benchmark(
     result["settings"]["scaling_max_calls"] = scaling_cap
     result["scaling"] = bench_scaling(spec, get(spec), box_counts, slice_counts, scaling_cap, log)
     if backends:
-        from .bench_backends import backend_cases, bench_backends, markdown_lines
+        from .backends import bench_backends, markdown_lines
+        from .cases import backend_cases
 
         log(f"(e) backends for {models[0]}: {', '.join(backends)}")
         result["settings"]["backends"] = list(backends)

@@ -1,15 +1,15 @@
 """Training: the Swin-T teacher (``train_teacher``) and encoder distillation into a student (``distill``).
 
-Both run through one training loop (:mod:`distill.loop`): AdamW + ReduceLROnPlateau on the
+Both run through one training loop (:mod:`medsam_lite.distill.loop`): AdamW + ReduceLROnPlateau on the
 validation loss, ``last.pth`` / ``best.pth`` written atomically every epoch, exact resume, bf16/fp16
 autocast, channels_last, one CPU / one GPU / several processes under ``torchrun`` (DDP).
 
-Modules: :mod:`distill.options` (``TrainConfig``, shared CLI options; no torch import),
-:mod:`distill.runtime` (device, distributed setup, autocast), :mod:`distill.loop` (the loop),
-:mod:`distill.data` (data folders and splits), :mod:`distill.augment` (deterministic augmentation),
-:mod:`distill.cache` (teacher-embedding cache), :mod:`distill.teacher`, :mod:`distill.student`.
+Modules: :mod:`medsam_lite.distill.options` (``TrainConfig``, shared CLI options; no torch import),
+:mod:`medsam_lite.distill.runtime` (device, distributed setup, autocast), :mod:`medsam_lite.distill.loop` (the loop),
+:mod:`medsam_lite.distill.data` (data folders and splits), :mod:`medsam_lite.distill.augment` (deterministic augmentation),
+:mod:`medsam_lite.distill.cache` (teacher-embedding cache), :mod:`medsam_lite.distill.teacher`, :mod:`medsam_lite.distill.student`.
 
-The public functions are imported lazily so that ``import distill.options`` stays light.
+The public functions are imported lazily so that ``import medsam_lite.distill.options`` stays light.
 """
 from __future__ import annotations
 

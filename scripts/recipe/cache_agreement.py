@@ -1,16 +1,16 @@
 """Student-vs-teacher mask agreement on the *distillation* images, from a teacher cache.
 
-The fidelity report (``distill.fidelity``) measures held-out images; this measures the images the
+The fidelity report (``medsam_lite.distill.fidelity``) measures held-out images; this measures the images the
 student was trained on (``train``) and the validation split (``val``), to tell under-fitting from
 over-fitting. Per image (every ``--stride``-th of the split, plain variant 0) ``--boxes`` random
 boxes are drawn in the 256 x 256 model frame inside the image's unpadded content
-(:func:`distill.mask_kd.content_sizes`, seed 1000 + image index); the student's embedding of the
+(:func:`medsam_lite.distill.mask_kd.content_sizes`, seed 1000 + image index); the student's embedding of the
 cached input and the cached teacher embedding are decoded with the student's prompt encoder and
 mask decoder (the teacher's, copied), and the IoU of the low-res masks (logits > 0) is averaged.
 
 Usage::
 
-    python -m distill.recipe.cache_agreement --data runs/distill_data/selected --cache-dir runs/teacher_cache \\
+    python -m scripts.recipe.cache_agreement --data runs/distill_data/selected --cache-dir runs/teacher_cache \\
         --teacher lite_medsam repvit_m0_6_lite runs/student_mask/last.pth
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ import torch
 from medsam_lite.checkpoint import load_model
 from medsam_lite.errors import InputError
 
-from .. import cache as cache_mod
-from ..boxes import sample_boxes
-from ..data import VAL_SPLITS, image_lists
-from ..mask_kd import content_sizes
+from medsam_lite.distill import cache as cache_mod
+from medsam_lite.distill.boxes import sample_boxes
+from medsam_lite.distill.data import VAL_SPLITS, image_lists
+from medsam_lite.distill.mask_kd import content_sizes
 
 PathLike = Union[str, Path]
 

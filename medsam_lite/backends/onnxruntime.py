@@ -1,7 +1,7 @@
 """ONNX Runtime backend for :class:`medsam_lite.predictor.Predictor`.
 
 ``Predictor(backend=OnnxRuntimeBackend(dir))`` runs the same pre/post-processing and 3D propagation
-as the eager model, with ``encoder.onnx`` / ``decoder.onnx`` (see :mod:`export.onnx_export`).
+as the eager model, with ``encoder.onnx`` / ``decoder.onnx`` (see :mod:`medsam_lite.export.onnx_export`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training data from prep output folders (``imgs/``, ``gts/``, ``manifest.csv``; see ``data_prep.prep``).
+"""Training data from prep output folders (``imgs/``, ``gts/``, ``manifest.csv``; see ``medsam_lite.prep.prep``).
 
 * :func:`slice_datasets`: labelled slices for box-prompted training (``SliceDataset`` per folder,
   split ``train`` / ``val`` from each manifest).
@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
-from data_prep.dataset import ImageOnlyDataset, SliceDataset, image_to_model_frame, read_manifest
+from medsam_lite.prep.dataset import ImageOnlyDataset, SliceDataset, image_to_model_frame, read_manifest
 from medsam_lite.errors import InputError
 
 PathLike = Union[str, Path]
@@ -169,7 +169,7 @@ def image_lists(folders: Sequence[PathLike], val_fraction: float = 0.05, seed: i
 
 def load_model_frame(ref: ImageRef) -> np.ndarray:
     """The image of ``ref`` as (h, w, 3) float32 in [0, 1]: longest side resized to 256 (INTER_AREA),
-    min-max scaled, not padded (``data_prep.dataset.image_to_model_frame``)."""
+    min-max scaled, not padded (``medsam_lite.prep.dataset.image_to_model_frame``)."""
     try:
         image = np.load(ref.path, allow_pickle=False)
     except (OSError, ValueError) as exc:

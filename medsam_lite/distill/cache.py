@@ -9,7 +9,7 @@ Layout of a cache folder::
     <split>_done.npy           (R,) uint8: 1 once the row's input and embedding are on disk
 
 ``split`` is ``train`` (R = images x K variants, row = image x K + variant; variant 0 = plain,
-variant v > 0 = :func:`distill.augment.augment` with keys (aug_seed, image, v)) and ``val``
+variant v > 0 = :func:`medsam_lite.distill.augment.augment` with keys (aug_seed, image, v)) and ``val``
 (variant 0 only). Rows are filled batch by batch: data arrays are flushed before their ``done``
 flags, so a killed build continues where it stopped and never trusts a half-written row. A cache
 whose index does not match the requested teacher / data / variants is refused (or removed and

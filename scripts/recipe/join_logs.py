@@ -7,7 +7,7 @@ cumulatively) and ``OUT/loss.png``.
 
 Usage::
 
-    python -m distill.recipe.join_logs runs/student_cpu runs/student_cpu2 runs/student_cpu3 -o docs/distill
+    python -m scripts.recipe.join_logs runs/student_cpu runs/student_cpu2 runs/student_cpu3 -o docs/distill
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from medsam_lite.errors import InputError
 
-from ..loop import LOG_COLUMNS, plot_losses, read_log, write_log
+from medsam_lite.distill.loop import LOG_COLUMNS, plot_losses, read_log, write_log
 
 PathLike = Union[str, Path]
 

@@ -5,7 +5,7 @@
 * ``decoder.onnx``: inputs ``embedding`` (1, 256, 64, 64) and ``boxes`` (N, 4) float32 XYXY in the
   256 x 256 model frame -> output ``logits`` (N, 1, 256, 256); N is a dynamic axis.
 
-Pre/post-processing stays in Python (:class:`export.onnx_backend.OnnxRuntimeBackend` plugs into
+Pre/post-processing stays in Python (:class:`medsam_lite.backends.onnxruntime.OnnxRuntimeBackend` plugs into
 :class:`medsam_lite.predictor.Predictor`). Uses the TorchScript-based ONNX exporter
 (``dynamo=False``), so ``onnxscript`` is not needed.
 """
