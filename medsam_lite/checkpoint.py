@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
+from torch import nn
 
 from .errors import InputError
 from .encoders.tiny_vit import remap_litemedsam_keys
@@ -38,6 +39,16 @@ def sha256_of(path: Union[str, Path]) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_sha256(model: nn.Module) -> str:
+    """SHA-256 over a module's state dict (sorted names, dtypes, shapes and raw bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

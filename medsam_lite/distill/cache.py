@@ -17,7 +17,7 @@ rebuilt when asked). Row sizes: 2 MiB embedding + 192 KiB input.
 """
 from __future__ import annotations
 
-import hashlib
+
 import json
 import shutil
 import time
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from medsam_lite.checkpoint import state_sha256
 from medsam_lite.errors import InputError
 from medsam_lite.io_utils import atomic_path
 from medsam_lite.transforms import EMBEDDING_SIZE, IMAGE_SIZE
@@ -42,16 +43,6 @@ CACHE_VERSION = 1
 INDEX = "index.json"
 EMBED_DIM = 256
 SPLITS = ("train", "val")
-
-
-def state_sha256(model: nn.Module) -> str:
-    """SHA-256 over a module's state dict (sorted names, dtypes, shapes and raw bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from medsam_lite.checkpoint import load_model, save_checkpoint
+from medsam_lite.checkpoint import load_model, save_checkpoint, state_sha256
 from medsam_lite.encoders import build_encoder
 from medsam_lite.errors import InputError
 from medsam_lite.model import MedSAMLite
@@ -185,7 +185,7 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite
 
     with runtime_scope(cfg.device, cfg.amp, cfg.channels_last) as rt:
         teacher_model = load_teacher(teacher)
-        teacher_sha = cache_mod.state_sha256(teacher_model)
+        teacher_sha = state_sha256(teacher_model)
         describe: Dict[str, Any] = {"data": info, "teacher": teacher, "teacher_sha256": teacher_sha,
                                     "student": student, "train_images": len(train_refs), "val_images": len(val_refs),
                                     "cache_dir": str(cache_dir) if cache_dir else None,

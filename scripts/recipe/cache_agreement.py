@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medsam_lite.checkpoint import load_model
+from medsam_lite.checkpoint import load_model, state_sha256
 from medsam_lite.errors import InputError
 
 from medsam_lite.distill import cache as cache_mod
@@ -39,7 +39,7 @@ def cache_agreement(student: str, data: Sequence[PathLike], cache_dir: PathLike,
     ``teacher`` built for ``data`` (same ``val_fraction`` / ``val_split`` as the distill run)."""
     train, val, _ = image_lists(data, val_fraction=val_fraction, seed=0, val_split=val_split)
     index = cache_mod.read_index(Path(cache_dir)) or {}
-    spec = cache_mod.CacheSpec(teacher=teacher, teacher_sha=cache_mod.state_sha256(load_model(teacher)),
+    spec = cache_mod.CacheSpec(teacher=teacher, teacher_sha=state_sha256(load_model(teacher)),
                                items={"train": train, "val": val}, variants=int(index.get("variants") or 1),
                                aug_seed=int(index.get("aug_seed") or 0))
     if not index.get("complete") or any(index.get(k) != v for k, v in spec.identity().items()):

@@ -1,0 +1,28 @@
+"""The eager PyTorch backend: the exact fp32 reference every other backend is measured against."""
+from __future__ import annotations
+
+import torch
+
+from ..model import MedSAMLite
+
+
+class TorchBackend:
+    """Runs a :class:`~medsam_lite.model.MedSAMLite` eagerly in fp32 under ``torch.inference_mode``.
+
+    ``encode``: (B, 3, 256, 256) -> (B, 256, 64, 64); ``decode``: (1, 256, 64, 64) embedding and (N, 4)
+    model-frame boxes -> (N, 1, 256, 256) logits.
+    """
+
+    name = "torch"
+    precision = "fp32"
+
+    def __init__(self, model: MedSAMLite) -> None:
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(images)
+
+    @torch.inference_mode()
+    def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(embedding, boxes_256)[0]
