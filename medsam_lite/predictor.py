@@ -6,6 +6,8 @@ z = slice index. Pixel coordinates are indices; both ends of a range are inclusi
 """
 from __future__ import annotations
 
+import os
+
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -24,21 +26,6 @@ EncodeFn = Callable[[torch.Tensor], torch.Tensor]
 DecodeFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class _TorchBackend:
-    """Runs a MedSAMLite module eagerly: encode (1, 3, 256, 256) -> (1, 256, 64, 64); decode -> logits."""
-
-    def __init__(self, model: MedSAMLite) -> None:
-        self.model = model.eval()
-
-    @torch.inference_mode()
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(image)
-
-    @torch.inference_mode()
-    def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(embedding, boxes_256)[0]
-
-
 class Predictor:
     """Segment-anything style predictor for MedSAM-Lite models.
 
@@ -49,20 +36,28 @@ class Predictor:
         model: a MedSAMLite module, a pretrained name, a checkpoint path, or None (default model).
         decode_batch: boxes decoded together in one decoder call. Default 1: on 2 CPU cores batching
             was never faster per box (4 per call ~10-20 % slower, 8 or more ~40 % slower; see benchmarks/).
-        backend: an object with ``encode(tensor)`` and ``decode(embedding, boxes_256)``; built from
-            ``model`` when None (eager PyTorch). Other backends (ONNX Runtime) plug in here.
+        backend: a registry name (``torch``, ``onnxruntime``, ``openvino``, ``auto``; see
+            :mod:`medsam_lite.backends`) built from ``model``, or a ready :class:`~medsam_lite.backends.Backend`
+            object (then ``model`` is ignored).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (non-torch backends).
+        embedding_cache: folder of the persistent slice-embedding cache (None: in-memory only).
     """
 
     def __init__(
         self,
         model: Union[MedSAMLite, str, None] = None,
         decode_batch: int = 1,
-        backend: Optional[object] = None,
+        backend: Union[str, object] = "torch",
+        precision: str = "auto",
+        embedding_cache: Optional[Union[str, "os.PathLike[str]"]] = None,
     ) -> None:
-        if backend is None:
+        if isinstance(backend, str):
+            from .backends import make_backend
+
             module = model if isinstance(model, MedSAMLite) else load_model(model)
-            backend = _TorchBackend(module)
+            backend = make_backend(module, backend, precision)
         self.backend = backend
+        self.embedding_cache = embedding_cache
         self.decode_batch = decode_batch
         self.encoder_calls = 0
         self._embedding: Optional[Embedding] = None
@@ -126,7 +121,8 @@ class Predictor:
         return masks_to_label_map(masks) if label_map else masks
 
     # ----------------------------------------------------------------- 3D
-    def predict_volume(self, volume: np.ndarray, boxes: np.ndarray, progress: bool = True) -> np.ndarray:
+    def predict_volume(self, volume: np.ndarray, boxes: np.ndarray, progress: bool = True,
+                       on_progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
         """Segment a (D, H, W) volume from (N, 6) boxes by the baseline's slice-by-slice propagation.
 
         For each box: start at ``z_mid = int((z_max - z_min) / 2 + z_min)`` with the given box, go up
@@ -134,6 +130,9 @@ class Predictor:
         of the previous slice's mask in the 256 frame, widened by 3 px; when that mask is empty the
         given box is used. Slice embeddings are cached, so each slice is encoded at most once for
         all boxes.
+
+        ``progress`` shows a tqdm bar; ``on_progress(done, total)`` is called after each decoded slice
+        (total = decoded slices of all boxes).
 
         Returns: (D, H, W) uint8 label map, value i+1 for box i, later boxes win.
         """
@@ -151,14 +150,22 @@ class Predictor:
                 cache[z] = self._encode(volume[z])
             return cache[z]
 
+        done = [0]
+
+        def tick() -> None:
+            bar.update(1)
+            done[0] += 1
+            if on_progress is not None:
+                on_progress(done[0], total)
+
         for idx, box in enumerate(boxes.astype(np.int64), start=1):
-            box_mask = self._propagate(embed, box, idx, volume.shape[0], hw, bar)
+            box_mask = self._propagate(embed, box, idx, volume.shape[0], hw, tick)
             segs[box_mask] = idx
         bar.close()
         return segs
 
     def _propagate(self, embed: Callable[[int], Tuple[Embedding, Tuple[int, int]]], box: np.ndarray, idx: int,
-                   depth: int, hw: Tuple[int, int], bar: tqdm) -> np.ndarray:
+                   depth: int, hw: Tuple[int, int], tick: Callable[[], None]) -> np.ndarray:
         """Propagate one (6,) box through the volume; returns a (D, H, W) bool mask of this box."""
         x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
         given_256 = scale_boxes(np.array([[x0, y0, x1, y1]]), hw)[0]
@@ -175,7 +182,7 @@ class Predictor:
                     box_256 = box_from_mask(prev) if prev.max() > 0 else given_256
                 embedding, resized_hw = embed(z)
                 out[z] = self._decode_masks(embedding, box_256[None], resized_hw, hw)[0].numpy()
-                bar.update(1)
+                tick()
         return out
 
 
