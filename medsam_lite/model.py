@@ -56,6 +56,18 @@ class MedSAMLite(nn.Module):
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
+class DecoderGraph(nn.Module):
+    """The prompt encoder + mask decoder of ``model`` as one graph (tracing, conversion, backends):
+    embedding (1, 256, 64, 64), boxes (N, 4) float32 XYXY in the model frame -> logits (N, 1, 256, 256)."""
+
+    def __init__(self, model: MedSAMLite) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(embedding, boxes)[0]
+
+
 def build_prompt_encoder() -> PromptEncoder:
     """SAM's PromptEncoder(256, (64, 64), (256, 256), mask_in_chans=16)."""
     return PromptEncoder(

@@ -72,7 +72,15 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
+def assert_equal_labels(out: np.ndarray, ref: np.ndarray, what: str) -> None:
+    """The same algorithm on the same inputs: label maps must be identical, pixel for pixel."""
+    assert out.shape == ref.shape and out.dtype == np.uint8 == ref.dtype, what
+    mismatch = int((out != ref).sum())
+    assert mismatch == 0, f"{what}: {mismatch} pixels differ"
+
+
 def assert_agree(out: np.ndarray, ref: np.ndarray, what: str) -> None:
+    """Another runtime (ONNX Runtime): same objects, near-identical pixels."""
     assert out.shape == ref.shape and out.dtype == np.uint8, what
     agreement = float((out == ref).mean())
     assert agreement >= 0.999, f"{what}: pixel agreement {agreement:.5f}"
@@ -149,20 +157,6 @@ def reference(predictor: Predictor, method: str, array: np.ndarray, boxes: np.nd
 
 
 # ---------------------------------------------------------------------------------------------- TorchScript
-@pytest.mark.parametrize("shape", [(101, 122), (512, 512), (256, 256), (77, 91), (1000, 700), (300, 200)])
-def test_scripted_resize_matches_cv2_inter_area(shape) -> None:
-    """The in-artifact INTER_AREA replacement vs cv2 on uint8: bit-exact except rare +-1 on odd shrink factors."""
-    import cv2
-
-    from medsam_lite.export.torchscript import _resize_area_u8, _resized_shape
-
-    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    h, w = _resized_shape(*shape)
-    ref = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).astype(int)
-    ours = _resize_area_u8(torch.from_numpy(img)[None].double(), h, w)[0].numpy().astype(int)
-    assert np.abs(ref - ours).max() <= 1 and (ref != ours).mean() < 1e-3
-
-
 def test_metadata_present(repvit_artifact: Path) -> None:
     from medsam_lite.export.torchscript import read_metadata
 
@@ -183,7 +177,7 @@ def test_repvit_artifact_fused_and_matches_predictor(random_repvit, repvit_artif
     jobs = {"nuclei_2d": cases["nuclei_2d"], "ct_3d": cases["ct_3d"]}
     outs = run_isolated(repvit_artifact, jobs, tmp_path)
     for key, (method, array, boxes) in jobs.items():
-        assert_agree(outs[key], reference(predictor, method, array, boxes), f"repvit {key}")
+        assert_equal_labels(outs[key], reference(predictor, method, array, boxes), f"repvit {key}")
 
 
 def test_lite_medsam_artifact_matches_predictor_isolated(lite_medsam, lite_artifact: Path, cases, tmp_path) -> None:
@@ -192,7 +186,47 @@ def test_lite_medsam_artifact_matches_predictor_isolated(lite_medsam, lite_artif
     for key, (method, array, boxes) in cases.items():
         ref = reference(predictor, method, array, boxes)
         assert ref.any(), key
-        assert_agree(outs[key], ref, f"lite_medsam {key}")
+        assert_equal_labels(outs[key], ref, f"lite_medsam {key}")
+
+
+def full_cases() -> Dict[str, Tuple[str, np.ndarray, np.ndarray]]:
+    """The three bundled real cases, whole: nuclei 512x512 with all 125 boxes, CT abdomen with its 5 organ
+    boxes over their full z-ranges, MR brain tumour."""
+    jobs = {}
+    for key, name in (("nuclei_2d", "2DBox_Microscopy_nuclei.npz"), ("ct_3d", "3DBox_CT_abdomen.npz"),
+                      ("mr_3d", "3DBox_MR_brain_tumour.npz")):
+        array, boxes = load_case(name)
+        jobs[key] = ("segment_2d" if key.endswith("2d") else "segment_3d", array, boxes.astype(np.float64))
+    return jobs
+
+
+def test_artifact_equals_predictor_on_full_real_cases(random_repvit, repvit_artifact: Path, tmp_path) -> None:
+    """One algorithm: the TorchScript file (loaded without medsam_lite) and the Predictor give identical label
+    maps on the whole bundled cases (fast random RepViT weights; the real weights on crops above, whole in the
+    slow test)."""
+    predictor = Predictor(random_repvit)
+    jobs = full_cases()
+    outs = run_isolated(repvit_artifact, jobs, tmp_path)
+    for key, (method, array, boxes) in jobs.items():
+        ref = reference(predictor, method, array, boxes)
+        assert ref.any(), key
+        assert_equal_labels(outs[key], ref, f"repvit full {key}")
+
+
+@pytest.mark.slow
+def test_lite_medsam_artifact_equals_cli_on_full_real_cases(lite_artifact: Path, tmp_path) -> None:
+    """The real weights, whole bundled cases: the artifact's label maps equal ``medsam-lite segment``'s files."""
+    from medsam_lite.cli.main import main
+
+    jobs = full_cases()
+    outs = run_isolated(lite_artifact, jobs, tmp_path)
+    out_dir = tmp_path / "cli"
+    for key, name in (("nuclei_2d", "2DBox_Microscopy_nuclei.npz"), ("ct_3d", "3DBox_CT_abdomen.npz"),
+                      ("mr_3d", "3DBox_MR_brain_tumour.npz")):
+        assert main(["segment", str(EXAMPLES / name), "-o", str(out_dir), "--model", "lite_medsam", "--backend",
+                     "torch", "--no-progress"]) == 0
+        with np.load(out_dir / name) as seg:
+            assert_equal_labels(outs[key], seg["segs"], f"lite_medsam full {key}")
 
 
 @pytest.mark.slow
@@ -202,7 +236,7 @@ def test_lite_medsam_artifact_matches_predictor_bigger(lite_medsam, lite_artifac
     for key, (method, array, boxes) in big_cases.items():
         ref = reference(predictor, method, array, boxes)
         assert ref.any(), key
-        assert_agree(outs[key], ref, f"lite_medsam {key}")
+        assert_equal_labels(outs[key], ref, f"lite_medsam {key}")
 
 
 def test_3d_encodes_each_slice_once(repvit_artifact: Path) -> None:
@@ -245,7 +279,7 @@ def test_partial_box_is_clipped_like_predictor(random_repvit, repvit_artifact: P
     predictor = Predictor(random_repvit)
     with pytest.warns(UserWarning):
         ref = reference(predictor, "segment_2d", img, boxes)
-    assert_agree(out, ref, "clipped box")
+    assert_equal_labels(out, ref, "clipped box")
 
 
 def test_cli_export_torchscript(fast_checkpoint: Path, tmp_path: Path) -> None:
@@ -321,7 +355,7 @@ def test_shipped_student_exports_match_predictor(cases, tmp_path: Path) -> None:
     ref = reference(Predictor(student), method, array, boxes)
     artifact = torch.jit.load(str(export_torchscript(student, tmp_path / "student.pt", "repvit_m0_6_lite")))
     scripted = artifact.segment_2d(torch.from_numpy(array), torch.from_numpy(boxes)).numpy()
-    assert_agree(scripted, ref, "torchscript student")
+    assert_equal_labels(scripted, ref, "torchscript student")
     export_onnx(student, tmp_path / "onnx")
     onnx_masks = reference(Predictor(backend=OnnxRuntimeBackend(tmp_path / "onnx", threads=2)), method, array, boxes)
     assert_agree(onnx_masks, ref, "onnx student")

@@ -1,0 +1,336 @@
+"""The fast-inference benchmark: the LiteMedSAM baseline algorithm against ours on every backend x precision.
+
+One run measures, on the same cases and the same machine:
+
+* ``baseline``: :mod:`medsam_lite.baseline` (eager fp32, the encoder re-run for every slice of every box,
+  one box per decoder call), in process and as a whole ``medsam-lite segment --baseline`` process;
+* ``ours`` for each configuration ``backend:precision`` (``torch:fp32`` is the exact reference):
+  :class:`~medsam_lite.predictor.Predictor` in process (start-up = building the backend, conversion
+  cache hit after the first run), and the whole ``medsam-lite segment`` process run twice (the
+  second run is the one users see every day: the converted model is cached);
+* per configuration: image-encoder milliseconds per call (median), its GFLOPs per call (counted with
+  ``torch.utils.flop_counter`` on the eager model) and the achieved GFLOP/s beside the CPU's peak
+  (an estimate from its frequency, core count and vector units, stated in the report), decoder
+  milliseconds per box;
+* per case: seconds, peak RSS (MiB; a whole process: its own ``ru_maxrss`` from ``wait4``),
+  agreement of the label map with ``torch:fp32`` (pixel agreement, mean label DSC), DSC against
+  the case's ground truth where it has one.
+
+Cases (:func:`inference_cases`): the bundled nuclei (125 boxes), CT abdomen (5 organs), MR tumour; in
+full mode also the CT resampled to 133 x 512 x 512 with 6 boxes (the memory check) and the nuclei
+image tiled to 1024 x 1024 with 241 boxes.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..baseline import baseline_segment_2d, baseline_segment_volume
+from ..errors import InputError
+from ..metrics import dice
+from ..model import MedSAMLite
+from ..resources import example_path, load_example
+from .cases import resample_volume, tile_image
+from .timing import PeakRSS, median_seconds
+
+DEFAULT_CONFIGS = ("torch:fp32", "onnxruntime:fp32", "openvino:fp32", "openvino:bf16")
+"""Configurations timed by default (``backend:precision``); missing runtimes are skipped with a note."""
+
+
+@dataclass
+class InferenceBenchConfig:
+    """Settings of one inference benchmark run.
+
+    Attributes:
+        model: pretrained name or checkpoint path timed by every configuration and the baseline.
+        configs: ``backend:precision`` strings; ``auto`` is allowed for either part.
+        quick: small cases (tests); full mode adds the generated large cases.
+        whole_process: also time whole ``medsam-lite segment`` processes (two runs each).
+        baseline: time the baseline algorithm (in process, and whole-process when ``whole_process``).
+        baseline_max_calls: skip the baseline on cases needing more encoder calls than this (None: none).
+        repeats: timed calls for the encoder / decoder latencies (median).
+        threads: threads of every runtime (torch's pool is set by the caller; given to the others and to
+            the child processes through ``--threads``).
+        cache_dir: converted-model cache for the backends (None: the user cache folder).
+    """
+
+    model: str = "lite_medsam"
+    configs: Sequence[str] = DEFAULT_CONFIGS
+    quick: bool = False
+    whole_process: bool = True
+    baseline: bool = True
+    baseline_max_calls: Optional[int] = None
+    repeats: int = 3
+    threads: int = 2
+    cache_dir: Optional[Path] = None
+
+
+@dataclass
+class Case:
+    """One timed case: (H, W, 3) image with (N, 4) boxes or (D, H, W) volume with (N, 6) boxes."""
+
+    name: str
+    kind: str
+    image: np.ndarray
+    boxes: np.ndarray
+    gts: Optional[np.ndarray]
+    note: str
+    path: Optional[Path] = None  # a challenge .npz holding it (for the whole-process runs)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- cases
+def inference_cases(quick: bool, work_dir: Path) -> List[Case]:
+    """The cases (see the module docstring); generated ones are written as challenge .npz into ``work_dir``."""
+    nuclei = load_example("2DBox_Microscopy_nuclei.npz")
+    ct = load_example("3DBox_CT_abdomen.npz")
+    mr = load_example("3DBox_MR_brain_tumour.npz")
+    if quick:
+        boxes = mr["boxes"].copy()
+        boxes[:, 2], boxes[:, 5] = 12, 14
+        cases = [Case("2d_nuclei_8boxes", "2d", nuclei["imgs"], nuclei["boxes"][:8], nuclei["gts"],
+                      "bundled nuclei 512x512, first 8 boxes (quick)"),
+                 Case("3d_mr_3slices", "3d", mr["imgs"], boxes, None, "bundled MR, box cut to slices 12-14 (quick)")]
+    else:
+        cases = [Case("2d_nuclei_125boxes", "2d", nuclei["imgs"], nuclei["boxes"], nuclei["gts"],
+                      "bundled microscopy nuclei 512x512, 125 boxes", example_path("2DBox_Microscopy_nuclei.npz")),
+                 Case("3d_ct_5organs", "3d", ct["imgs"], ct["boxes"], ct["gts"],
+                      f"bundled CT abdomen {'x'.join(map(str, ct['imgs'].shape))}, 5 organ boxes",
+                      example_path("3DBox_CT_abdomen.npz")),
+                 Case("3d_mr_1box", "3d", mr["imgs"], mr["boxes"], mr["gts"], "bundled MR brain tumour 25x256x256",
+                      example_path("3DBox_MR_brain_tumour.npz"))]
+        big_ct, big_boxes = resample_volume(ct["imgs"], ct["boxes"], (133, 512, 512))
+        big_boxes = np.vstack([big_boxes, big_boxes[3:4]])
+        big_2d, boxes_241 = tile_image(nuclei["imgs"], nuclei["boxes"], 241)
+        cases += [Case("3d_ct_133x512x512_6boxes", "3d", big_ct, big_boxes, None,
+                       "CT example resampled to 133x512x512 (cv2 linear in-plane, nearest z), 5 boxes + box 4 again "
+                       "(timing and memory only)"),
+                  Case("2d_nuclei_1024_241boxes", "2d", big_2d, boxes_241, None,
+                       "nuclei example tiled 2x2 to 1024x1024, first 241 tiled boxes (timing only)")]
+    for case in cases:
+        if case.path is None:
+            prefix = "3D" if case.kind == "3d" else "2D"
+            case.path = work_dir / f"{prefix}Box_{case.name}.npz"
+            np.savez_compressed(case.path, imgs=case.image, boxes=case.boxes)
+    return cases
+
+
+# ----------------------------------------------------------------------------- machine
+def cpu_peak_gflops(threads: int) -> Dict[str, Any]:
+    """Estimated peak GFLOP/s of ``threads`` cores: fp32 = cores x GHz x FLOPs per cycle (AVX-512: 2 FMA
+    units x 16 lanes x 2 = 64; AVX2: 32), bf16 with AMX = cores x GHz x 1024 (one TMUL tile op per
+    cycle). A ceiling, not a promise: VMs and turbo states move it."""
+    flags, mhz = set(), 0.0
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                if line.startswith("cpu MHz") and not mhz:
+                    mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    ghz = mhz / 1000.0
+    fp32_per_cycle = 64 if "avx512f" in flags else (32 if "avx2" in flags else 16)
+    out = {"ghz": round(ghz, 3), "cores": threads, "fp32_flops_per_cycle": fp32_per_cycle,
+           "fp32_peak_gflops": round(threads * ghz * fp32_per_cycle, 1),
+           "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags}
+    if "amx_bf16" in flags:
+        out["bf16_peak_gflops"] = round(threads * ghz * 1024, 1)
+    elif "avx512_bf16" in flags:
+        out["bf16_peak_gflops"] = round(threads * ghz * 128, 1)
+    return out
+
+
+def count_gflops(model: MedSAMLite) -> Tuple[float, float]:
+    """(encoder GFLOPs per (1, 3, 256, 256) call, decoder GFLOPs per box), counted on the eager model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as enc:
+            emb = model.encode(torch.zeros(1, 3, 256, 256))
+        with FlopCounterMode(display=False) as dec:
+            model.decode(emb, torch.tensor([[40.0, 50.0, 120.0, 140.0]]))
+    return enc.get_total_flops() / 1e9, dec.get_total_flops() / 1e9
+
+
+# ----------------------------------------------------------------------------- runs
+def _run(predictor: Any, case: Case) -> np.ndarray:
+    if case.kind == "2d":
+        predictor.set_image(case.image)
+        return predictor.predict(case.boxes)
+    return predictor.predict_volume(case.image, case.boxes, progress=False)
+
+
+def _agreement(labels: np.ndarray, reference: Optional[np.ndarray], gts: Optional[np.ndarray],
+               n_labels: int) -> Dict[str, Optional[float]]:
+    out: Dict[str, Optional[float]] = {"pixel_agreement": None, "label_dsc_vs_reference": None, "gt_dsc": None}
+    if reference is not None:
+        present = [k for k in range(1, n_labels + 1) if (labels == k).any() or (reference == k).any()]
+        out["pixel_agreement"] = float((labels == reference).mean())
+        out["label_dsc_vs_reference"] = (float(np.mean([dice(labels == k, reference == k) for k in present]))
+                                         if present else 1.0)
+    if gts is not None:
+        present = [k for k in range(1, n_labels + 1) if (gts == k).any()]
+        out["gt_dsc"] = float(np.mean([dice(labels == k, gts == k) for k in present])) if present else None
+    return out
+
+
+def whole_process(case: Case, args: Sequence[str], out_dir: Path, threads: int) -> Dict[str, Any]:
+    """Wall seconds and peak RSS of one ``medsam-lite segment CASE`` child process (exit status checked)."""
+    cmd = [sys.executable, "-m", "medsam_lite.cli.main", "segment", str(case.path), "-o", str(out_dir),
+           "--no-progress", "--threads", str(threads), *args]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.strip()[-500:]}")
+    return {"seconds": seconds, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "command": " ".join(cmd[1:])}
+
+
+def _parse(config: str) -> Tuple[str, str]:
+    backend, _, precision = config.partition(":")
+    return backend, precision or "auto"
+
+
+def run_inference_bench(cfg: InferenceBenchConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Run the benchmark (module docstring); returns the ``inference`` section of ``benchmark.json``."""
+    from ..backends import installed, make_backend, resolve
+    from ..checkpoint import load_model
+    from ..predictor import Predictor
+
+    model = load_model(cfg.model)
+    enc_gflops, dec_gflops = count_gflops(model)
+    section: Dict[str, Any] = {"model": cfg.model, "encoder_gflops": enc_gflops, "decoder_gflops_per_box": dec_gflops,
+                               "cpu_peak": cpu_peak_gflops(cfg.threads), "configs": {}, "cases": [],
+                               "skipped": {}}
+    log(f"  encoder {enc_gflops:.1f} GFLOPs per call, decoder {dec_gflops:.2f} GFLOPs per box")
+    with tempfile.TemporaryDirectory(prefix="medsam-infer-") as tmp:
+        work = Path(tmp)
+        cases = inference_cases(cfg.quick, work)
+        predictors: Dict[str, Any] = {}
+        for config in cfg.configs:
+            backend_name, precision = _parse(config)
+            if backend_name != "auto" and not installed(backend_name):
+                section["skipped"][config] = f"{backend_name} is not installed"
+                continue
+            try:
+                backend_name, precision = resolve(backend_name, precision)
+            except InputError as exc:
+                section["skipped"][config] = str(exc)
+                continue
+            key = f"{backend_name}:{precision}"
+            start = time.perf_counter()
+            backend = make_backend(model, backend_name, precision, cache_dir=cfg.cache_dir, threads=cfg.threads)
+            startup = time.perf_counter() - start
+            x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+            with torch.inference_mode():
+                emb = backend.encode(x)
+                enc_s, _ = median_seconds(lambda: backend.encode(x), cfg.repeats, warmup=1)
+                box = torch.tensor([[40.0, 50.0, 120.0, 140.0]])
+                dec_s, _ = median_seconds(lambda: backend.decode(emb, box), cfg.repeats, warmup=1)
+            section["configs"][key] = {"requested": config, "startup_s": startup, "encoder_ms": enc_s * 1000,
+                                       "encoder_gflops_per_s": enc_gflops / enc_s, "decoder_ms_per_box": dec_s * 1000}
+            predictors[key] = Predictor(backend=backend)
+            log(f"  {key}: start-up {startup:.2f} s, encoder {enc_s * 1000:.0f} ms ({enc_gflops / enc_s:.0f} GFLOP/s), "
+                f"decoder {dec_s * 1000:.1f} ms/box")
+        reference_key = next((k for k in predictors if k == "torch:fp32"), None)
+        for case in cases:
+            entry: Dict[str, Any] = {"name": case.name, "kind": case.kind, "shape": list(case.image.shape),
+                                     "n_boxes": int(len(case.boxes)), "note": case.note, "has_gt": case.gts is not None,
+                                     "ours": {}}
+            log(f"  case {case.name}")
+            reference: Optional[np.ndarray] = None
+            for key in ([reference_key] if reference_key else []) + [k for k in predictors if k != reference_key]:
+                with PeakRSS() as mem:
+                    start = time.perf_counter()
+                    labels = _run(predictors[key], case)
+                    seconds = time.perf_counter() - start
+                if key == reference_key:
+                    reference = labels
+                res = {"seconds": seconds, "peak_rss_mib": round(mem.peak_mib, 1),
+                       **_agreement(labels, reference, case.gts, len(case.boxes))}
+                if cfg.whole_process:
+                    backend_name, precision = key.split(":")
+                    runs = [whole_process(case, ["--model", cfg.model, "--backend", backend_name, "--precision",
+                                                 precision], work / f"out_{key.replace(':', '_')}", cfg.threads)
+                            for _ in range(2)]
+                    res["process_first"], res["process"] = runs
+                entry["ours"][key] = res
+                log(f"    {key:18s} {seconds:8.2f} s in process"
+                    + (f", {res['process']['seconds']:.2f} s whole process (2nd run), peak RSS "
+                       f"{res['process']['peak_rss_mib']:.0f} MiB" if cfg.whole_process else "")
+                    + (f", agreement {res['pixel_agreement']:.5f}" if res["pixel_agreement"] is not None else "")
+                    + (f", GT DSC {res['gt_dsc']:.4f}" if res["gt_dsc"] is not None else ""))
+            if cfg.baseline:
+                calls = (1 if case.kind == "2d" else int(sum(b[5] - b[2] + 1 for b in case.boxes.astype(np.int64))))
+                if cfg.baseline_max_calls is not None and calls > cfg.baseline_max_calls:
+                    entry["baseline"] = {"skipped": f"{calls} encoder calls > {cfg.baseline_max_calls}"}
+                else:
+                    start = time.perf_counter()
+                    run = baseline_segment_2d if case.kind == "2d" else baseline_segment_volume
+                    labels = run(model, case.image, case.boxes)
+                    base: Dict[str, Any] = {"seconds": time.perf_counter() - start, "encoder_calls": calls,
+                                            **_agreement(labels, reference, case.gts, len(case.boxes))}
+                    if cfg.whole_process:
+                        base["process"] = whole_process(case, ["--model", cfg.model, "--baseline"], work / "out_base",
+                                                        cfg.threads)
+                    entry["baseline"] = base
+                    for key, res in entry["ours"].items():
+                        res["speedup_in_process"] = base["seconds"] / res["seconds"]
+                        if cfg.whole_process:
+                            res["speedup_process"] = base["process"]["seconds"] / res["process"]["seconds"]
+                    log(f"    baseline           {base['seconds']:8.2f} s in process"
+                        + (f", {base['process']['seconds']:.2f} s whole process" if cfg.whole_process else ""))
+            section["cases"].append(entry)
+    return section
+
+
+def markdown_lines(section: Dict[str, Any]) -> List[str]:
+    """The inference tables as markdown lines."""
+    peak = section["cpu_peak"]
+    lines = [f"## Inference: {section['model']}, baseline vs ours per backend x precision", "",
+             f"Encoder {section['encoder_gflops']:.1f} GFLOPs per 256x256 call, decoder "
+             f"{section['decoder_gflops_per_box']:.2f} GFLOPs per box. CPU peak estimate for {peak['cores']} cores at "
+             f"{peak['ghz']} GHz: fp32 {peak['fp32_peak_gflops']} GFLOP/s"
+             + (f", bf16 {peak['bf16_peak_gflops']} GFLOP/s" if "bf16_peak_gflops" in peak else "") + ".", "",
+             "| config | start-up s | encoder ms | encoder GFLOP/s | decoder ms/box |", "|---|---|---|---|---|"]
+    for key, c in section["configs"].items():
+        lines.append(f"| {key} | {c['startup_s']:.2f} | {c['encoder_ms']:.0f} | {c['encoder_gflops_per_s']:.0f} | "
+                     f"{c['decoder_ms_per_box']:.1f} |")
+    for key, why in section.get("skipped", {}).items():
+        lines.append(f"| {key} | skipped: {why} | | | |")
+    lines += ["", "| case | path | in process s | whole process s (2nd run) | speed-up (process) | peak RSS MiB | "
+              "agreement with torch:fp32 | GT DSC |", "|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v: Optional[float], spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    for case in section["cases"]:
+        base = case.get("baseline", {})
+        if "seconds" in base:
+            proc = base.get("process", {})
+            lines.append(f"| {case['name']} | baseline | {base['seconds']:.2f} | {fmt(proc.get('seconds'), '.2f')} | "
+                         f"1.0x | {fmt(proc.get('peak_rss_mib'), '.0f')} | {fmt(base.get('pixel_agreement'), '.5f')} | "
+                         f"{fmt(base.get('gt_dsc'), '.4f')} |")
+        elif base:
+            lines.append(f"| {case['name']} | baseline | skipped: {base['skipped']} | | | | | |")
+        for key, r in case["ours"].items():
+            proc = r.get("process", {})
+            speed = r.get("speedup_process")
+            lines.append(f"| {case['name']} | {key} | {r['seconds']:.2f} | {fmt(proc.get('seconds'), '.2f')} | "
+                         f"{fmt(speed, '.1f')}{'x' if speed else ''} | {fmt(proc.get('peak_rss_mib', r['peak_rss_mib']), '.0f')} | "
+                         f"{fmt(r['pixel_agreement'], '.5f')} | {fmt(r['gt_dsc'], '.4f')} |")
+    return lines + [""]

@@ -1,0 +1,124 @@
+"""Every registry encoder x every backend gives the Predictor's label map (as timm's tests/test_models.py
+covers its whole registry), and every pretrained entry loads with its SHA-256 checked.
+
+Models are random (seeded) instances of each registry encoder with segment-anything's decoder: the
+comparison is between runtimes on the same weights, so the weights need not be trained. Inputs are
+crops of the bundled real cases (2D nuclei, 3D CT slab) to keep the matrix quick.
+
+* ``torchscript``: the exported file runs the same algorithm (:class:`medsam_lite.propagation.Propagator`)
+  and must give the identical label map.
+* ``onnxruntime`` / ``openvino`` (fp32): other runtimes; pixel agreement >= 0.999 with the eager map.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_lite.backends import installed
+from medsam_lite.encoders import ENCODERS
+from medsam_lite.model import MedSAMLite, build_medsam
+from medsam_lite.predictor import Predictor
+from medsam_lite.resources import load_example
+
+RUNTIMES = ["torchscript", "onnxruntime", "openvino"]
+
+
+@pytest.fixture(scope="module")
+def jobs() -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    nuclei = load_example("2DBox_Microscopy_nuclei.npz")
+    image = np.ascontiguousarray(nuclei["imgs"][:160, :200])
+    boxes = nuclei["boxes"][(nuclei["boxes"][:, 2] < 200) & (nuclei["boxes"][:, 3] < 160)][:3].astype(np.float64)
+    ct = load_example("3DBox_CT_abdomen.npz")
+    box = ct["boxes"][1].astype(np.float64).copy()
+    lo = int((box[5] - box[2]) / 2 + box[2]) - 1
+    volume = np.ascontiguousarray(ct["imgs"][lo:lo + 3])
+    box[2], box[5] = 0, 2
+    return {"2d": (image, boxes), "3d": (volume, box[None])}
+
+
+_MODELS: Dict[str, MedSAMLite] = {}
+
+
+def random_model(encoder: str) -> MedSAMLite:
+    if encoder not in _MODELS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _MODELS[encoder] = build_medsam(encoder).eval()
+    return _MODELS[encoder]
+
+
+def eager(model: MedSAMLite, jobs) -> Dict[str, np.ndarray]:
+    predictor = Predictor(model, backend="torch")
+    image, boxes = jobs["2d"]
+    predictor.set_image(image)
+    out = {"2d": predictor.predict(boxes)}
+    volume, boxes3 = jobs["3d"]
+    out["3d"] = predictor.predict_volume(volume, boxes3, progress=False)
+    return out
+
+
+def run_runtime(runtime: str, model: MedSAMLite, jobs, tmp_path: Path) -> Dict[str, np.ndarray]:
+    if runtime == "torchscript":
+        from medsam_lite.export.torchscript import export_torchscript
+
+        module = torch.jit.load(str(export_torchscript(model, tmp_path / "p.pt")))
+        image, boxes = jobs["2d"]
+        volume, boxes3 = jobs["3d"]
+        return {"2d": module.segment_2d(torch.from_numpy(image), torch.from_numpy(boxes)).numpy(),
+                "3d": module.segment_3d(torch.from_numpy(volume), torch.from_numpy(boxes3)).numpy()}
+    if not installed(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    from medsam_lite.backends import make_backend
+
+    predictor = Predictor(backend=make_backend(model, runtime, "fp32", cache_dir=tmp_path / "cache"))
+    image, boxes = jobs["2d"]
+    predictor.set_image(image)
+    out = {"2d": predictor.predict(boxes)}
+    volume, boxes3 = jobs["3d"]
+    out["3d"] = predictor.predict_volume(volume, boxes3, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+def test_every_encoder_on_every_backend(encoder: str, runtime: str, jobs, tmp_path: Path) -> None:
+    model = random_model(encoder)
+    reference = eager(model, jobs)
+    got = run_runtime(runtime, model, jobs, tmp_path)
+    for kind in ("2d", "3d"):
+        ref, out = reference[kind], got[kind]
+        assert out.shape == ref.shape and out.dtype == np.uint8, (encoder, runtime, kind)
+        if runtime == "torchscript":
+            assert np.array_equal(out, ref), (encoder, kind, int((out != ref).sum()))
+        else:
+            assert float((out == ref).mean()) >= 0.999, (encoder, runtime, kind, float((out == ref).mean()))
+
+
+def test_every_pretrained_entry_loads_with_its_sha256() -> None:
+    """Each registry name resolves to a file whose SHA-256 is recorded and checked before loading."""
+    from medsam_lite import checkpoint as ck
+
+    for name in ck.PRETRAINED:
+        path, expected = ck.pretrained_file(name)
+        assert ck.sha256_of(path) == expected, name
+        model = ck.load_model(name)
+        assert isinstance(model, MedSAMLite) and not model.training, name
+
+
+def test_pretrained_sha_mismatch_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """A pretrained file whose bytes changed is refused with one line naming it."""
+    from medsam_lite import checkpoint as ck
+    from medsam_lite.errors import InputError
+
+    path, _ = ck.pretrained_file("repvit_m0_6_lite")
+    copy = tmp_path / path.name
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    monkeypatch.setattr(ck, "STUDENT_PATH", copy)
+    with pytest.raises(InputError, match="SHA-256 mismatch"):
+        ck.load_model("repvit_m0_6_lite")
