@@ -270,6 +270,11 @@ def test_nifti_upload_segment_save_keeps_affine(client, roots, tmp_path, referen
     reference.set_image(data["imgs"][14])
     want = reference.predict(np.asarray([[x0, y0, x1, y1]], np.float64), label_map=False)[0]
     np.testing.assert_array_equal(mask_of(r.json()), want)
+    for window in ("percentile", "abdomen", "40,80"):
+        r = client.get(f"/api/cases/{info['id']}/slice/14.png", params={"window": window})
+        assert r.status_code == 200
+        shown = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert shown.shape == (256, 256) and shown.dtype == np.uint8 and shown.max() > shown.min()
     r = client.post(f"/api/cases/{info['id']}/save", json={"out_dir": "run1"})
     assert r.status_code == 200, r.text
     saved = Path(r.json()["path"])
@@ -302,6 +307,7 @@ def test_bad_requests_give_4xx_and_server_keeps_serving(client, roots):
     assert_one_line_4xx(client.post(seg, content=b"{not json", headers={"content-type": "application/json"}))
     assert_one_line_4xx(client.post("/api/cases", content=b"{not json", headers={"content-type": "application/json"}))
     assert_one_line_4xx(client.post("/api/cases", json={"nopath": 1}), 400)
+    assert_one_line_4xx(client.post("/api/cases", json={"path": str(roots["root"] / NUCLEI), "window": 3}), 400)
     assert_one_line_4xx(client.post(f"/api/cases/{cid}/propagate", json={"box": [1, 1, 0, 9, 9, 0]}), 400)  # 2D case
     assert_one_line_4xx(client.get(f"/api/cases/{cid}/slice/0.png", params={"window": "nonsense"}), 400)
     assert_one_line_4xx(client.post(f"/api/cases/{cid}/undo"), 400)  # nothing to undo
@@ -354,3 +360,19 @@ def test_cli_registers_serve():
 
     args = build_parser().parse_args(["serve", "x", "--port", "9999"])
     assert args.command == "serve" and args.port == 9999 and args.host == "127.0.0.1" and args.paths == ["x"]
+
+
+def test_cli_refuses_missing_path(capsys):
+    from medsam_lite.cli.main import main
+
+    assert main(["serve", "/no/such/folder"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "/no/such/folder" in err and "not found" in err
+
+
+def test_embedding_order_starts_in_the_middle():
+    from medsam_lite.serve.state import embedding_order
+
+    assert embedding_order(5) == [2, 3, 1, 4, 0]
+    assert embedding_order(1) == [0]
+    assert sorted(embedding_order(112)) == list(range(112))

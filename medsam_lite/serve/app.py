@@ -282,6 +282,8 @@ def create_app(config: ServeConfig, backend: Any = None) -> FastAPI:
             raise HTTPException(400, "body must be JSON {\"path\": ...} or a multipart file upload") from None
         if not isinstance(body, dict) or not isinstance(body.get("path"), str):
             raise HTTPException(400, "JSON body must be {\"path\": \"<file under an allowed root>\"}")
+        if body.get("window") is not None and not isinstance(body["window"], str):
+            raise HTTPException(400, "window must be a preset name or \"LEVEL,WIDTH\"")
         req = OpenPath(**{k: v for k, v in body.items() if k in ("path", "window")})
         path = resolve_under(req.path, server.roots, "case path")
         state = await run_in_threadpool(server.open, path, req.window)
