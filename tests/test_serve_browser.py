@@ -108,7 +108,8 @@ def _open(driver, url: str, name: str) -> None:
 
 
 def _drag_box(driver, box) -> None:
-    """Mouse-drag from image pixel (x0, y0) to (x1, y1) on the viewer (ActionChains, real mouse events)."""
+    """Mouse-drag from image pixel (x0, y0) to (x1, y1) of ``box`` on the viewer (ActionChains, real
+    mouse events, from and to the pixels' centres)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -173,6 +174,23 @@ def test_browser_draw_box_shows_mask(server_url, driver):
     assert inside.mean() > 0.95, f"only {inside.mean():.0%} of the mask pixels lie in the drawn box"
     text = driver.find_element("id", "latency").text
     assert "ms on the server" in text
+    # the box the page sent is the drawn one (mouse positions are whole screen pixels: +-1 image pixel)
+    import httpx
+
+    drawn = httpx.get(f"{server_url}/api/cases/{case_id}", timeout=60).json()["objects"][0]["box"]
+    assert np.abs(np.subtract(drawn, box)).max() <= 1, drawn
+    # edit the box: drag its right edge (the object stays selected) to x = 450
+    _drag_box(driver, (drawn[2] + 1, (y0 + y1) // 2, 450, (y0 + y1) // 2))
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.segments") == "2", "edited mask")
+    objects = httpx.get(f"{server_url}/api/cases/{case_id}", timeout=60).json()["objects"]
+    assert len(objects) == 1, objects
+    edited = objects[0]["box"]
+    assert edited[:2] == drawn[:2] and edited[3] == drawn[3] and abs(edited[2] - 450) <= 1, (drawn, edited)
+    labels = _labels(server_url, case_id, 0, alpha.shape)
+    _wait(driver, lambda d: int(d.execute_script(
+        "return document.getElementById('overlay-canvas').dataset.maskPixels || 0")) == int((labels > 0).sum()),
+        "overlay of the edited box")
+    np.testing.assert_array_equal(_overlay_alpha(driver) > 0, labels > 0)
     shot = os.environ.get("MEDSAM_LITE_SCREENSHOT")
     if shot:
         _save_small_screenshot(driver, Path(shot))

@@ -244,6 +244,33 @@ function toImage(ev) {
   return [Math.max(0, Math.min(S.info.width - 1, Math.floor(x))), Math.max(0, Math.min(S.info.height - 1, Math.floor(y)))];
 }
 
+function normBox(b) {
+  return [Math.min(b[0], b[2]), Math.min(b[1], b[3]), Math.max(b[0], b[2]), Math.max(b[1], b[3])];
+}
+
+function selectedBox() {
+  if (!S.info || S.selected === null) return null;
+  const o = S.info.objects.find((x) => x.id === S.selected);
+  if (!o) return null;
+  const onSlice = o.z === S.z || (o.z_range && S.z >= o.z_range[0] && S.z <= o.z_range[1]);
+  return onSlice ? o.box : null;
+}
+
+// Which edges of the selected object's box the pointer grabs (within 6 screen pixels), or null.
+function hitHandles(ev) {
+  const b = selectedBox();
+  if (!b) return null;
+  const r = $("box-canvas").getBoundingClientRect();
+  const x = (ev.clientX - r.left) / r.width * S.info.width, y = (ev.clientY - r.top) / r.height * S.info.height;
+  const tol = 6 * S.info.width / r.width;
+  const inX = x >= b[0] - tol && x <= b[2] + 1 + tol, inY = y >= b[1] - tol && y <= b[3] + 1 + tol;
+  const h = {
+    x0: inY && Math.abs(x - b[0]) <= tol, x1: inY && Math.abs(x - (b[2] + 1)) <= tol,
+    y0: inX && Math.abs(y - b[1]) <= tol, y1: inX && Math.abs(y - (b[3] + 1)) <= tol,
+  };
+  return (h.x0 || h.x1 || h.y0 || h.y1) ? h : null;
+}
+
 // ------------------------------------------------------------------ segmenting
 const segment = guard(async (box) => {
   const t0 = performance.now();
@@ -337,7 +364,8 @@ function setup() {
       S.drag = { pan: true, x: ev.clientX, y: ev.clientY, px: S.panX, py: S.panY };
     } else if (ev.button === 0) {
       const p = toImage(ev);
-      S.drag = { pan: false, start: p, end: p };
+      const handles = hitHandles(ev);
+      S.drag = handles ? { pan: false, edit: handles, box: selectedBox().slice() } : { pan: false, start: p, end: p };
     }
     ev.preventDefault();
   });
@@ -345,6 +373,10 @@ function setup() {
     if (!S.drag) return;
     if (S.drag.pan) {
       S.panX = S.drag.px + ev.clientX - S.drag.x; S.panY = S.drag.py + ev.clientY - S.drag.y; applyTransform();
+    } else if (S.drag.edit) {
+      const p = toImage(ev), b = S.drag.box, e = S.drag.edit;
+      if (e.x0) b[0] = p[0]; if (e.y0) b[1] = p[1]; if (e.x1) b[2] = p[0]; if (e.y1) b[3] = p[1];
+      drawBoxes(normBox(b));
     } else {
       S.drag.end = toImage(ev);
       const [a, b] = [S.drag.start, S.drag.end];
@@ -355,8 +387,13 @@ function setup() {
     const d = S.drag;
     S.drag = null;
     if (!d || d.pan) return;
-    const end = toImage(ev);
-    const box = [Math.min(d.start[0], end[0]), Math.min(d.start[1], end[1]), Math.max(d.start[0], end[0]), Math.max(d.start[1], end[1])];
+    let box;
+    if (d.edit) {
+      box = normBox(d.box);
+    } else {
+      const end = toImage(ev);
+      box = normBox([d.start[0], d.start[1], end[0], end[1]]);
+    }
     drawBoxes();
     if (box[2] - box[0] < 2 || box[3] - box[1] < 2) return; // a click, not a box
     segment(box);
