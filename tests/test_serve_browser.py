@@ -206,6 +206,40 @@ def _save_small_screenshot(driver, path: Path) -> None:
     assert cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
+def test_browser_second_tab_upload_keeps_cases_apart(server_url, driver):
+    """A second tab uploads the nuclei case through the page's file input; its box does not touch tab 1's case."""
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    first_tab = driver.current_window_handle
+    first_case = driver.execute_script("return document.body.dataset.caseId")
+    assert first_case, "run after test_browser_draw_box_shows_mask"
+    before = httpx.get(f"{server_url}/api/cases/{first_case}", timeout=60).json()["objects"]
+    driver.switch_to.new_window("tab")
+    try:
+        driver.get(server_url + "/")
+        _wait(driver, lambda d: d.execute_script("return typeof S !== 'undefined' && S.colours.length > 0"), "page ready")
+        driver.find_element(By.ID, "upload").send_keys(str(example_path("2DBox_Microscopy_nuclei.npz").resolve()))
+        _wait(driver, lambda d: d.execute_script("return document.body.dataset.caseId || ''"), "upload opened")
+        second_case = driver.execute_script("return document.body.dataset.caseId")
+        assert second_case != first_case
+        box = (43, 300, 59, 321)
+        _drag_box(driver, box)
+        _wait(driver, lambda d: d.execute_script("return document.body.dataset.segments") == "1", "mask in tab 2")
+        second = httpx.get(f"{server_url}/api/cases/{second_case}", timeout=60).json()
+        assert second["name"] == "2DBox_Microscopy_nuclei.npz" and len(second["objects"]) == 1
+        labels = _labels(server_url, second_case, 0, (512, 512))
+        np.testing.assert_array_equal(_overlay_alpha(driver) > 0, labels > 0)
+        ys, xs = np.nonzero(labels)
+        assert len(xs) > 20 and xs.min() >= box[0] - 2 and xs.max() <= box[2] + 2
+    finally:
+        driver.close()
+        driver.switch_to.window(first_tab)
+    assert httpx.get(f"{server_url}/api/cases/{first_case}", timeout=60).json()["objects"] == before
+    first_labels = _labels(server_url, first_case, 0, (512, 512))
+    assert not first_labels[300:322, 43:60].any()
+
+
 @pytest.mark.slow
 def test_browser_propagate_3d(server_url, driver):
     from selenium.webdriver.common.by import By
