@@ -56,6 +56,8 @@ from .state import (COLOURS, CachingBackend, Cancelled, CaseState, CaseStore, Jo
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 LIST_LIMIT = 1000
 """Most entries ``/api/files`` lists."""
+KEEP_VOLUMES = 4
+"""Finished propagation jobs whose label volume ``/api/jobs/{job}/labels`` still serves."""
 
 
 class OpenPath(BaseModel):
@@ -145,6 +147,9 @@ class Server:
             finished = [j for j in self.jobs.values() if j.state != "running"]
             for old in finished[:-64]:  # keep the last finished jobs only
                 self.jobs.pop(old.id, None)
+            for old in finished[:-KEEP_VOLUMES]:  # and the label volumes of the last few
+                if isinstance(old.result, dict):
+                    old.result.pop("labels", None)
         return job
 
     def get_job(self, job_id: str) -> Job:
@@ -258,6 +263,8 @@ def create_app(config: ServeConfig, backend: Any = None) -> FastAPI:
             length = request.headers.get("content-length")
             if length is None:
                 raise HTTPException(411, "upload needs a Content-Length header")
+            if not length.isdigit():
+                raise HTTPException(400, f"bad Content-Length {length[:40]!r}")
             if int(length) > limit:
                 raise HTTPException(413, f"upload of {int(length) / 2**20:.1f} MiB exceeds the "
                                          f"{config.max_upload_mb:g} MiB limit")
