@@ -1,0 +1,59 @@
+"""``medsam-lite serve``: the interactive annotator in the browser (FastAPI + uvicorn, local only by default)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="interactive box-prompted annotator in the browser",
+        description="Start a local web app: open a case (a file under PATH, or an upload), draw boxes, propagate in 3D, "
+        "save the label map. Files are read only under the PATHs given here (symlinks and .. resolved first). "
+        "Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="case files or folders the page may open (default: none; uploads still work)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--model", default=None,
+                   help="pretrained name (lite_medsam, repvit_m0_6_lite) or checkpoint path; default: best shipped")
+    p.add_argument("--backend", default="torch", help="inference backend (torch, onnxruntime, openvino, auto)")
+    p.add_argument("--output-root", default=".", metavar="DIR",
+                   help="masks may be saved only in folders under DIR (default: the current folder)")
+    p.add_argument("--max-upload-mb", type=float, default=512.0, help="upload size limit in MiB (default 512)")
+    p.add_argument("--embedding-cache-mb", type=float, default=2048.0,
+                   help="memory for cached slice embeddings, 4 MiB per slice (default 2048)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import ipaddress
+    import sys
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..serve.app import serve
+    from ..serve.state import ServeConfig
+
+    roots = []
+    for raw in args.paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise InputError("path not found", raw)
+        roots.append(path.resolve())
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must be 1..65535, got {args.port}")
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(f"medsam-lite serve: warning: binding to {args.host}: other machines can reach this server and read "
+              "files under the given paths", file=sys.stderr)
+    config = ServeConfig(roots=roots, output_root=Path(args.output_root), model=args.model, backend=args.backend,
+                         host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+                         embedding_cache_mb=args.embedding_cache_mb)
+    print(f"medsam-lite serve: http://{args.host}:{args.port}/  (Ctrl+C stops)", file=sys.stderr)
+    serve(config)
+    return 0

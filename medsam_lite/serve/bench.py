@@ -1,0 +1,123 @@
+"""Latency of the annotator's API on the bundled cases: ``python -m medsam_lite.serve.bench``.
+
+Measured in-process through the ASGI app (starlette TestClient, no network), with the shipped model:
+
+* open -> first mask: ``POST /api/cases`` then at once ``POST /segment`` with the case's first box on its
+  middle slice (the box waits for that slice's encoder run, which has priority over the background);
+* per box once the embedding exists: after the background embedding finished, ``--boxes`` boxes of the
+  case (2D: its boxes; 3D: its first box on every slice of its z-range), median and 90th percentile of
+  the server's ``ms`` and of the client's round trip;
+* 3D propagation of the first box over its z-range with every slice embedding already cached.
+
+Timings depend on the CPU and on what else runs; the output names the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _wait(client: Any, job_id: str, timeout: float = 1800.0) -> Dict[str, Any]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] != "running":
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} still running after {timeout} s")
+
+
+def _stats(values: List[float]) -> Dict[str, float]:
+    return {"n": len(values), "median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
+
+
+def measure_case(client: Any, path: str, boxes: int) -> Dict[str, Any]:
+    """Open ``path``, time the first mask, then boxes once embedded, then (3D) a cached propagation."""
+    from ..resources import load_example
+    from pathlib import Path
+
+    data = load_example(Path(path).name)
+    t0 = time.perf_counter()
+    info = client.post("/api/cases", json={"path": path}).json()
+    cid = info["id"]
+    if info["kind"] == "2d":
+        first, z = data["boxes"][0].tolist(), 0
+    else:
+        x0, y0, z0, x1, y1, z1 = data["boxes"][0].tolist()
+        first, z = [x0, y0, x1, y1], int((z1 - z0) / 2 + z0)
+    r = client.post(f"/api/cases/{cid}/segment", json={"box": first, "z": z})
+    r.raise_for_status()
+    first_s = time.perf_counter() - t0
+    embed = _wait(client, info["embedding"]["id"])
+    server_ms, rtt_ms = [], []
+    if info["kind"] == "2d":
+        requests = [(b.tolist(), 0) for b in data["boxes"][1 : boxes + 1]]
+    else:
+        x0, y0, z0, x1, y1, z1 = (int(v) for v in data["boxes"][0])
+        requests = [([x0, y0, x1, y1], zz) for zz in range(z0, z1 + 1)][:boxes]
+    for box, zz in requests:
+        t = time.perf_counter()
+        r = client.post(f"/api/cases/{cid}/segment", json={"box": box, "z": zz})
+        r.raise_for_status()
+        rtt_ms.append((time.perf_counter() - t) * 1000.0)
+        assert r.json()["encoded"] is False
+        server_ms.append(r.json()["ms"])
+    out: Dict[str, Any] = {"case": Path(path).name, "shape": info["shape"], "open_to_first_mask_s": first_s,
+                           "background_embedding_s": embed["ms"] / 1000.0, "slices": embed["total"],
+                           "box_server_ms": _stats(server_ms), "box_round_trip_ms": _stats(rtt_ms)}
+    if info["kind"] == "3d":
+        t = time.perf_counter()
+        job = client.post(f"/api/cases/{cid}/propagate", json={"box": data["boxes"][0].tolist()}).json()
+        job = _wait(client, job["id"])
+        out["propagate_cached_s"] = time.perf_counter() - t
+        out["propagate_slices"] = job["total"]
+    client.delete(f"/api/cases/{cid}")
+    return out
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boxes", type=int, default=10, help="boxes timed per case once embedded")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--cases", nargs="+", default=["2DBox_Microscopy_nuclei.npz", "3DBox_MR_brain_tumour.npz",
+                                                       "3DBox_CT_abdomen.npz"])
+    args = parser.parse_args(argv)
+    import torch
+    from fastapi.testclient import TestClient
+
+    from ..resources import example_path
+    from .app import create_app
+    from .state import ServeConfig
+
+    torch.set_num_threads(args.threads)
+    paths = [str(example_path(name)) for name in args.cases]
+    t = time.perf_counter()
+    app = create_app(ServeConfig(roots=[example_path(args.cases[0]).parent]))
+    results = {"cpu": cpu_name(), "threads": args.threads, "model_load_s": time.perf_counter() - t, "cases": []}
+    with TestClient(app) as client:
+        for path in paths:
+            results["cases"].append(measure_case(client, path, args.boxes))
+            print(json.dumps(results["cases"][-1]), flush=True)
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
