@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -51,7 +52,7 @@ def prepped(tmp_path_factory) -> Path:
 
 
 def _state(path: Path) -> Dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def _same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> bool:
@@ -89,7 +90,7 @@ def test_teacher_distill_segment_end_to_end(prepped, tmp_path, capsys) -> None:
     index = json.loads((cache / "index.json").read_text())
     assert index["complete"] and index["variants"] == 1 and index["rows"] == {"train": 4, "val": 2}
 
-    payload = torch.load(run_dir / "student.pth", map_location="cpu", weights_only=False)
+    payload = torch.load(run_dir / "student.pth", map_location="cpu", weights_only=True)
     assert payload["encoder"] == "repvit_m0_6" and payload["config"]["teacher_sha256"] == index["teacher_sha256"]
     student = load_model(str(run_dir / "student.pth"))
     assert _same_state(student.prompt_encoder.state_dict(), teacher.prompt_encoder.state_dict())
@@ -111,10 +112,10 @@ def test_teacher_distill_segment_end_to_end(prepped, tmp_path, capsys) -> None:
 @pytest.fixture(scope="module")
 def built_cache(prepped, tmp_path_factory, fast_checkpoint) -> dict:
     """A K = 2 cache of the random RepViT teacher, built with a kill after the first batch and a rerun."""
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cache = tmp_path_factory.mktemp("cache") / "c"
-    kwargs = dict(teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2, cache_only=True,
+    kwargs = dict(options=DistillConfig(teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2, cache_only=True),
                   config=TrainConfig(batch_size=2, progress=False))
 
     def stop_after_first_batch(done: int) -> None:
@@ -170,9 +171,9 @@ def test_cache_build_resume_reuse_and_mismatch(prepped, built_cache, fast_checkp
     torch.manual_seed(1)
     save_checkpoint(build_medsam("repvit_m0_6"), other, "repvit_m0_6")
     with pytest.raises(InputError, match="another teacher.*--rebuild-cache"):
-        distill([prepped], cache.parent / "unused", **{**kwargs, "teacher": str(other)})
+        distill([prepped], cache.parent / "unused", **{**kwargs, "options": replace(kwargs["options"], teacher=str(other))})
     with pytest.raises(InputError, match="2 variant.*--rebuild-cache"):
-        distill([prepped], cache.parent / "unused", **{**kwargs, "aug_variants": 3})
+        distill([prepped], cache.parent / "unused", **{**kwargs, "options": replace(kwargs["options"], aug_variants=3)})
     assert json.loads((cache / "index.json").read_text()) == index  # refused: untouched
 
     copy = cache.parent / "copy"
@@ -187,7 +188,7 @@ def test_cache_build_resume_reuse_and_mismatch(prepped, built_cache, fast_checkp
 
 # ------------------------------------------------------------------ 2. exact resume
 def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cache = built_cache["cache"]
 
@@ -195,8 +196,8 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
         return TrainConfig(**{"epochs": 2, "max_steps": 2, "batch_size": 1, "progress": False, "seed": 3, **kw})
 
     def run(out: Path, config: TrainConfig, hook=None):
-        return distill([prepped], out, teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2,
-                       config=config, on_checkpoint=hook)
+        return distill([prepped], out, DistillConfig(teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2),
+                       config, on_checkpoint=hook)
 
     full = run(tmp_path / "full", cfg())
 
@@ -227,15 +228,15 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
 
 def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--schedule cosine decays per step and resumes exactly; --time-limit stops at an epoch end and finalises."""
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     def cfg(**kw) -> TrainConfig:
         return TrainConfig(**{"epochs": 2, "max_steps": 2, "batch_size": 1, "progress": False, "seed": 4,
                               "lr": 0.01, "schedule": "cosine", "min_lr_ratio": 0.1, **kw})
 
     def run(out: Path, config: TrainConfig, hook=None):
-        return distill([prepped], out, teacher=str(fast_checkpoint), cache_dir=built_cache["cache"], aug_variants=2,
-                       config=config, on_checkpoint=hook)
+        return distill([prepped], out, DistillConfig(teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
+                                                     aug_variants=2), config, on_checkpoint=hook)
 
     full = run(tmp_path / "full", cfg())
     # 4 steps in all; epoch 2 starts after 2: lr = 0.01 * (0.1 + 0.9 * (1 + cos(pi / 2)) / 2) = 0.0055
@@ -261,19 +262,19 @@ def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoin
 
 def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--init-student copies the given encoder into the student (lr 0 keeps it: AdamW then changes nothing)."""
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=1, lr=0.0, progress=False)
-    result = distill([prepped], tmp_path / "warm", teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
-                     aug_variants=2, init_student=str(fast_checkpoint), config=cfg)
+    warm = DistillConfig(teacher=str(fast_checkpoint), cache_dir=built_cache["cache"], aug_variants=2,
+                         init_student=str(fast_checkpoint))
+    result = distill([prepped], tmp_path / "warm", warm, cfg)
     source, student = _state(fast_checkpoint), _state(result.student)
     weights = [k for k in source if k.startswith("image_encoder.") and not k.endswith(
         ("running_mean", "running_var", "num_batches_tracked"))]
     assert weights and all(torch.equal(source[k], student[k]) for k in weights)
     assert json.loads((tmp_path / "warm" / "run.json").read_text())["init_student"] == str(fast_checkpoint)
     with pytest.raises(InputError, match="--init-student .* not a tiny_vit encoder"):
-        distill([prepped], tmp_path / "bad", teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
-                aug_variants=2, student="tiny_vit", init_student=str(fast_checkpoint), config=cfg)
+        distill([prepped], tmp_path / "bad", replace(warm, student="tiny_vit"), cfg)
 
 
 def test_validation_split_by_case(tmp_path) -> None:
@@ -320,13 +321,13 @@ def test_mask_boxes_inside_content() -> None:
 def test_mask_distillation_term(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--mask-loss-weight adds the decoder-mask term: a higher first-step loss than MSE alone (same data and
     init), deterministic runs, and the prompt encoder / mask decoder still copied unchanged."""
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=2, progress=False, seed=5)
 
     def run(name: str, weight: float):
-        return distill([prepped], tmp_path / name, teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
-                       aug_variants=2, mask_loss_weight=weight, config=cfg)
+        return distill([prepped], tmp_path / name, DistillConfig(teacher=str(fast_checkpoint),
+                       cache_dir=built_cache["cache"], aug_variants=2, mask_loss_weight=weight), cfg)
 
     plain, a, b = run("plain", 0.0), run("a", 1.0), run("b", 1.0)
 
@@ -359,11 +360,11 @@ def test_cache_agreement_of_the_teacher_with_itself(prepped, fast_checkpoint, bu
 # ------------------------------------------------------------------ online mode + decoder fine-tuning
 @pytest.mark.slow
 def test_online_augment_and_finetune_decoder(prepped, tmp_path, fast_checkpoint) -> None:
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=1, progress=False)
-    result = distill([prepped], tmp_path / "run", teacher=str(fast_checkpoint), augment=True,
-                     finetune_decoder=True, finetune_epochs=1, config=cfg)
+    result = distill([prepped], tmp_path / "run", DistillConfig(teacher=str(fast_checkpoint), augment=True,
+                     finetune_decoder=True, finetune_epochs=1), cfg)
     teacher = load_model(str(fast_checkpoint))
     student = load_model(str(result.student))
     distilled = _state(result.fit.best)
