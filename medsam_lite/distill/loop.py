@@ -50,7 +50,8 @@ from medsam_lite.io_utils import atomic_path
 
 from .options import TrainConfig
 from .runtime import Runtime
-from .state import derive_seed, load_weights_only, reset_dataset_rngs, rng_state, seed_everything, set_rng_state
+from .state import (derive_seed, load_weights_only, preserved_rng_state, reset_dataset_rngs, rng_state, seed_everything,
+                    set_rng_state)
 
 PathLike = Union[str, Path]
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s")
@@ -284,8 +285,7 @@ class Trainer:
 
     # ------------------------------------------------------------ driver
     def run_training(self) -> FitResult:
-        caller_rng = rng_state()
-        try:
+        with preserved_rng_state():
             self.on_train_start()
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 self.on_epoch_start(epoch)
@@ -294,8 +294,6 @@ class Trainer:
                 if not self.on_epoch_end():
                     break
             return self.on_train_end()
-        finally:
-            set_rng_state(caller_rng)
 
     # ------------------------------------------------------------ start
     def on_train_start(self) -> None:

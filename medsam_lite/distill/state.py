@@ -4,7 +4,7 @@ RNG contract of the trainer (:mod:`medsam_lite.distill.loop`): at every epoch st
 numpy / torch RNGs are seeded from ``derive_seed(seed, epoch, rank)`` (:func:`seed_everything`),
 validation seeds them from ``derive_seed(seed, VAL_SALT)``; ``last.pth`` stores the states
 (:func:`rng_state`) so that a mid-epoch resume continues the same streams. The caller's states are
-restored when training ends. Nothing else in the training code seeds the global RNGs.
+restored when training ends (:func:`preserved_rng_state`). Nothing else in the training code seeds the global RNGs.
 
 Every training file is read with ``torch.load(weights_only=True)`` (:func:`load_weights_only`), so
 the RNG states are stored as ints, floats, lists and tensors only (never numpy arrays or tuples of
@@ -12,10 +12,11 @@ them) and restored bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Iterator, Union
 
 import numpy as np
 import torch
@@ -71,6 +72,17 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextlib.contextmanager
+def preserved_rng_state() -> Iterator[None]:
+    """Run a block and then put the python / numpy / torch (and CUDA) RNG states back as they were,
+    also when it raises: training functions leave the caller's random streams untouched."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
+
+
 def reset_dataset_rngs(dataset: Dataset) -> None:
     """Call ``reset_random()`` of every dataset that has one (``SliceDataset``, ``ImageOnlyDataset``),
     looking through ``ConcatDataset`` and ``Subset``: their per-process stream re-seeds from
@@ -103,4 +115,5 @@ def load_weights_only(path: Union[str, Path]) -> Any:
         raise InputError(f"not a readable PyTorch checkpoint ({type(exc).__name__})", path) from exc
 
 
-__all__ = ["derive_seed", "seed_everything", "rng_state", "set_rng_state", "reset_dataset_rngs", "load_weights_only"]
+__all__ = ["derive_seed", "seed_everything", "rng_state", "set_rng_state", "preserved_rng_state", "reset_dataset_rngs",
+           "load_weights_only"]

@@ -44,7 +44,7 @@ from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit
 from .mask_kd import MaskDistillLoss
 from .options import DistillConfig, TrainConfig
 from .runtime import Runtime, runtime_scope
-from .state import load_weights_only
+from .state import load_weights_only, preserved_rng_state
 from .teacher import check_encoder, segmentation_task
 
 PathLike = Union[str, Path]
@@ -126,6 +126,7 @@ def _wait_for_cache(root: Path, spec: cache_mod.CacheSpec, poll_s: float = 1.0) 
         time.sleep(poll_s)
 
 
+@preserved_rng_state()  # loading / building models draws from the global RNGs: give the caller its streams back
 def distill(data: Sequence[PathLike], out_dir: PathLike, options: Optional[DistillConfig] = None,
             config: Optional[TrainConfig] = None, *, on_checkpoint: Optional[CheckpointHook] = None,
             on_cache_batch: Optional[Callable[[int], None]] = None) -> DistillResult:

@@ -29,6 +29,7 @@ from .data import preprocessing_record, slice_datasets
 from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit
 from .options import INIT_CHOICES, TeacherConfig, TrainConfig
 from .runtime import Runtime, runtime_scope
+from .state import preserved_rng_state
 
 PathLike = Union[str, Path]
 
@@ -127,6 +128,7 @@ class TeacherResult:
     fit: FitResult
 
 
+@preserved_rng_state()  # loading / building models draws from the global RNGs: give the caller its streams back
 def train_teacher(data: Sequence[PathLike], out_dir: PathLike, options: Optional[TeacherConfig] = None,
                   config: Optional[TrainConfig] = None, *, on_checkpoint: Optional[CheckpointHook] = None
                   ) -> TeacherResult:
