@@ -436,7 +436,7 @@ class Trainer:
         train_seconds = self.partial["train_seconds"] + time.time() - self.t0
         loss_sum, count = self.rt.sum([self.loss_sum, self.count])
         train_loss = loss_sum / max(count, 1.0)
-        val_loss = validate(self.task, self.cfg, self.rt)
+        val_loss = self.validate()
         seconds = self.partial["seconds"] + time.time() - self.t0
         metric = val_loss if val_loss is not None else train_loss
         if not self.per_step:
@@ -444,6 +444,10 @@ class Trainer:
         row = {"epoch": self.epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "lr": self.lr,
                "seconds": round(seconds, 3), "images_per_s": round(count / max(train_seconds, 1e-9), 3)}
         return row, metric, "val_loss" if val_loss is not None else "train_loss"
+
+    def validate(self) -> Optional[float]:
+        """Validation loss of this epoch (:func:`validate`: fixed random stream, all ranks)."""
+        return validate(self.task, self.cfg, self.rt)
 
     def print_row(self, row: Dict[str, Any]) -> None:
         from tqdm import tqdm

@@ -171,7 +171,8 @@ class DistillConfig:
         return {k: (str(v) if k == "cache_dir" and v is not None else v) for k, v in asdict(self).items()}
 
     def check(self) -> None:
-        """Refuse contradictory or out-of-range settings (InputError naming the flag)."""
+        """Refuse contradictory or out-of-range settings (InputError naming the flag); ``val_fraction`` /
+        ``val_split`` are checked where they are used (``medsam_lite.distill.data.image_lists``)."""
         from medsam_lite.errors import InputError
 
         if self.aug_variants < 1:
@@ -185,10 +186,6 @@ class DistillConfig:
         if self.mask_loss_weight < 0 or self.mask_boxes < 1:
             raise InputError(f"--mask-loss-weight must be >= 0 and --mask-boxes >= 1, got {self.mask_loss_weight} "
                              f"/ {self.mask_boxes}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.val_split not in VAL_SPLIT_CHOICES:
-            raise InputError(f"--val-split must be one of {', '.join(VAL_SPLIT_CHOICES)}, got {self.val_split!r}")
 
 
 @dataclass

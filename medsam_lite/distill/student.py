@@ -171,7 +171,7 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, options: Optional[Disti
                                     "val_images": len(val_refs), "cache_dir": str(cache_path) if cache_path else None,
                                     "aug_variants": opt.aug_variants, "cache_seed": opt.cache_seed,
                                     "augment": opt.augment, "mask_loss_weight": opt.mask_loss_weight,
-                                    "mask_boxes": opt.mask_boxes if mask_term else None}
+                                    "mask_boxes": opt.mask_boxes if mask_term else None, "options": opt.to_dict()}
         if opt.init_student is not None:
             describe["init_student"] = opt.init_student
         if spec is not None:

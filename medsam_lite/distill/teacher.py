@@ -158,7 +158,8 @@ def train_teacher(data: Sequence[PathLike], out_dir: PathLike, options: Optional
             from medsam_lite.checkpoint import load_model
 
             copy_prompt_and_decoder(model, load_model("lite_medsam"))
-        describe: Dict[str, Any] = {"data": info, "init": opt.init, "train_items": len(train_set),
+        describe: Dict[str, Any] = {"data": info, "init": opt.init, "options": opt.to_dict(),
+                                    "train_items": len(train_set),
                                     "val_items": len(val_set) if val_set is not None else 0}
         task = segmentation_task(model, opt.encoder, train_set, val_set, "train-teacher",
                                  checkpoint_config={"task": "train-teacher", "init": opt.init,
