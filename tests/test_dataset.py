@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 
 from medsam_lite.prep.dataset import ImageOnlyDataset, SliceDataset
 from medsam_lite.prep.layouts import DatasetSpec
-from medsam_lite.prep.prep import prep_dataset
+from medsam_lite.prep.prep import PrepConfig, prep_dataset
 from medsam_lite.transforms import get_preprocess_shape, preprocess_image
 
 JITTER = 5
@@ -41,7 +41,7 @@ def prepared(data_root: Path, tmp_path_factory) -> Path:
         DatasetSpec(root=data_root / "nuclei2d", images="image.tif", labels="labels.tif", modality="Microscopy"),
     ]
     out = tmp_path_factory.mktemp("prepared")
-    result = prep_dataset(specs, out, min_voxels=0, val_fraction=0.25, progress=False)
+    result = prep_dataset(specs, out, PrepConfig(min_voxels=0, val_fraction=0.25, progress=False))
     assert result.ok and result.slices == 13
     return out
 
@@ -159,3 +159,30 @@ def test_image_only_modes(prepared: Path, data_root: Path, tmp_path: Path) -> No
         assert 0.0 <= float(b["image"].min()) and float(b["image"].max()) <= 1.0
     (plain / "manifest.csv").unlink()
     assert len(ImageOnlyDataset(plain)) == len(names)  # no manifest: every .npy
+
+
+def test_reset_random_restarts_the_stream(prepared: Path) -> None:
+    """reset_random(): the next items re-seed from torch.initial_seed(), so the same seed gives the same items."""
+    train = SliceDataset(prepared, split="train")
+    torch.manual_seed(7)
+    first = [train[i]["box"] for i in range(len(train))]
+    torch.manual_seed(7)
+    carried = [train[i]["box"] for i in range(len(train))]  # the stream carries on without a reset
+    train.reset_random()
+    torch.manual_seed(7)
+    again = [train[i]["box"] for i in range(len(train))]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, carried))
+
+
+def test_preprocessing_record_of_real_manifest(prepared: Path) -> None:
+    """The checkpoint's preprocessing record is the manifest's normalisation per modality + the model frame."""
+    from medsam_lite.distill.data import preprocessing_record
+    from medsam_lite.prep.dataset import MODEL_FRAME
+
+    record = preprocessing_record([prepared])
+    assert record == {"normalization": {"MR": "percentile[0.5,99.5]", "Microscopy": "percentile[0.5,99.5]"},
+                      "model_frame": MODEL_FRAME}
+    with open(prepared / "manifest.csv", newline="") as fh:
+        assert {(r["modality"], r["normalization"]) for r in csv.DictReader(fh)} == {
+            (m, n) for m, n in record["normalization"].items()}

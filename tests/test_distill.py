@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -21,6 +22,7 @@ import torch
 from medsam_lite.checkpoint import load_model
 from medsam_lite.cli.main import main
 from medsam_lite.errors import InputError
+from medsam_lite.prep.dataset import MODEL_FRAME
 from tests.conftest import EXAMPLES, REPO
 
 TINY = ["--epochs", "1", "--max-steps", "1", "--batch-size", "2", "--no-progress", "--seed", "0"]
@@ -51,7 +53,7 @@ def prepped(tmp_path_factory) -> Path:
 
 
 def _state(path: Path) -> Dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def _same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> bool:
@@ -78,6 +80,12 @@ def test_teacher_distill_segment_end_to_end(prepped, tmp_path, capsys) -> None:
     assert run["status"] == "done" and run["encoder"] == "swin_t" and run["sessions"][0]["amp"] == "bf16"
     teacher = load_model(str(teacher_dir / "best.pth"))
     assert type(teacher.image_encoder).__name__ == "SwinEncoder"
+    manifest = list(csv.DictReader(open(prepped / "manifest.csv")))
+    expected_norm = {r["modality"]: r["normalization"] for r in manifest}
+    assert expected_norm == {"CT": "precomputed-uint8"}  # the npz cases were challenge-normalised already
+    for name in ("last.pth", "best.pth"):  # 5. checkpoints describe the preprocessing of their data
+        config = torch.load(teacher_dir / name, map_location="cpu", weights_only=True)["config"]
+        assert config["normalization"] == expected_norm and config["model_frame"] == MODEL_FRAME
 
     run_dir, cache = tmp_path / "student", tmp_path / "cache"
     code, out, err = _run(capsys, "distill", "--data", prepped, "-o", run_dir, "--teacher", teacher_dir / "best.pth",
@@ -89,8 +97,9 @@ def test_teacher_distill_segment_end_to_end(prepped, tmp_path, capsys) -> None:
     index = json.loads((cache / "index.json").read_text())
     assert index["complete"] and index["variants"] == 1 and index["rows"] == {"train": 4, "val": 2}
 
-    payload = torch.load(run_dir / "student.pth", map_location="cpu", weights_only=False)
+    payload = torch.load(run_dir / "student.pth", map_location="cpu", weights_only=True)
     assert payload["encoder"] == "repvit_m0_6" and payload["config"]["teacher_sha256"] == index["teacher_sha256"]
+    assert payload["config"]["normalization"] == expected_norm and payload["config"]["model_frame"] == MODEL_FRAME
     student = load_model(str(run_dir / "student.pth"))
     assert _same_state(student.prompt_encoder.state_dict(), teacher.prompt_encoder.state_dict())
     assert _same_state(student.mask_decoder.state_dict(), teacher.mask_decoder.state_dict())
@@ -111,10 +120,10 @@ def test_teacher_distill_segment_end_to_end(prepped, tmp_path, capsys) -> None:
 @pytest.fixture(scope="module")
 def built_cache(prepped, tmp_path_factory, fast_checkpoint) -> dict:
     """A K = 2 cache of the random RepViT teacher, built with a kill after the first batch and a rerun."""
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cache = tmp_path_factory.mktemp("cache") / "c"
-    kwargs = dict(teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2, cache_only=True,
+    kwargs = dict(options=DistillConfig(teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2, cache_only=True),
                   config=TrainConfig(batch_size=2, progress=False))
 
     def stop_after_first_batch(done: int) -> None:
@@ -170,9 +179,9 @@ def test_cache_build_resume_reuse_and_mismatch(prepped, built_cache, fast_checkp
     torch.manual_seed(1)
     save_checkpoint(build_medsam("repvit_m0_6"), other, "repvit_m0_6")
     with pytest.raises(InputError, match="another teacher.*--rebuild-cache"):
-        distill([prepped], cache.parent / "unused", **{**kwargs, "teacher": str(other)})
+        distill([prepped], cache.parent / "unused", **{**kwargs, "options": replace(kwargs["options"], teacher=str(other))})
     with pytest.raises(InputError, match="2 variant.*--rebuild-cache"):
-        distill([prepped], cache.parent / "unused", **{**kwargs, "aug_variants": 3})
+        distill([prepped], cache.parent / "unused", **{**kwargs, "options": replace(kwargs["options"], aug_variants=3)})
     assert json.loads((cache / "index.json").read_text()) == index  # refused: untouched
 
     copy = cache.parent / "copy"
@@ -187,7 +196,7 @@ def test_cache_build_resume_reuse_and_mismatch(prepped, built_cache, fast_checkp
 
 # ------------------------------------------------------------------ 2. exact resume
 def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cache = built_cache["cache"]
 
@@ -195,8 +204,8 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
         return TrainConfig(**{"epochs": 2, "max_steps": 2, "batch_size": 1, "progress": False, "seed": 3, **kw})
 
     def run(out: Path, config: TrainConfig, hook=None):
-        return distill([prepped], out, teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2,
-                       config=config, on_checkpoint=hook)
+        return distill([prepped], out, DistillConfig(teacher=str(fast_checkpoint), cache_dir=cache, aug_variants=2),
+                       config, on_checkpoint=hook)
 
     full = run(tmp_path / "full", cfg())
 
@@ -211,12 +220,27 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
     out = tmp_path / "killed"
     with pytest.raises(Interrupt):
         run(out, cfg(), kill_after_epoch_1)
+    saved = torch.load(out / "last.pth", map_location="cpu", weights_only=True)["training"]  # 4. weights-only form
+    assert isinstance(saved["rng"]["numpy"]["key"], list) and len(saved["rng"]["python"]["internal"]) == 625
     assert not (out / "student.pth").exists() and len(_log_rows(out / "log.csv")) == 1
     with pytest.raises(InputError, match="--resume"):
         run(out, cfg())
     with pytest.raises(Interrupt):
         run(out, cfg(resume=True, checkpoint_every=1), kill_mid_epoch_2)
-    resumed = run(out, cfg(resume=True))
+    loads: List[tuple] = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        loads.append((Path(f).name if isinstance(f, (str, Path)) else f, kwargs.get("weights_only")))
+        return real_load(f, *args, **kwargs)
+
+    torch.load = spy
+    try:
+        resumed = run(out, cfg(resume=True))
+    finally:
+        torch.load = real_load
+    assert ("last.pth", True) in loads and ("best.pth", True) in loads  # resumed from a weights-only load
+    assert all(wo for name, wo in loads if name in ("last.pth", "best.pth"))
 
     assert _same_state(_state(full.student), _state(resumed.student))
     assert _log_rows(full.run_dir / "log.csv") == _log_rows(out / "log.csv")
@@ -227,15 +251,15 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
 
 def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--schedule cosine decays per step and resumes exactly; --time-limit stops at an epoch end and finalises."""
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     def cfg(**kw) -> TrainConfig:
         return TrainConfig(**{"epochs": 2, "max_steps": 2, "batch_size": 1, "progress": False, "seed": 4,
                               "lr": 0.01, "schedule": "cosine", "min_lr_ratio": 0.1, **kw})
 
     def run(out: Path, config: TrainConfig, hook=None):
-        return distill([prepped], out, teacher=str(fast_checkpoint), cache_dir=built_cache["cache"], aug_variants=2,
-                       config=config, on_checkpoint=hook)
+        return distill([prepped], out, DistillConfig(teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
+                                                     aug_variants=2), config, on_checkpoint=hook)
 
     full = run(tmp_path / "full", cfg())
     # 4 steps in all; epoch 2 starts after 2: lr = 0.01 * (0.1 + 0.9 * (1 + cos(pi / 2)) / 2) = 0.0055
@@ -261,19 +285,28 @@ def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoin
 
 def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--init-student copies the given encoder into the student (lr 0 keeps it: AdamW then changes nothing)."""
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
+
+    import random
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=1, lr=0.0, progress=False)
-    result = distill([prepped], tmp_path / "warm", teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
-                     aug_variants=2, init_student=str(fast_checkpoint), config=cfg)
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone())
+    warm = DistillConfig(teacher=str(fast_checkpoint), cache_dir=built_cache["cache"], aug_variants=2,
+                         init_student=str(fast_checkpoint))
+    result = distill([prepped], tmp_path / "warm", warm, cfg)
+    # 6. no process state changed: the caller's RNG streams are where they were (the trainer reseeds per epoch)
+    assert random.getstate() == before[0] and np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])
     source, student = _state(fast_checkpoint), _state(result.student)
     weights = [k for k in source if k.startswith("image_encoder.") and not k.endswith(
         ("running_mean", "running_var", "num_batches_tracked"))]
     assert weights and all(torch.equal(source[k], student[k]) for k in weights)
     assert json.loads((tmp_path / "warm" / "run.json").read_text())["init_student"] == str(fast_checkpoint)
     with pytest.raises(InputError, match="--init-student .* not a tiny_vit encoder"):
-        distill([prepped], tmp_path / "bad", teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
-                aug_variants=2, student="tiny_vit", init_student=str(fast_checkpoint), config=cfg)
+        distill([prepped], tmp_path / "bad", replace(warm, student="tiny_vit"), cfg)
 
 
 def test_validation_split_by_case(tmp_path) -> None:
@@ -320,13 +353,13 @@ def test_mask_boxes_inside_content() -> None:
 def test_mask_distillation_term(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--mask-loss-weight adds the decoder-mask term: a higher first-step loss than MSE alone (same data and
     init), deterministic runs, and the prompt encoder / mask decoder still copied unchanged."""
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=2, progress=False, seed=5)
 
     def run(name: str, weight: float):
-        return distill([prepped], tmp_path / name, teacher=str(fast_checkpoint), cache_dir=built_cache["cache"],
-                       aug_variants=2, mask_loss_weight=weight, config=cfg)
+        return distill([prepped], tmp_path / name, DistillConfig(teacher=str(fast_checkpoint),
+                       cache_dir=built_cache["cache"], aug_variants=2, mask_loss_weight=weight), cfg)
 
     plain, a, b = run("plain", 0.0), run("a", 1.0), run("b", 1.0)
 
@@ -359,11 +392,11 @@ def test_cache_agreement_of_the_teacher_with_itself(prepped, fast_checkpoint, bu
 # ------------------------------------------------------------------ online mode + decoder fine-tuning
 @pytest.mark.slow
 def test_online_augment_and_finetune_decoder(prepped, tmp_path, fast_checkpoint) -> None:
-    from medsam_lite.distill import TrainConfig, distill
+    from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=1, progress=False)
-    result = distill([prepped], tmp_path / "run", teacher=str(fast_checkpoint), augment=True,
-                     finetune_decoder=True, finetune_epochs=1, config=cfg)
+    result = distill([prepped], tmp_path / "run", DistillConfig(teacher=str(fast_checkpoint), augment=True,
+                     finetune_decoder=True, finetune_epochs=1), cfg)
     teacher = load_model(str(fast_checkpoint))
     student = load_model(str(result.student))
     distilled = _state(result.fit.best)
@@ -427,3 +460,31 @@ def test_bad_input_one_line_exit_2(prepped, tmp_path, capsys) -> None:
                         "--mask-boxes", "0")
     assert code == 2 and err.count("\n") == 1 and "--mask-boxes" in err
     assert not (tmp_path / "o").exists()
+
+
+class _Payload:
+    """Unpickling this runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_resume_refuses_pickle_payload(prepped, tmp_path, capsys, fast_checkpoint) -> None:
+    """A crafted last.pth holding a pickle payload is refused (one line naming it, exit 2) without running it."""
+    run_dir, marker = tmp_path / "run", tmp_path / "pwned"
+    run_dir.mkdir()
+    crafted = run_dir / "last.pth"
+    good = torch.load(fast_checkpoint, map_location="cpu", weights_only=True)
+    torch.save({**good, "training": {"task": "distill", "rng": _Payload(marker)}}, crafted)
+    torch.load(crafted, map_location="cpu", weights_only=False)  # the payload is live: a full unpickle runs it
+    assert marker.exists()
+    marker.unlink()
+    for command in ("distill", "train-teacher"):
+        extra = ["--teacher", fast_checkpoint] if command == "distill" else ["--encoder", "repvit_m0_6"]
+        code, _, err = _run(capsys, command, "--data", prepped, "-o", run_dir, *extra, *TINY, "--resume")
+        assert code == 2 and err.count("\n") == 1 and str(crafted) in err and "not unpickled" in err, err
+        assert not marker.exists()
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == ["last.pth"]

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from medsam_lite import normalize
 from medsam_lite.prep.layouts import DatasetSpec, Overrides, discover
-from medsam_lite.prep.prep import assign_split, prep_dataset
+from medsam_lite.prep.prep import PrepConfig, assign_split, prep_dataset
 from medsam_lite.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,7 +229,7 @@ def test_flags_instead_of_spec(mni_crop: Path, data_root: Path, tmp_path: Path, 
 def test_axes_and_filters(data_root: Path, mni_crop: Path, tmp_path: Path) -> None:
     spec = DatasetSpec(root=mni_crop, images="t1.nii.gz", modality="MR", name="mni",
                        labels=[{"path": "gm_prob.nii.gz", "id": 1, "threshold": 128}])
-    res = prep_dataset(spec, tmp_path / "axes", axes=("z", "y", "x"), progress=False)
+    res = prep_dataset(spec, tmp_path / "axes", PrepConfig(axes=("z", "y", "x"), progress=False))
     rows = read_rows(tmp_path / "axes")
     assert res.ok and {r["axis"] for r in rows} == {"z", "y", "x"}
     shapes = {r["axis"]: np.load(tmp_path / "axes" / "imgs" / r["file"]).shape[:2] for r in rows}
@@ -238,7 +238,7 @@ def test_axes_and_filters(data_root: Path, mni_crop: Path, tmp_path: Path) -> No
     lab = tifffile.imread(str(data_root / "nuclei2d" / "labels.tif"))
     _, counts = np.unique(lab[lab > 0], return_counts=True)
     nuclei = DatasetSpec(root=data_root / "nuclei2d", images="image.tif", labels="labels.tif", modality="Microscopy")
-    prep_dataset(nuclei, tmp_path / "minpix", min_pixels=300, progress=False)
+    prep_dataset(nuclei, tmp_path / "minpix", PrepConfig(min_pixels=300, progress=False))
     (row,) = read_rows(tmp_path / "minpix")
     assert len(parse_labels(row["labels"])) == int((counts >= 300).sum()) < 125
 
@@ -247,7 +247,7 @@ def test_nnunet_layout_split_by_case(nnunet_root: Path, tmp_path: Path) -> None:
     found = discover(nnunet_root)
     assert len(found.cases) == 8 and not found.failures
     assert {c.modality for c in found.cases} == {"MR"} and found.cases[0].case_id == "mni_000"
-    res = prep_dataset(nnunet_root, tmp_path / "out", val_fraction=0.05, seed=3, progress=False)
+    res = prep_dataset(nnunet_root, tmp_path / "out", PrepConfig(val_fraction=0.05, seed=3, progress=False))
     assert res.ok and res.cases == 8
     rows = read_rows(tmp_path / "out")
     by_case: Dict[str, set] = {}
@@ -271,7 +271,7 @@ def test_challenge_npz_folder(prepared: Path, tmp_path: Path) -> None:
     np.savez_compressed(src / "3DBox_MR_mni.npz", imgs=vol, gts=gts, spacing=np.array([1.0, 1.0, 1.0]))
     np.savez_compressed(src / "Microscopy_nuclei.npz", imgs=np.load(prepared / "imgs" / "nuclei2d__image.npy"),
                         gts=np.load(prepared / "gts" / "nuclei2d__image.npy"))
-    res = prep_dataset(src, tmp_path / "out", min_voxels=0, progress=False)
+    res = prep_dataset(src, tmp_path / "out", PrepConfig(min_voxels=0, progress=False))
     assert res.ok, res.failures
     out_rows = read_rows(tmp_path / "out")
     assert {r["modality"] for r in out_rows} == {"MR", "Microscopy"}
@@ -285,7 +285,7 @@ def test_challenge_npz_folder(prepared: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ resume
 def test_resume_after_crash_gives_identical_files(nnunet_root: Path, tmp_path: Path) -> None:
     clean = tmp_path / "clean"
-    prep_dataset(nnunet_root, clean, progress=False)
+    prep_dataset(nnunet_root, clean, PrepConfig(progress=False))
 
     resumed = tmp_path / "resumed"
     done: List[str] = []
@@ -296,20 +296,20 @@ def test_resume_after_crash_gives_identical_files(nnunet_root: Path, tmp_path: P
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        prep_dataset(nnunet_root, resumed, progress=False, on_case_done=crash_after_three)
+        prep_dataset(nnunet_root, resumed, PrepConfig(progress=False), on_case_done=crash_after_three)
     assert len(list((resumed / "records").glob("*.json"))) == 3 and not (resumed / "manifest.csv").exists()
     # what a kill in the middle of case 4 leaves: some of its slices and a temp file, no record
     part = next(p for p in (clean / "imgs").glob("*__mni_003_*.npy"))
     (resumed / "imgs" / part.name).write_bytes(part.read_bytes()[:100])
     (resumed / "imgs" / ".x.abc123.tmp.npy").write_bytes(b"partial")
-    res = prep_dataset(nnunet_root, resumed, progress=False)
+    res = prep_dataset(nnunet_root, resumed, PrepConfig(progress=False))
     assert res.skipped == 3 and res.converted == 5
     assert tree_hashes(resumed) == tree_hashes(clean)
 
 
 def test_resume_after_killed_process(nnunet_root: Path, tmp_path: Path) -> None:
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    prep_dataset(nnunet_root, clean, progress=False)
+    prep_dataset(nnunet_root, clean, PrepConfig(progress=False))
     code = ("import argparse, sys; from medsam_lite.cli import prep; p = argparse.ArgumentParser(); "
             "prep.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -389,13 +389,27 @@ datasets:
     assert "Failed cases" in (out / "summary.md").read_text()
 
 
+def test_output_is_a_file_one_line_exit_2(data_root: Path, tmp_path: Path, capsys) -> None:
+    """``prep -o FILE``: one line naming the file, exit 2, before any work (the file and its folder unchanged)."""
+    from medsam_lite.cli.main import main
+
+    target = tmp_path / "out.txt"
+    target.write_text("keep me")
+    code = main(["prep", str(data_root / "nuclei2d"), "-o", str(target), "--images", "image.tif", "--labels",
+                 "labels.tif", "--modality", "Microscopy", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(target) in err and "not a folder" in err
+    assert target.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+    with pytest.raises(InputError, match="not a folder"):
+        prep_dataset(data_root / "nuclei2d", target, PrepConfig(progress=False))
+
+
 def test_bad_configuration(data_root: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown modality 'Ultrasoundish'"):
         prep_dataset(DatasetSpec(root=data_root / "nuclei2d", images="image.tif", labels="labels.tif",
-                                 modality="Ultrasoundish"), tmp_path / "o", progress=False)
+                                 modality="Ultrasoundish"), tmp_path / "o", PrepConfig(progress=False))
     with pytest.raises(InputError, match="no modality"):
-        prep_dataset(DatasetSpec(root=data_root / "nuclei2d", images="image.tif", labels="labels.tif"),
-                     tmp_path / "o", progress=False)
+        prep_dataset(DatasetSpec(root=data_root / "nuclei2d", images="image.tif", labels="labels.tif"), tmp_path / "o", PrepConfig(progress=False))
     with pytest.raises(InputError, match="cannot detect the layout"):
         discover(data_root / "nuclei2d")
     with pytest.raises(InputError, match="no image matches"):
@@ -437,7 +451,7 @@ def test_nrrd_lesion_and_image_only(data_root: Path, mni_crop: Path, tmp_path: P
     lesion = DatasetSpec(root=data_root / "lesions", images="breast1_image.nrrd", image_suffix="_image",
                          labels="{case}_label.nrrd", modality="MR", name="lesions")
     images = DatasetSpec(root=mni_crop, images="t1.nii.gz", modality="MR", name="mni_images")
-    res = prep_dataset([lesion, images], tmp_path / "out", progress=False)
+    res = prep_dataset([lesion, images], tmp_path / "out", PrepConfig(progress=False))
     assert res.ok, res.failures
     rows = read_rows(tmp_path / "out")
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(data_root / "lesions" / "breast1_label.nrrd")))
@@ -466,7 +480,7 @@ def test_dicom_series_with_nrrd_label_and_image_only(data_root: Path, tmp_path: 
     labeled = DatasetSpec(root=series.parent, images="mr_brain_pd_series", modality="PD", name="pd",
                           labels=str(tmp_path / "{case}_label.nrrd"))
     unlabeled = DatasetSpec(root=series.parent, images="mr_brain_pd_series", modality="MR", name="pd_images")
-    res = prep_dataset([labeled, unlabeled], tmp_path / "out", progress=False)
+    res = prep_dataset([labeled, unlabeled], tmp_path / "out", PrepConfig(progress=False))
     assert res.ok, res.failures
     rows = read_rows(tmp_path / "out")
     lab_rows = [r for r in rows if r["dataset"] == "pd"]
@@ -487,15 +501,15 @@ def test_rerun_with_new_settings_and_edge_cases(data_root: Path, tmp_path: Path)
     tifffile.imwrite(str(src / "labels.tif"), np.where(lab > 0, lab + 1000, 0).astype(np.uint16))  # ids > 255
     spec = DatasetSpec(root=src, images="image.tif", labels="labels.tif", modality="Microscopy", name="n")
     out = tmp_path / "out"
-    first = prep_dataset(spec, out, progress=False)
+    first = prep_dataset(spec, out, PrepConfig(progress=False))
     gt = np.load(out / "gts" / "n__image.npy")
     assert first.converted == 1 and gt.dtype == np.uint16 and gt.max() > 1000
-    again = prep_dataset(spec, out, progress=False)
+    again = prep_dataset(spec, out, PrepConfig(progress=False))
     assert again.skipped == 1 and again.converted == 0
-    changed = prep_dataset(spec, out, min_pixels=300, progress=False)  # new settings: case redone
+    changed = prep_dataset(spec, out, PrepConfig(min_pixels=300, progress=False))  # new settings: case redone
     (row,) = read_rows(out)
     assert changed.converted == 1 and all(c >= 300 for c in parse_labels(row["labels"]).values())
-    none_left = prep_dataset(spec, out, min_pixels=100000, progress=False)
+    none_left = prep_dataset(spec, out, PrepConfig(min_pixels=100000, progress=False))
     assert none_left.ok and none_left.empty_cases == ["n__image"] and read_rows(out) == []
     assert not list((out / "imgs").glob("*.npy"))  # stale slice removed with its record
     assert "no slice left" in (out / "summary.md").read_text()

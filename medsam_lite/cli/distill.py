@@ -6,7 +6,7 @@ import os
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    from medsam_lite.distill.options import add_training_arguments
+    from medsam_lite.distill.options import VAL_SPLIT_CHOICES, add_training_arguments
 
     p = subparsers.add_parser(
         "distill",
@@ -33,7 +33,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--augment", action="store_true", help="online augmentation (runs without --cache-dir)")
     p.add_argument("--val-fraction", type=float, default=0.05,
                    help="validation share for folders whose manifest has no val split (default 0.05)")
-    p.add_argument("--val-split", choices=("case", "image"), default="case",
+    p.add_argument("--val-split", choices=VAL_SPLIT_CHOICES, default="case",
                    help="draw that share as whole cases of the manifest (default: slices of one volume never "
                    "straddle train and validation) or as single images")
     p.add_argument("--finetune-decoder", action="store_true",
@@ -53,16 +53,17 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medsam_lite.distill.options import config_from_args
+    from medsam_lite.distill.options import DistillConfig, config_from_args
     from medsam_lite.distill.student import distill
 
-    result = distill(args.data, args.output, teacher=args.teacher, student=args.student, cache_dir=args.cache_dir,
-                     aug_variants=args.aug_variants, augment=args.augment, rebuild_cache=args.rebuild_cache,
-                     cache_only=args.cache_only, cache_batch_size=args.cache_batch_size, cache_seed=args.cache_seed,
-                     val_fraction=args.val_fraction, val_split=args.val_split, finetune_decoder=args.finetune_decoder,
-                     finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-                     init_student=args.init_student, mask_loss_weight=args.mask_loss_weight,
-                     mask_boxes=args.mask_boxes, config=config_from_args(args))
+    options = DistillConfig(
+        teacher=args.teacher, student=args.student, cache_dir=args.cache_dir, aug_variants=args.aug_variants,
+        augment=args.augment, rebuild_cache=args.rebuild_cache, cache_only=args.cache_only,
+        cache_batch_size=args.cache_batch_size, cache_seed=args.cache_seed, val_fraction=args.val_fraction,
+        val_split=args.val_split, finetune_decoder=args.finetune_decoder, finetune_epochs=args.finetune_epochs,
+        finetune_lr=args.finetune_lr, init_student=args.init_student, mask_loss_weight=args.mask_loss_weight,
+        mask_boxes=args.mask_boxes)
+    result = distill(args.data, args.output, options, config_from_args(args))
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: report once
         if result.student is None:
             print(f"teacher cache ready: {result.cache_dir}")

@@ -55,10 +55,11 @@ def _label_files(items: List[str]) -> List[Tuple[int, str, Optional[float]]]:
 def run(args: argparse.Namespace) -> int:
     from .common import report_failures
     from medsam_lite.prep.layouts import Overrides
-    from medsam_lite.prep.prep import prep_dataset
+    from medsam_lite.prep.prep import PrepConfig, check_output_folder, prep_dataset
 
     from ..errors import InputError
 
+    check_output_folder(args.output)
     sources = list(args.sources) + list(args.spec)
     if not sources:
         raise InputError("give at least one SOURCE folder or --spec file")
@@ -66,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = Overrides(images=args.images, labels=args.labels, label_files=_label_files(args.label),
                           modality=args.modality, window=args.window, name=args.name,
                           image_suffix=args.image_suffix, label_suffix=args.label_suffix)
-    result = prep_dataset(sources, args.output, overrides=overrides, axes=axes, min_pixels=args.min_pixels,
-                          min_voxels=args.min_voxels, val_fraction=args.val_fraction, seed=args.seed,
-                          workers=args.workers, progress=not args.no_progress)
+    config = PrepConfig(axes=axes, min_pixels=args.min_pixels, min_voxels=args.min_voxels,
+                        val_fraction=args.val_fraction, seed=args.seed, workers=args.workers,
+                        progress=not args.no_progress, overrides=overrides)
+    result = prep_dataset(sources, args.output, config)
     print(result.summary_markdown.rstrip())
     print(f"{result.slices} slices from {result.cases} cases ({result.converted} converted now, "
           f"{result.skipped} already done) -> {result.manifest}")

@@ -27,11 +27,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medsam_lite.distill.options import config_from_args
+    from medsam_lite.distill.options import TeacherConfig, config_from_args
     from medsam_lite.distill.teacher import train_teacher
 
-    result = train_teacher(args.data, args.output, encoder=args.encoder, init=args.init,
-                           config=config_from_args(args))
+    result = train_teacher(args.data, args.output, TeacherConfig(encoder=args.encoder, init=args.init),
+                           config_from_args(args))
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: report once
         print(f"teacher: {result.best or result.last} (log: {result.run_dir / 'log.csv'})")
     return 0

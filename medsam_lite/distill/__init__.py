@@ -4,8 +4,9 @@ Both run through one training loop (:mod:`medsam_lite.distill.loop`): AdamW + Re
 validation loss, ``last.pth`` / ``best.pth`` written atomically every epoch, exact resume, bf16/fp16
 autocast, channels_last, one CPU / one GPU / several processes under ``torchrun`` (DDP).
 
-Modules: :mod:`medsam_lite.distill.options` (``TrainConfig``, shared CLI options; no torch import),
-:mod:`medsam_lite.distill.runtime` (device, distributed setup, autocast), :mod:`medsam_lite.distill.loop` (the loop),
+Modules: :mod:`medsam_lite.distill.options` (``TrainConfig``, ``DistillConfig``, ``TeacherConfig``, shared CLI
+options; no torch import), :mod:`medsam_lite.distill.state` (RNG states, weights-only loading),
+:mod:`medsam_lite.distill.runtime` (device, distributed setup, autocast), :mod:`medsam_lite.distill.loop` (the ``Trainer``),
 :mod:`medsam_lite.distill.data` (data folders and splits), :mod:`medsam_lite.distill.augment` (deterministic augmentation),
 :mod:`medsam_lite.distill.cache` (teacher-embedding cache), :mod:`medsam_lite.distill.teacher`, :mod:`medsam_lite.distill.student`.
 
@@ -15,14 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TrainConfig", "train_teacher", "distill"]
+__all__ = ["TrainConfig", "DistillConfig", "TeacherConfig", "Trainer", "train_teacher", "distill"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TrainConfig":
-        from .options import TrainConfig
+    if name in ("TrainConfig", "DistillConfig", "TeacherConfig"):
+        from . import options
 
-        return TrainConfig
+        return getattr(options, name)
+    if name == "Trainer":
+        from .loop import Trainer
+
+        return Trainer
     if name == "train_teacher":
         from .teacher import train_teacher
 

@@ -17,7 +17,6 @@ rebuilt when asked). Row sizes: 2 MiB embedding + 192 KiB input.
 """
 from __future__ import annotations
 
-
 import json
 import shutil
 import time
@@ -30,7 +29,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from medsam_lite.checkpoint import state_sha256
 from medsam_lite.errors import InputError
 from medsam_lite.io_utils import atomic_path
 from medsam_lite.transforms import EMBEDDING_SIZE, IMAGE_SIZE

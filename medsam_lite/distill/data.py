@@ -8,6 +8,8 @@
   does not leak) or, with ``val_split="image"`` or without a ``case`` column, of its images, drawn
   with a fixed seed; folders without a manifest are read as ``imgs/*.npy`` (or ``*.npy``).
 * :class:`ImageRef`, :func:`load_model_frame`: one image file and its (h, w, 3) model-frame version.
+* :func:`preprocessing_record`: the intensity normalisation of the folders' data (manifest
+  ``normalization`` column, per modality) and the model-frame contract, stored in checkpoints.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
-from medsam_lite.prep.dataset import ImageOnlyDataset, SliceDataset, image_to_model_frame, read_manifest
+from medsam_lite.prep.dataset import MODEL_FRAME, ImageOnlyDataset, SliceDataset, image_to_model_frame, read_manifest
 from medsam_lite.errors import InputError
+
+from .options import VAL_SPLIT_CHOICES
 
 PathLike = Union[str, Path]
 MANIFEST = "manifest.csv"
@@ -106,7 +110,7 @@ def _split_fraction(n: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-VAL_SPLITS = ("case", "image")
+VAL_SPLITS = VAL_SPLIT_CHOICES
 
 
 def _val_mask(files: Sequence[str], rows: Sequence[Dict[str, str]], val_fraction: float, seed: int,
@@ -175,3 +179,26 @@ def load_model_frame(ref: ImageRef) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read image ({type(exc).__name__}: {exc})", ref.path) from exc
     return image_to_model_frame(image)
+
+
+UNRECORDED = "unrecorded"
+
+
+def preprocessing_record(folders: Sequence[PathLike]) -> Dict[str, Any]:
+    """How the data of ``folders`` was preprocessed, for a checkpoint's ``config``.
+
+    Returns ``{"normalization": {modality: text}, "model_frame": MODEL_FRAME}``: per manifest
+    ``modality`` the ``normalization`` column's text (e.g. ``{"CT": "ct[L40,W400]", "MR":
+    "percentile[0.5,99.5]"}``; a sorted list when one modality was normalised in several ways).
+    Folders without a manifest, or manifests without those columns, count as modality
+    ``"unknown"`` / normalisation ``"unrecorded"``.
+    """
+    seen: Dict[str, set] = {}
+    for path in check_folders(folders):
+        manifest = path / MANIFEST
+        rows = read_manifest(manifest) if manifest.is_file() else [{}]
+        for row in rows:
+            modality = row.get("modality") or "unknown"
+            seen.setdefault(modality, set()).add(row.get("normalization") or UNRECORDED)
+    normalization = {m: (next(iter(v)) if len(v) == 1 else sorted(v)) for m, v in sorted(seen.items())}
+    return {"normalization": normalization, "model_frame": MODEL_FRAME}

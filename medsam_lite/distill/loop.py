@@ -1,21 +1,27 @@
-"""The one training loop of ``train-teacher`` and ``distill``: :func:`fit`.
+"""The one training loop of ``train-teacher`` and ``distill``: :class:`Trainer` (and :func:`fit`).
 
 A :class:`Task` says what is trained (``trainable``, a submodule of the saved ``model``), on which
-data, with which loss. :func:`fit` adds everything else:
+data, with which loss. :class:`Trainer` adds everything else, in hook methods
+(:meth:`Trainer.run_training` lists their order):
 
 * AdamW(lr, weight_decay) over the trainable parameters that require grad; ReduceLROnPlateau
-  (mode ``min``) stepped once per epoch on the validation loss (training loss without validation);
+  (mode ``min``) stepped once per epoch on the validation loss (training loss without validation),
+  or a per-step cosine decay (``TrainConfig.schedule``);
 * bf16 / fp16 autocast (the task's loss function decides what runs under it) and channels_last;
   fp16 uses a GradScaler;
 * DistributedDataParallel when the runtime is distributed; ``DistributedSampler`` (``set_epoch``)
   for every world size, so data order depends only on (seed, epoch);
-* per epoch the python / numpy / torch RNGs are reseeded from (seed, epoch, rank), so a run that is
-  killed and resumed from an epoch-end checkpoint repeats exactly what the uninterrupted run did;
+* RNG contract (:mod:`medsam_lite.distill.state`): per epoch the python / numpy / torch RNGs are
+  reseeded from (seed, epoch, rank), so a run that is killed and resumed from an epoch-end
+  checkpoint repeats exactly what the uninterrupted run did; the caller's RNG states are restored
+  when training returns or raises;
 * files in the run folder (rank 0 only, every write atomic): ``last.pth`` (model + optimizer,
-  scheduler, scaler, epoch / step, best metric, log rows, RNG states), ``best.pth`` (model only),
-  ``log.csv`` (epoch, train_loss, val_loss, lr, seconds, images_per_s), ``loss.png``, ``run.json``
-  (command line, config, data, runtime, sessions, timing). ``last.pth`` and ``best.pth`` are
-  self-describing model checkpoints (``medsam_lite.checkpoint.load_model`` reads them).
+  scheduler, scaler, epoch / step, best metric, log rows, RNG states; weights-only loadable and
+  read back with ``torch.load(weights_only=True)``), ``best.pth`` (model only), ``log.csv`` (epoch,
+  train_loss, val_loss, lr, seconds, images_per_s), ``loss.png``, ``run.json`` (command line,
+  config, data, runtime, sessions, timing). ``last.pth`` and ``best.pth`` are self-describing model
+  checkpoints (``medsam_lite.checkpoint.load_model`` reads them); their ``config`` is the task's
+  ``checkpoint_config`` (data normalisation and model-frame contract included by the callers).
 
 Mid-epoch checkpoints (``checkpoint_every``) record the step; resuming skips the batches already
 done and restores the RNG states. That is exact when items depend only on their index and epoch
@@ -28,17 +34,15 @@ import csv
 import io
 import json
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from medsam_lite.checkpoint import save_checkpoint
 from medsam_lite.errors import InputError
@@ -46,6 +50,8 @@ from medsam_lite.io_utils import atomic_path
 
 from .options import TrainConfig
 from .runtime import Runtime
+from .state import (derive_seed, load_weights_only, preserved_rng_state, reset_dataset_rngs, rng_state, seed_everything,
+                    set_rng_state)
 
 PathLike = Union[str, Path]
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s")
@@ -58,7 +64,7 @@ CheckpointHook = Callable[[int, int, bool], None]
 
 @dataclass
 class Task:
-    """What :func:`fit` trains.
+    """What a :class:`Trainer` trains.
 
     Attributes:
         name: run kind (``train-teacher``, ``distill``, ``finetune-decoder``); checked on resume.
@@ -92,7 +98,7 @@ class Task:
 
 @dataclass
 class FitResult:
-    """Outcome of :func:`fit` (paths in the run folder; rows as in log.csv)."""
+    """Outcome of :meth:`Trainer.run_training` (paths in the run folder; rows as in log.csv)."""
 
     run_dir: Path
     last: Path
@@ -101,55 +107,6 @@ class FitResult:
     rows: List[Dict[str, Any]]
     best_metric: float
     best_epoch: int
-
-
-# ------------------------------------------------------------------ RNG helpers
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys (numpy SeedSequence)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32).astype(np.uint64)
-               .dot(np.array([1, 2 ** 31], dtype=np.uint64)))
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy's global RNG and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> Dict[str, Any]:
-    """RNG states of python, numpy, torch (and CUDA when present)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "torch_initial_seed": torch.initial_seed()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    torch.manual_seed(int(state.get("torch_initial_seed", 0)))  # restores torch.initial_seed() too
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def reset_dataset_rngs(dataset: Dataset) -> None:
-    """Make medsam_lite.prep datasets re-seed their per-process random stream from ``torch.initial_seed()``.
-
-    ``SliceDataset`` / ``ImageOnlyDataset`` keep one numpy Generator per process, seeded on first
-    use; in the main process (``workers=0``) it would otherwise carry over between epochs and runs.
-    """
-    from medsam_lite.prep.dataset import _Seeded
-
-    if isinstance(dataset, ConcatDataset):
-        for part in dataset.datasets:
-            reset_dataset_rngs(part)
-    elif isinstance(dataset, Subset):
-        reset_dataset_rngs(dataset.dataset)
-    elif isinstance(getattr(dataset, "_random", None), _Seeded):
-        dataset._random = _Seeded()
 
 
 # ------------------------------------------------------------------ files
@@ -291,200 +248,307 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: in
     raise InputError(f"--schedule must be plateau or cosine, got {cfg.schedule!r}")
 
 
+def _empty_partial() -> Dict[str, float]:
+    return {"loss": 0.0, "count": 0.0, "seconds": 0.0, "train_seconds": 0.0}
+
+
+class Trainer:
+    """Trains a :class:`Task` in a run folder (module docstring); :meth:`run_training` drives the hooks.
+
+    Hook order (nnU-Net v2 style)::
+
+        on_train_start()                      run folder, optimiser, scheduler, resume, DDP, run.json
+        for epoch in range(start_epoch, cfg.epochs):
+            on_epoch_start(epoch)             RNG contract, sampler order, train mode
+            for batch in epoch_batches():
+                on_step_end(train_step(batch))    mid-epoch last.pth
+            if not on_epoch_end(): break      validation, scheduler, log row, best/last, plot, time limit
+        on_train_end() -> FitResult           log.csv, run.json; the caller's RNG states are restored
+
+    Subclasses may override any hook; :meth:`save_checkpoint` / :meth:`load_checkpoint` write and
+    read ``last.pth`` (weights-only loadable, see :mod:`medsam_lite.distill.state`).
+    """
+
+    def __init__(self, task: Task, cfg: TrainConfig, run_dir: PathLike, rt: Runtime,
+                 on_checkpoint: Optional[CheckpointHook] = None) -> None:
+        self.task, self.cfg, self.rt, self.on_checkpoint = task, cfg, rt, on_checkpoint
+        self.run_dir = Path(run_dir)
+        self.last_path, self.best_path = self.run_dir / "last.pth", self.run_dir / "best.pth"
+        self.start_epoch, self.start_step = 0, 0
+        self.rows: List[Dict[str, Any]] = []
+        self.best, self.best_epoch = math.inf, 0
+        self.partial = _empty_partial()
+        self.resumed_from: Optional[Dict[str, int]] = None
+        self.stopped_early: Optional[int] = None
+        self.longest_epoch = 0.0
+        self.info: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------ driver
+    def run_training(self) -> FitResult:
+        with preserved_rng_state():
+            self.on_train_start()
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                self.on_epoch_start(epoch)
+                for batch in self.epoch_batches():
+                    self.on_step_end(self.train_step(batch))
+                if not self.on_epoch_end():
+                    break
+            return self.on_train_end()
+
+    # ------------------------------------------------------------ start
+    def on_train_start(self) -> None:
+        """Run folder, optimisation objects, resume from ``last.pth``, DDP wrapper, sampler, run.json."""
+        check_run_folder(self.run_dir, self.cfg.resume)
+        if self.rt.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.run_dir, RUN_FILES)
+        self.rt.barrier()
+        self.build_optimisation()
+        if self.cfg.resume and self.last_path.exists():
+            self.load_checkpoint(self.last_path)
+        self.network = self.wrap_model()
+        self.start_session()
+        self.sampler = DistributedSampler(self.task.train_set, num_replicas=self.rt.world_size, rank=self.rt.rank,
+                                          shuffle=True, seed=self.cfg.seed, drop_last=False)
+
+    def build_optimisation(self) -> None:
+        """Model on the device; AdamW, scheduler (:func:`make_scheduler`), GradScaler (fp16 only)."""
+        task, cfg, rt = self.task, self.cfg, self.rt
+        self.model = task.model.to(rt.device)
+        if rt.channels_last:
+            task.trainable.to(memory_format=torch.channels_last)
+        params = [p for p in task.trainable.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"task {task.name}: nothing to train")
+        self.steps = steps_per_epoch(len(task.train_set), cfg, rt.world_size)
+        self.per_step = cfg.schedule == "cosine"
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, cfg, self.steps)
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+
+    def wrap_model(self) -> nn.Module:
+        """``task.trainable``, wrapped in DistributedDataParallel when the runtime is distributed."""
+        if not self.rt.distributed:
+            return self.task.trainable
+        return nn.parallel.DistributedDataParallel(
+            self.task.trainable, device_ids=[self.rt.device.index] if self.rt.device.type == "cuda" else None,
+            find_unused_parameters=self.task.find_unused_parameters)
+
+    def start_session(self) -> None:
+        """Append this session to run.json (rank 0)."""
+        cfg, rt = self.cfg, self.rt
+        self.session = {"argv": list(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "resumed_from": self.resumed_from, "config": cfg.to_dict(), "world_size": rt.world_size,
+                        "device": str(rt.device), "amp": rt.amp_name, "channels_last": rt.channels_last}
+        if rt.is_main:
+            run_json = self.run_dir / "run.json"
+            if cfg.resume and run_json.is_file():
+                try:
+                    self.info = json.loads(run_json.read_text())
+                except ValueError:
+                    self.info = {}
+            self.info.update({"command": self.task.name, "encoder": self.task.encoder, "config": cfg.to_dict(),
+                              **self.task.describe, "status": "running"})
+            self.info["sessions"] = list(self.info.get("sessions", [])) + [self.session]
+            _write_json(run_json, self.info)
+        self.session_start = time.time()
+
+    # ------------------------------------------------------------ one epoch
+    def on_epoch_start(self, epoch: int) -> None:
+        """Per-epoch RNG contract: reseed from (seed, epoch, rank) unless resuming mid-epoch; the
+        datasets' streams restart; this process's share of the sampler order, minus steps already done."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.epoch = epoch
+        skip = self.start_step if epoch == self.start_epoch else 0
+        self.epoch_seed = derive_seed(cfg.seed, epoch, self.rt.rank)
+        if skip == 0:
+            seed_everything(self.epoch_seed)
+            self.partial = _empty_partial()
+        reset_dataset_rngs(self.task.train_set)
+        if self.task.set_epoch is not None:
+            self.task.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        self.order = list(self.sampler)[skip * cfg.batch_size: self.steps * cfg.batch_size]
+        self.lr = self.optimizer.param_groups[0]["lr"]
+        self.t0 = time.time()
+        self.loss_sum, self.count, self.step = self.partial["loss"], self.partial["count"], skip
+        _train_mode(self.task)
+        self.bar = tqdm(total=self.steps, initial=skip, desc=f"{self.task.name} epoch {epoch + 1}/{cfg.epochs}",
+                        unit="step", disable=not (cfg.progress and self.rt.is_main), leave=False)
+
+    def epoch_batches(self) -> DataLoader:
+        return _loader(self.task.train_set, self.order, self.cfg, self.rt, self.epoch_seed)
+
+    def train_step(self, batch: Dict[str, Any]) -> Dict[str, float]:
+        """One optimiser step; returns ``{"loss": batch mean loss, "n": batch size}``."""
+        loss = self.task.loss(self.network, batch, self.rt)
+        if not torch.isfinite(loss.detach()):
+            raise RuntimeError(f"{self.task.name}: non-finite loss at epoch {self.epoch + 1} step {self.step + 1}; "
+                               f"{self.last_path} keeps the last good state (try a lower --lr or --amp off)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.per_step:
+            self.scheduler.step()
+        return {"loss": float(loss.detach()), "n": float(_batch_len(batch))}
+
+    def on_step_end(self, out: Dict[str, float]) -> None:
+        """Running sums, progress bar, and ``last.pth`` every ``checkpoint_every`` steps (not at the epoch end)."""
+        self.loss_sum += out["loss"] * out["n"]
+        self.count += out["n"]
+        self.step += 1
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{out['loss']:.4g}")
+        every = self.cfg.checkpoint_every
+        if every and self.step % every == 0 and self.step < self.steps:
+            g_loss, g_count = self.rt.sum([self.loss_sum, self.count])
+            elapsed = self.partial["seconds"] + time.time() - self.t0
+            self.save_checkpoint(self.epoch, self.step, {"loss": g_loss, "count": g_count, "seconds": elapsed,
+                                                         "train_seconds": elapsed})
+            self.rt.barrier()
+            self._notify(self.epoch + 1, self.step, False)
+
+    def on_epoch_end(self) -> bool:
+        """Validation, scheduler, log row, best / last checkpoints, log.csv, loss.png; False to stop (time limit)."""
+        self.bar.close()
+        row, metric, metric_name = self.epoch_row()
+        self.rows.append(row)
+        improved = metric < self.best
+        if improved:
+            self.best, self.best_epoch = metric, self.epoch + 1
+        if self.rt.is_main:
+            if improved:
+                save_checkpoint(self.model, self.best_path, self.task.encoder, self.task.checkpoint_config,
+                                epoch=self.epoch + 1, metric=metric, metric_name=metric_name)
+            self.save_checkpoint(self.epoch + 1, 0, _empty_partial())
+            write_log(self.run_dir / "log.csv", self.rows)
+            plot_losses(self.run_dir / "loss.png", self.rows, f"{self.task.name} ({self.task.encoder})")
+            self.print_row(row)
+        self.rt.barrier()
+        self._notify(self.epoch + 1, 0, True)
+        return not self.time_is_up()
+
+    def epoch_row(self) -> Tuple[Dict[str, Any], float, str]:
+        """(log row, metric for scheduler / best, its name); steps the plateau scheduler."""
+        train_seconds = self.partial["train_seconds"] + time.time() - self.t0
+        loss_sum, count = self.rt.sum([self.loss_sum, self.count])
+        train_loss = loss_sum / max(count, 1.0)
+        val_loss = self.validate()
+        seconds = self.partial["seconds"] + time.time() - self.t0
+        metric = val_loss if val_loss is not None else train_loss
+        if not self.per_step:
+            self.scheduler.step(metric)
+        row = {"epoch": self.epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "lr": self.lr,
+               "seconds": round(seconds, 3), "images_per_s": round(count / max(train_seconds, 1e-9), 3)}
+        return row, metric, "val_loss" if val_loss is not None else "train_loss"
+
+    def validate(self) -> Optional[float]:
+        """Validation loss of this epoch (:func:`validate`: fixed random stream, all ranks)."""
+        return validate(self.task, self.cfg, self.rt)
+
+    def print_row(self, row: Dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        val = f"{row['val_loss']:.5g}" if row["val_loss"] is not None else "-"
+        line = (f"{self.task.name} epoch {row['epoch']}/{self.cfg.epochs}: train {row['train_loss']:.5g}  val {val}  "
+                f"lr {row['lr']:.3g}  {row['seconds']:.1f} s  {row['images_per_s']:.2f} img/s")
+        if self.cfg.progress:
+            tqdm.write(line)
+        else:
+            print(line, flush=True)
+
+    def time_is_up(self) -> bool:
+        """``cfg.time_limit``: True when another epoch as long as the longest one would not fit."""
+        self.longest_epoch = max(self.longest_epoch, time.time() - self.t0)
+        limit = self.cfg.time_limit
+        if (limit is not None and self.epoch + 1 < self.cfg.epochs
+                and time.time() - self.session_start + self.longest_epoch > limit * 60.0):
+            self.stopped_early = self.epoch + 1
+            return True
+        return False
+
+    def _notify(self, epoch: int, step: int, end_of_epoch: bool) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(epoch, step, end_of_epoch)
+
+    # ------------------------------------------------------------ end
+    def on_train_end(self) -> FitResult:
+        """Final log.csv and run.json (status, epochs done, best); the result paths."""
+        epochs_done = self.stopped_early or max(self.start_epoch, self.cfg.epochs)
+        if self.rt.is_main:
+            if self.rows:
+                write_log(self.run_dir / "log.csv", self.rows)
+            self.session.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                seconds=round(time.time() - self.session_start, 3))
+            if self.stopped_early:
+                self.session["stopped"] = f"time limit {self.cfg.time_limit:g} min after epoch {self.stopped_early}"
+            self.info["sessions"][-1] = self.session
+            self.info.update(status="done" if not self.stopped_early else "stopped (time limit)",
+                             epochs_done=epochs_done, best_epoch=self.best_epoch,
+                             best_metric=None if math.isinf(self.best) else self.best,
+                             seconds_total=round(sum(float(r["seconds"]) for r in self.rows), 3))
+            _write_json(self.run_dir / "run.json", self.info)
+        self.rt.barrier()
+        return FitResult(run_dir=self.run_dir, last=self.last_path,
+                         best=self.best_path if self.best_path.exists() else None, epochs_done=epochs_done,
+                         rows=self.rows, best_metric=self.best, best_epoch=self.best_epoch)
+
+    # ------------------------------------------------------------ last.pth
+    def training_state(self, epoch: int, step: int, partial: Dict[str, float]) -> Dict[str, Any]:
+        """Everything an exact resume needs (plain containers and tensors only)."""
+        return {"task": self.task.name, "epoch": epoch, "step": step, "partial": partial,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None, "rows": self.rows,
+                "best": self.best, "best_epoch": self.best_epoch, "rng": rng_state(),
+                "world_size": self.rt.world_size, "batch_size": self.cfg.batch_size, "config": self.cfg.to_dict()}
+
+    def save_checkpoint(self, epoch: int, step: int, partial: Dict[str, float]) -> None:
+        """Write ``last.pth`` (rank 0): model + training state after ``step`` steps of 0-based ``epoch``."""
+        if self.rt.is_main:
+            save_checkpoint(self.model, self.last_path, self.task.encoder, self.task.checkpoint_config,
+                            training=self.training_state(epoch, step, partial))
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Resume from ``path`` (weights-only load): model, optimiser, scheduler, scaler, counters, RNGs."""
+        payload = load_weights_only(path)
+        state = payload.get("training") if isinstance(payload, dict) else None
+        if not state:
+            raise InputError("last.pth holds no training state", path)
+        if state["task"] != self.task.name or payload["encoder"] != self.task.encoder:
+            raise InputError(f"last.pth is a {state['task']} run of {payload['encoder']}, not {self.task.name} of "
+                             f"{self.task.encoder}", path)
+        if state.get("world_size", 1) != self.rt.world_size or state.get("batch_size") != self.cfg.batch_size:
+            print(f"warning: resuming with world size {self.rt.world_size} / batch {self.cfg.batch_size} "
+                  f"(saved: {state.get('world_size')} / {state.get('batch_size')}): not an exact continuation",
+                  file=sys.stderr)
+        self.model.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
+        self.rows = list(state["rows"])
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        if self.start_step and self.rt.is_main:
+            self.partial = dict(state["partial"])
+        set_rng_state(state["rng"])
+        self.resumed_from = {"epoch": self.start_epoch, "step": self.start_step}
+
+
 def fit(task: Task, cfg: TrainConfig, run_dir: PathLike, rt: Runtime,
         on_checkpoint: Optional[CheckpointHook] = None) -> FitResult:
-    """Train ``task`` for ``cfg.epochs`` epochs in ``run_dir`` (see module docstring).
+    """Train ``task`` for ``cfg.epochs`` epochs in ``run_dir``: ``Trainer(...).run_training()``.
 
     ``on_checkpoint(epoch, step, end_of_epoch)`` runs on every rank after each ``last.pth`` write
     (epoch 1-based; step = steps done in that epoch). With ``cfg.resume`` the run continues from
     ``run_dir/last.pth`` when it exists; without it an existing ``last.pth`` is refused.
     """
-    run_dir = Path(run_dir)
-    last_path, best_path = run_dir / "last.pth", run_dir / "best.pth"
-    check_run_folder(run_dir, cfg.resume)
-    if rt.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(run_dir, RUN_FILES)
-    rt.barrier()
+    return Trainer(task, cfg, run_dir, rt, on_checkpoint).run_training()
 
-    model = task.model.to(rt.device)
-    if rt.channels_last:
-        task.trainable.to(memory_format=torch.channels_last)
-    params = [p for p in task.trainable.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"task {task.name}: nothing to train")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(task.train_set), cfg, rt.world_size))
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
 
-    start_epoch, start_step = 0, 0
-    rows: List[Dict[str, Any]] = []
-    best, best_epoch = math.inf, 0
-    partial = {"loss": 0.0, "count": 0.0, "seconds": 0.0, "train_seconds": 0.0}
-    resumed_from = None
-    if cfg.resume and last_path.exists():
-        payload = torch.load(last_path, map_location="cpu", weights_only=False)
-        state = payload.get("training") if isinstance(payload, dict) else None
-        if not state:
-            raise InputError("last.pth holds no training state", last_path)
-        if state["task"] != task.name or payload["encoder"] != task.encoder:
-            raise InputError(f"last.pth is a {state['task']} run of {payload['encoder']}, not {task.name} of "
-                             f"{task.encoder}", last_path)
-        if state.get("world_size", 1) != rt.world_size or state.get("batch_size") != cfg.batch_size:
-            print(f"warning: resuming with world size {rt.world_size} / batch {cfg.batch_size} "
-                  f"(saved: {state.get('world_size')} / {state.get('batch_size')}): not an exact continuation",
-                  file=sys.stderr)
-        model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, start_step = int(state["epoch"]), int(state["step"])
-        rows = list(state["rows"])
-        best, best_epoch = float(state["best"]), int(state["best_epoch"])
-        if start_step and rt.is_main:
-            partial = dict(state["partial"])
-        set_rng_state(state["rng"])
-        resumed_from = {"epoch": start_epoch, "step": start_step}
-
-    wrapped: nn.Module = task.trainable
-    if rt.distributed:
-        wrapped = nn.parallel.DistributedDataParallel(
-            task.trainable, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-            find_unused_parameters=task.find_unused_parameters)
-
-    def training_state(epoch: int, step: int, part: Dict[str, float]) -> Dict[str, Any]:
-        return {"task": task.name, "epoch": epoch, "step": step, "partial": part,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rows": rows, "best": best,
-                "best_epoch": best_epoch, "rng": rng_state(), "world_size": rt.world_size,
-                "batch_size": cfg.batch_size, "config": cfg.to_dict()}
-
-    def save_last(epoch: int, step: int, part: Dict[str, float]) -> None:
-        if rt.is_main:
-            save_checkpoint(model, last_path, task.encoder, task.checkpoint_config,
-                            training=training_state(epoch, step, part))
-
-    run_json = run_dir / "run.json"
-    session = {"argv": list(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resumed_from": resumed_from,
-               "config": cfg.to_dict(), "world_size": rt.world_size, "device": str(rt.device),
-               "amp": rt.amp_name, "channels_last": rt.channels_last}
-    info: Dict[str, Any] = {}
-    if rt.is_main:
-        if cfg.resume and run_json.is_file():
-            try:
-                info = json.loads(run_json.read_text())
-            except ValueError:
-                info = {}
-        info.update({"command": task.name, "encoder": task.encoder, "config": cfg.to_dict(), **task.describe,
-                     "status": "running"})
-        info["sessions"] = list(info.get("sessions", [])) + [session]
-        _write_json(run_json, info)
-    session_start = time.time()
-
-    from tqdm import tqdm
-
-    sampler = DistributedSampler(task.train_set, num_replicas=rt.world_size, rank=rt.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=False)
-    steps_full = math.ceil(len(sampler) / cfg.batch_size)
-    steps = min(steps_full, cfg.max_steps) if cfg.max_steps else steps_full
-    per_step = cfg.schedule == "cosine"
-    longest_epoch = 0.0
-    stopped_early: Optional[int] = None
-    for epoch in range(start_epoch, cfg.epochs):
-        skip = start_step if epoch == start_epoch else 0
-        epoch_seed = derive_seed(cfg.seed, epoch, rt.rank)
-        if skip == 0:
-            seed_everything(epoch_seed)
-            partial = {"loss": 0.0, "count": 0.0, "seconds": 0.0, "train_seconds": 0.0}
-        reset_dataset_rngs(task.train_set)
-        if task.set_epoch is not None:
-            task.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        order = list(sampler)[skip * cfg.batch_size: steps * cfg.batch_size]
-        lr = optimizer.param_groups[0]["lr"]
-        t0 = time.time()
-        loss_sum, count = partial["loss"], partial["count"]
-        _train_mode(task)
-        bar = tqdm(total=steps, initial=skip, desc=f"{task.name} epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not (cfg.progress and rt.is_main), leave=False)
-        step = skip
-        for batch in _loader(task.train_set, order, cfg, rt, epoch_seed):
-            loss = task.loss(wrapped, batch, rt)
-            if not torch.isfinite(loss.detach()):
-                raise RuntimeError(f"{task.name}: non-finite loss at epoch {epoch + 1} step {step + 1}; "
-                                   f"{last_path} keeps the last good state (try a lower --lr or --amp off)")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if per_step:
-                scheduler.step()
-            n = _batch_len(batch)
-            loss_sum += float(loss.detach()) * n
-            count += n
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
-                g_loss, g_count = rt.sum([loss_sum, count])
-                elapsed = partial["seconds"] + time.time() - t0
-                save_last(epoch, step, {"loss": g_loss, "count": g_count, "seconds": elapsed,
-                                        "train_seconds": elapsed})
-                rt.barrier()
-                if on_checkpoint is not None:
-                    on_checkpoint(epoch + 1, step, False)
-        bar.close()
-        train_seconds = partial["train_seconds"] + time.time() - t0
-        loss_sum, count = rt.sum([loss_sum, count])
-        train_loss = loss_sum / max(count, 1.0)
-        val_loss = validate(task, cfg, rt)
-        seconds = partial["seconds"] + time.time() - t0
-        metric = val_loss if val_loss is not None else train_loss
-        if not per_step:
-            scheduler.step(metric)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
-               "seconds": round(seconds, 3), "images_per_s": round(count / max(train_seconds, 1e-9), 3)}
-        rows.append(row)
-        improved = metric < best
-        if improved:
-            best, best_epoch = metric, epoch + 1
-        if rt.is_main:
-            if improved:
-                save_checkpoint(model, best_path, task.encoder, task.checkpoint_config, epoch=epoch + 1,
-                                metric=metric, metric_name="val_loss" if val_loss is not None else "train_loss")
-            save_last(epoch + 1, 0, {"loss": 0.0, "count": 0.0, "seconds": 0.0, "train_seconds": 0.0})
-            write_log(run_dir / "log.csv", rows)
-            plot_losses(run_dir / "loss.png", rows, f"{task.name} ({task.encoder})")
-            val_text = f"{val_loss:.5g}" if val_loss is not None else "-"
-            line = (f"{task.name} epoch {epoch + 1}/{cfg.epochs}: train {train_loss:.5g}  val {val_text}  "
-                    f"lr {lr:.3g}  {seconds:.1f} s  {row['images_per_s']:.2f} img/s")
-            if cfg.progress:
-                tqdm.write(line)
-            else:
-                print(line, flush=True)
-        rt.barrier()
-        if on_checkpoint is not None:
-            on_checkpoint(epoch + 1, 0, True)
-        longest_epoch = max(longest_epoch, time.time() - t0)
-        if (cfg.time_limit is not None and epoch + 1 < cfg.epochs
-                and time.time() - session_start + longest_epoch > cfg.time_limit * 60.0):
-            stopped_early = epoch + 1
-            break
-
-    epochs_done = stopped_early or max(start_epoch, cfg.epochs)
-    if rt.is_main:
-        if rows:
-            write_log(run_dir / "log.csv", rows)
-        session.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - session_start, 3))
-        info["sessions"][-1] = session
-        if stopped_early:
-            session["stopped"] = f"time limit {cfg.time_limit:g} min after epoch {stopped_early}"
-        info.update(status="done" if not stopped_early else "stopped (time limit)", epochs_done=epochs_done,
-                    best_epoch=best_epoch,
-                    best_metric=None if math.isinf(best) else best,
-                    seconds_total=round(sum(float(r["seconds"]) for r in rows), 3))
-        _write_json(run_json, info)
-    rt.barrier()
-    return FitResult(run_dir=run_dir, last=last_path, best=best_path if best_path.exists() else None,
-                     epochs_done=epochs_done, rows=rows, best_metric=best, best_epoch=best_epoch)
+__all__ = ["Task", "Trainer", "FitResult", "fit", "validate", "check_run_folder", "steps_per_epoch", "make_scheduler",
+           "write_log", "read_log", "plot_losses", "remove_stale_temps", "derive_seed", "seed_everything",
+           "rng_state", "set_rng_state", "reset_dataset_rngs", "LOG_COLUMNS", "TIMING_COLUMNS"]

@@ -1,17 +1,23 @@
-"""Training settings shared by ``train-teacher`` and ``distill`` (no torch import: the CLI uses this).
+"""Training settings (no torch import: the CLI uses this).
 
-``TrainConfig`` holds everything the training loop needs; :func:`add_training_arguments` adds the
-same options to both subcommands and :func:`config_from_args` turns them back into a config.
+``TrainConfig`` holds everything the training loop needs (shared by ``train-teacher`` and
+``distill``); :func:`add_training_arguments` adds the same options to both subcommands and
+:func:`config_from_args` turns them back into a config. ``DistillConfig`` holds what ``distill``
+trains (teacher, student, cache, data split, fine-tuning, mask term); ``TeacherConfig`` what
+``train-teacher`` trains.
 """
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 SCHEDULE_CHOICES = ("plateau", "cosine")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+VAL_SPLIT_CHOICES = ("case", "image")
+INIT_CHOICES = ("scratch", "lite_medsam")
 
 
 @dataclass
@@ -113,3 +119,87 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         workers=args.workers, seed=args.seed, device=args.device, amp=args.amp, channels_last=args.channels_last,
         resume=args.resume, checkpoint_every=args.checkpoint_every, progress=args.progress,
     )
+
+
+@dataclass
+class DistillConfig:
+    """What ``distill`` trains (the optimisation settings are a separate :class:`TrainConfig`).
+
+    Attributes:
+        teacher: ``load_model`` spec of the teacher (``lite_medsam``, a checkpoint path, a
+            train-teacher ``best.pth``).
+        student: registry encoder name of the student.
+        cache_dir: teacher-embedding cache folder (built when missing or partial; reused when its
+            index matches; a mismatch raises InputError unless ``rebuild_cache``). None = online.
+        aug_variants: K cached variants per training image (variant 0 plain); needs ``cache_dir``.
+        augment: online augmentation (no cache) keyed by (seed, epoch, image).
+        rebuild_cache: replace a cache built for another teacher / data / K.
+        cache_only: build the cache and return without training.
+        cache_batch_size: teacher batch while building (None: ``TrainConfig.batch_size``).
+        cache_seed: seed of the cached augmented variants (part of the cache identity).
+        val_fraction: validation share (fixed seed 0) for folders whose manifest has no ``val`` split.
+        val_split: how that share is drawn: ``"case"`` (whole cases of the manifest, no slice
+            leakage) or ``"image"`` (single images; how the shipped students' runs were split).
+        finetune_decoder: afterwards train the mask decoder on labelled slices for
+            ``finetune_epochs`` at ``finetune_lr`` (encoder frozen); needs prep folders with labels.
+        init_student: warm start: ``load_model`` spec whose image encoder initialises the student
+            (same architecture); optimizer, scheduler and log start fresh. Ignored when resuming.
+        mask_loss_weight: weight of the mask-level term (:mod:`medsam_lite.distill.mask_kd`) added
+            to the embedding MSE; 0 = embedding MSE only (the paper's recipe).
+        mask_boxes: random boxes per image and step for that term.
+    """
+
+    teacher: str = "lite_medsam"
+    student: str = "repvit_m0_6"
+    cache_dir: Optional[Union[str, os.PathLike]] = None
+    aug_variants: int = 1
+    augment: bool = False
+    rebuild_cache: bool = False
+    cache_only: bool = False
+    cache_batch_size: Optional[int] = None
+    cache_seed: int = 0
+    val_fraction: float = 0.05
+    val_split: str = "case"
+    finetune_decoder: bool = False
+    finetune_epochs: int = 10
+    finetune_lr: float = 1e-4
+    init_student: Optional[str] = None
+    mask_loss_weight: float = 0.0
+    mask_boxes: int = 2
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: (str(v) if k == "cache_dir" and v is not None else v) for k, v in asdict(self).items()}
+
+    def check(self) -> None:
+        """Refuse contradictory or out-of-range settings (InputError naming the flag); ``val_fraction`` /
+        ``val_split`` are checked where they are used (``medsam_lite.distill.data.image_lists``)."""
+        from medsam_lite.errors import InputError
+
+        if self.aug_variants < 1:
+            raise InputError(f"--aug-variants must be >= 1, got {self.aug_variants}")
+        if self.aug_variants > 1 and self.cache_dir is None:
+            raise InputError("--aug-variants needs --cache-dir (use --augment for online augmentation)")
+        if self.augment and self.cache_dir is not None:
+            raise InputError("--augment is for runs without a cache; with --cache-dir use --aug-variants K")
+        if self.cache_only and self.cache_dir is None:
+            raise InputError("--cache-only needs --cache-dir")
+        if self.mask_loss_weight < 0 or self.mask_boxes < 1:
+            raise InputError(f"--mask-loss-weight must be >= 0 and --mask-boxes >= 1, got {self.mask_loss_weight} "
+                             f"/ {self.mask_boxes}")
+
+
+@dataclass
+class TeacherConfig:
+    """What ``train-teacher`` trains.
+
+    Attributes:
+        encoder: image encoder name from ``medsam_lite.encoders.ENCODERS``.
+        init: ``scratch`` (all random) or ``lite_medsam`` (prompt encoder + mask decoder copied
+            from the real LiteMedSAM checkpoint; the encoder stays random).
+    """
+
+    encoder: str = "swin_t"
+    init: str = "scratch"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)

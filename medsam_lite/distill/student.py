@@ -39,11 +39,12 @@ from medsam_lite.transforms import pad_to_square
 
 from . import cache as cache_mod
 from .augment import augment as augment_image
-from .data import ImageRef, image_lists, load_model_frame, slice_datasets
-from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit, seed_everything
+from .data import ImageRef, image_lists, load_model_frame, preprocessing_record, slice_datasets
+from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit
 from .mask_kd import MaskDistillLoss
-from .options import TrainConfig
+from .options import DistillConfig, TrainConfig
 from .runtime import Runtime, runtime_scope
+from .state import load_weights_only, preserved_rng_state
 from .teacher import check_encoder, segmentation_task
 
 PathLike = Union[str, Path]
@@ -125,139 +126,129 @@ def _wait_for_cache(root: Path, spec: cache_mod.CacheSpec, poll_s: float = 1.0) 
         time.sleep(poll_s)
 
 
-def distill(data: Sequence[PathLike], out_dir: PathLike, *, teacher: str = "lite_medsam",
-            student: str = "repvit_m0_6", cache_dir: Optional[PathLike] = None, aug_variants: int = 1,
-            augment: bool = False, rebuild_cache: bool = False, cache_only: bool = False,
-            cache_batch_size: Optional[int] = None, cache_seed: int = 0, val_fraction: float = 0.05, val_split: str = "case",
-            finetune_decoder: bool = False, finetune_epochs: int = 10, finetune_lr: float = 1e-4,
-            init_student: Optional[str] = None, mask_loss_weight: float = 0.0, mask_boxes: int = 2,
-            config: Optional[TrainConfig] = None, on_checkpoint: Optional[CheckpointHook] = None,
+@preserved_rng_state()  # loading / building models draws from the global RNGs: give the caller its streams back
+def distill(data: Sequence[PathLike], out_dir: PathLike, options: Optional[DistillConfig] = None,
+            config: Optional[TrainConfig] = None, *, on_checkpoint: Optional[CheckpointHook] = None,
             on_cache_batch: Optional[Callable[[int], None]] = None) -> DistillResult:
-    """Distil ``teacher``'s image encoder into registry encoder ``student`` (see module docstring).
+    """Distil ``options.teacher``'s image encoder into registry encoder ``options.student`` (module docstring).
 
     Args:
         data: prep output folders (or folders of ``imgs/*.npy``).
         out_dir: run folder: last.pth / best.pth (training states), student.pth, log.csv, loss.png,
             run.json (and ``finetune/`` with ``finetune_decoder``).
-        teacher: ``load_model`` spec of the teacher.
-        student: registry encoder name of the student.
-        cache_dir: teacher-embedding cache folder (built when missing or partial; reused when its
-            index matches; a mismatch raises InputError unless ``rebuild_cache``).
-        aug_variants: K cached variants per training image (variant 0 plain); needs ``cache_dir``.
-        augment: online augmentation (no cache) keyed by (seed, epoch, image).
-        cache_only: build the cache and return without training.
-        cache_batch_size: teacher batch while building (default: ``config.batch_size``).
-        cache_seed: seed of the cached augmented variants (part of the cache identity).
-        val_fraction: validation share (fixed seed 0) for folders whose manifest has no ``val`` split.
-        val_split: how that share is drawn: ``"case"`` (whole cases of the manifest, no slice leakage) or
-            ``"image"`` (single images; how the shipped students' runs were split).
-        finetune_decoder: afterwards train the mask decoder on labelled slices for ``finetune_epochs``
-            at ``finetune_lr`` (encoder frozen); needs prep folders with labels.
-        init_student: warm start: ``load_model`` spec (e.g. ``repvit_m0_6_lite`` or an earlier run's
-            ``student.pth`` / ``best.pth``) whose image encoder initialises the student (same
-            architecture); the optimizer, scheduler and log start fresh (a new run folder, e.g. a second
-            stage at a lower ``lr``). Ignored when resuming from ``last.pth``, which already holds it.
-        mask_loss_weight: weight of the mask-level term (:mod:`medsam_lite.distill.mask_kd`: BCE + Dice between the
-            student's and the teacher's decoder logits for ``mask_boxes`` random boxes per image, decoder
-            frozen) added to the embedding MSE; 0 (default) = embedding MSE only, the paper's recipe.
-        mask_boxes: random boxes per image and step for that term.
+        options: what is distilled (:class:`~medsam_lite.distill.options.DistillConfig`; default: all defaults).
         config: optimisation / runtime settings (shared with train-teacher).
         on_checkpoint: hook after each last.pth write; ``on_cache_batch``: hook after each cache batch.
     """
+    opt = options or DistillConfig()
     cfg = config or TrainConfig()
-    check_encoder(student, "--student")
-    if aug_variants < 1:
-        raise InputError(f"--aug-variants must be >= 1, got {aug_variants}")
-    if aug_variants > 1 and cache_dir is None:
-        raise InputError("--aug-variants needs --cache-dir (use --augment for online augmentation)")
-    if augment and cache_dir is not None:
-        raise InputError("--augment is for runs without a cache; with --cache-dir use --aug-variants K")
-    if cache_only and cache_dir is None:
-        raise InputError("--cache-only needs --cache-dir")
-    if mask_loss_weight < 0 or mask_boxes < 1:
-        raise InputError(f"--mask-loss-weight must be >= 0 and --mask-boxes >= 1, got {mask_loss_weight} / {mask_boxes}")
-    train_refs, val_refs, info = image_lists(data, val_fraction=val_fraction, seed=0, val_split=val_split)
-    if finetune_decoder:
+    check_encoder(opt.student, "--student")
+    opt.check()
+    train_refs, val_refs, info = image_lists(data, val_fraction=opt.val_fraction, seed=0, val_split=opt.val_split)
+    if opt.finetune_decoder:
         slice_datasets(data)  # fail early when the folders have no labelled slices
     out_dir = Path(out_dir)
-    if not cache_only:
+    if not opt.cache_only:
         check_run_folder(out_dir, cfg.resume)
 
     with runtime_scope(cfg.device, cfg.amp, cfg.channels_last) as rt:
-        teacher_model = load_teacher(teacher)
+        teacher_model = load_teacher(opt.teacher)
         teacher_sha = state_sha256(teacher_model)
-        describe: Dict[str, Any] = {"data": info, "teacher": teacher, "teacher_sha256": teacher_sha,
-                                    "student": student, "train_images": len(train_refs), "val_images": len(val_refs),
-                                    "cache_dir": str(cache_dir) if cache_dir else None,
-                                    "aug_variants": aug_variants, "cache_seed": cache_seed, "augment": augment}
-        cache_path = Path(cache_dir).resolve() if cache_dir is not None else None
+        cache_path = Path(opt.cache_dir).resolve() if opt.cache_dir is not None else None
         spec = None
         if cache_path is not None:
-            spec = cache_mod.CacheSpec(teacher=teacher, teacher_sha=teacher_sha,
-                                       items={"train": train_refs, "val": val_refs}, variants=aug_variants,
-                                       aug_seed=cache_seed)
-            if rt.is_main:
-                cache_mod.prepare(cache_path, spec, rebuild=rebuild_cache)
-                if not cache_mod.is_complete(cache_path, spec):
-                    encoder = teacher_model.image_encoder.to(rt.device)
-                    cache_mod.build(cache_path, spec, encoder, rt.device, batch_size=cache_batch_size or cfg.batch_size,
-                                    workers=cfg.workers, progress=cfg.progress, on_batch=on_cache_batch)
-                    teacher_model.to("cpu")
-            else:
-                _wait_for_cache(cache_path, spec)
-            rt.barrier()
-            if cache_only:
+            spec = cache_mod.CacheSpec(teacher=opt.teacher, teacher_sha=teacher_sha,
+                                       items={"train": train_refs, "val": val_refs}, variants=opt.aug_variants,
+                                       aug_seed=opt.cache_seed)
+            _ensure_cache(cache_path, spec, teacher_model, opt, cfg, rt, on_cache_batch)
+            if opt.cache_only:
                 return DistillResult(run_dir=out_dir, student=None, cache_dir=cache_path, fit=None)
 
-        seed_everything(cfg.seed)
-        model = MedSAMLite(build_encoder(student), copy.deepcopy(teacher_model.prompt_encoder),
-                           copy.deepcopy(teacher_model.mask_decoder))
-        model.prompt_encoder.requires_grad_(False)
-        model.mask_decoder.requires_grad_(False)
-        if init_student is not None:
-            init_encoder(model, init_student, student)
-            describe["init_student"] = init_student
-        mask_term = MaskDistillLoss(model, mask_boxes, mask_loss_weight) if mask_loss_weight > 0 else None
-        describe.update(mask_loss_weight=mask_loss_weight, mask_boxes=mask_boxes if mask_term else None)
+        model = _student_model(opt, teacher_model, cfg.seed)
+        mask_term = MaskDistillLoss(model, opt.mask_boxes, opt.mask_loss_weight) if opt.mask_loss_weight > 0 else None
+        describe: Dict[str, Any] = {"data": info, "teacher": opt.teacher, "teacher_sha256": teacher_sha,
+                                    "student": opt.student, "train_images": len(train_refs),
+                                    "val_images": len(val_refs), "cache_dir": str(cache_path) if cache_path else None,
+                                    "aug_variants": opt.aug_variants, "cache_seed": opt.cache_seed,
+                                    "augment": opt.augment, "mask_loss_weight": opt.mask_loss_weight,
+                                    "mask_boxes": opt.mask_boxes if mask_term else None, "options": opt.to_dict()}
+        if opt.init_student is not None:
+            describe["init_student"] = opt.init_student
         if spec is not None:
             del teacher_model  # only the decoder copies are needed from here on
             train_set: Dataset = cache_mod.CachedEmbeddings(cache_path, spec, "train", seed=cfg.seed)
             val_set: Optional[Dataset] = (cache_mod.CachedEmbeddings(cache_path, spec, "val", seed=cfg.seed)
                                           if val_refs else None)
             loss_fn = _distill_loss(mask_term=mask_term)
-            set_epoch = train_set.set_epoch
         else:
             teacher_encoder = teacher_model.image_encoder.to(rt.device)
-            train_set = OnlineImages(train_refs, augment=augment, seed=cfg.seed)
+            train_set = OnlineImages(train_refs, augment=opt.augment, seed=cfg.seed)
             val_set = OnlineImages(val_refs) if val_refs else None
             loss_fn = _distill_loss(teacher_encoder, mask_term)
-            set_epoch = train_set.set_epoch
-        ckpt_config = {"task": "distill", "student": student, "teacher": teacher, "teacher_sha256": teacher_sha,
-                       "mask_loss_weight": mask_loss_weight}
-        task = Task(name="distill", model=model, encoder=student, trainable=model.image_encoder,
+        ckpt_config = {"task": "distill", "student": opt.student, "teacher": opt.teacher,
+                       "teacher_sha256": teacher_sha, "mask_loss_weight": opt.mask_loss_weight,
+                       **preprocessing_record(data)}
+        task = Task(name="distill", model=model, encoder=opt.student, trainable=model.image_encoder,
                     train_set=train_set, val_set=val_set, loss=loss_fn, checkpoint_config=ckpt_config,
-                    describe=describe, frozen=(model.prompt_encoder, model.mask_decoder), set_epoch=set_epoch)
+                    describe=describe, frozen=(model.prompt_encoder, model.mask_decoder),
+                    set_epoch=train_set.set_epoch)
         result = fit(task, cfg, out_dir, rt, on_checkpoint=on_checkpoint)
         _load_best(model, result)
 
         finetuned = None
-        if finetune_decoder:
-            seg_train, seg_val, seg_info = slice_datasets(data)
-            ft_cfg = TrainConfig(**{**cfg.to_dict(), "epochs": finetune_epochs, "lr": finetune_lr})
-            ft_task = segmentation_task(model, student, seg_train, seg_val, "finetune-decoder", decoder_only=True,
-                                        checkpoint_config={**ckpt_config, "finetune_decoder": True},
-                                        describe={"data": seg_info, "student_from": str(result.best or result.last)})
-            finetuned = fit(ft_task, ft_cfg, out_dir / "finetune", rt, on_checkpoint=on_checkpoint)
+        if opt.finetune_decoder:
+            finetuned = _finetune_decoder(model, data, opt, cfg, ckpt_config, result, out_dir, rt, on_checkpoint)
             _load_best(model, finetuned)
             ckpt_config = {**ckpt_config, "finetune_decoder": True}
 
         student_path = out_dir / STUDENT_FILE
         if rt.is_main:
-            save_checkpoint(model.to("cpu"), student_path, student, ckpt_config,
+            save_checkpoint(model.to("cpu"), student_path, opt.student, ckpt_config,
                             distill={"best_epoch": result.best_epoch, "best_val_loss": result.best_metric,
                                      "epochs": result.epochs_done})
         rt.barrier()
     return DistillResult(run_dir=out_dir, student=student_path, cache_dir=cache_path, fit=result, finetune=finetuned)
+
+
+def _ensure_cache(root: Path, spec: cache_mod.CacheSpec, teacher_model: MedSAMLite, opt: DistillConfig,
+                  cfg: TrainConfig, rt: Runtime, on_batch: Optional[Callable[[int], None]]) -> None:
+    """Rank 0 checks / builds the cache (moving the teacher encoder to the device meanwhile); the others wait."""
+    if rt.is_main:
+        cache_mod.prepare(root, spec, rebuild=opt.rebuild_cache)
+        if not cache_mod.is_complete(root, spec):
+            encoder = teacher_model.image_encoder.to(rt.device)
+            cache_mod.build(root, spec, encoder, rt.device, batch_size=opt.cache_batch_size or cfg.batch_size,
+                            workers=cfg.workers, progress=cfg.progress, on_batch=on_batch)
+            teacher_model.to("cpu")
+    else:
+        _wait_for_cache(root, spec)
+    rt.barrier()
+
+
+def _student_model(opt: DistillConfig, teacher_model: MedSAMLite, seed: int) -> MedSAMLite:
+    """Student encoder (initialised under ``seed`` in a forked torch RNG, or from ``init_student``) + copies of
+    the teacher's prompt encoder and mask decoder (frozen)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = build_encoder(opt.student)
+    model = MedSAMLite(encoder, copy.deepcopy(teacher_model.prompt_encoder), copy.deepcopy(teacher_model.mask_decoder))
+    model.prompt_encoder.requires_grad_(False)
+    model.mask_decoder.requires_grad_(False)
+    if opt.init_student is not None:
+        init_encoder(model, opt.init_student, opt.student)
+    return model
+
+
+def _finetune_decoder(model: MedSAMLite, data: Sequence[PathLike], opt: DistillConfig, cfg: TrainConfig,
+                      ckpt_config: Dict[str, Any], result: FitResult, out_dir: Path, rt: Runtime,
+                      on_checkpoint: Optional[CheckpointHook]) -> FitResult:
+    """Train the mask decoder on labelled slices (encoder frozen) in ``out_dir/finetune``."""
+    seg_train, seg_val, seg_info = slice_datasets(data)
+    ft_cfg = TrainConfig(**{**cfg.to_dict(), "epochs": opt.finetune_epochs, "lr": opt.finetune_lr})
+    ft_task = segmentation_task(model, opt.student, seg_train, seg_val, "finetune-decoder", decoder_only=True,
+                                checkpoint_config={**ckpt_config, "finetune_decoder": True},
+                                describe={"data": seg_info, "student_from": str(result.best or result.last)})
+    return fit(ft_task, ft_cfg, out_dir / "finetune", rt, on_checkpoint=on_checkpoint)
 
 
 def init_encoder(model: MedSAMLite, spec: str, student: str) -> None:
@@ -273,8 +264,7 @@ def init_encoder(model: MedSAMLite, spec: str, student: str) -> None:
 def _load_best(model: nn.Module, result: FitResult) -> None:
     """Load the best (else last) weights of a finished fit into ``model``."""
     path = result.best or result.last
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(payload["state_dict"], strict=True)
+    model.load_state_dict(load_weights_only(path)["state_dict"], strict=True)
 
 
-__all__: List[str] = ["distill", "DistillResult", "OnlineImages", "init_encoder", "load_teacher"]
+__all__: List[str] = ["distill", "DistillConfig", "DistillResult", "OnlineImages", "init_encoder", "load_teacher"]

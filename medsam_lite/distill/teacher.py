@@ -25,13 +25,13 @@ from medsam_lite.encoders import ENCODERS
 from medsam_lite.errors import InputError
 from medsam_lite.model import MedSAMLite, build_medsam
 
-from .data import slice_datasets
-from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit, seed_everything
-from .options import TrainConfig
+from .data import preprocessing_record, slice_datasets
+from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit
+from .options import INIT_CHOICES, TeacherConfig, TrainConfig
 from .runtime import Runtime, runtime_scope
+from .state import preserved_rng_state
 
 PathLike = Union[str, Path]
-INIT_CHOICES = ("scratch", "lite_medsam")
 
 
 class SegmentationLoss(nn.Module):
@@ -128,43 +128,47 @@ class TeacherResult:
     fit: FitResult
 
 
-def train_teacher(data: Sequence[PathLike], out_dir: PathLike, *, encoder: str = "swin_t", init: str = "scratch",
-                  config: Optional[TrainConfig] = None, on_checkpoint: Optional[CheckpointHook] = None
+@preserved_rng_state()  # loading / building models draws from the global RNGs: give the caller its streams back
+def train_teacher(data: Sequence[PathLike], out_dir: PathLike, options: Optional[TeacherConfig] = None,
+                  config: Optional[TrainConfig] = None, *, on_checkpoint: Optional[CheckpointHook] = None
                   ) -> TeacherResult:
-    """Train MedSAM with registry encoder ``encoder`` end to end on prep folders ``data``.
+    """Train MedSAM with registry encoder ``options.encoder`` end to end on prep folders ``data``.
 
     Args:
         data: prep output folders (``imgs/``, ``gts/``, ``manifest.csv`` with ``train`` / ``val`` split).
-        out_dir: run folder: last.pth, best.pth (self-describing, loadable by ``load_model``),
-            log.csv, loss.png, run.json.
-        encoder: image encoder name from ``medsam_lite.encoders.ENCODERS``.
-        init: ``scratch`` (all random) or ``lite_medsam`` (prompt encoder + mask decoder copied from
-            the real LiteMedSAM checkpoint; the encoder stays random).
+        out_dir: run folder: last.pth, best.pth (self-describing, loadable by ``load_model``; their
+            ``config`` records the data's normalisation and the model-frame contract), log.csv,
+            loss.png, run.json.
+        options: encoder and initialisation (:class:`~medsam_lite.distill.options.TeacherConfig`).
         config: optimisation / runtime settings (defaults: lr 0.005, batch 8, 100 epochs).
-        on_checkpoint: hook after every last.pth write (see :func:`medsam_lite.distill.loop.fit`).
+        on_checkpoint: hook after every last.pth write (see :class:`medsam_lite.distill.loop.Trainer`).
     """
+    opt = options or TeacherConfig()
     cfg = config or TrainConfig()
-    check_encoder(encoder)
-    if init not in INIT_CHOICES:
-        raise InputError(f"--init must be one of {', '.join(INIT_CHOICES)}, got {init!r}")
+    check_encoder(opt.encoder)
+    if opt.init not in INIT_CHOICES:
+        raise InputError(f"--init must be one of {', '.join(INIT_CHOICES)}, got {opt.init!r}")
     train_set, val_set, info = slice_datasets(data)
     check_run_folder(out_dir, cfg.resume)
     with runtime_scope(cfg.device, cfg.amp, cfg.channels_last) as rt:
-        seed_everything(cfg.seed)
-        model = build_medsam(encoder)
-        if init == "lite_medsam":
+        with torch.random.fork_rng(devices=[]):  # initial weights from cfg.seed; the caller's RNG is untouched
+            torch.manual_seed(cfg.seed)
+            model = build_medsam(opt.encoder)
+        if opt.init == "lite_medsam":
             from medsam_lite.checkpoint import load_model
 
             copy_prompt_and_decoder(model, load_model("lite_medsam"))
-        describe: Dict[str, Any] = {"data": info, "init": init, "train_items": len(train_set),
+        describe: Dict[str, Any] = {"data": info, "init": opt.init, "options": opt.to_dict(),
+                                    "train_items": len(train_set),
                                     "val_items": len(val_set) if val_set is not None else 0}
-        task = segmentation_task(model, encoder, train_set, val_set, "train-teacher",
-                                 checkpoint_config={"task": "train-teacher", "init": init,
-                                                    "data": [d["folder"] for d in info]},
+        task = segmentation_task(model, opt.encoder, train_set, val_set, "train-teacher",
+                                 checkpoint_config={"task": "train-teacher", "init": opt.init,
+                                                    "data": [d["folder"] for d in info],
+                                                    **preprocessing_record(data)},
                                  describe=describe)
         result = fit(task, cfg, out_dir, rt, on_checkpoint=on_checkpoint)
     return TeacherResult(run_dir=result.run_dir, best=result.best, last=result.last, fit=result)
 
 
-__all__: List[str] = ["train_teacher", "SegmentationLoss", "segmentation_task", "copy_prompt_and_decoder",
+__all__: List[str] = ["train_teacher", "TeacherConfig", "SegmentationLoss", "segmentation_task", "copy_prompt_and_decoder",
                       "TeacherResult"]

@@ -7,9 +7,12 @@ right (``pad_to_square``). Masks use INTER_NEAREST to the size of ``get_preproce
 same padding. Flips (albumentations) are applied to the resized image and mask *before* padding, so
 the padding stays bottom / right as at inference, and before the box is computed.
 
-Randomness: each process (main or DataLoader worker) builds its own ``numpy.random.default_rng``
-from ``torch.initial_seed()`` (which differs per worker and per epoch) on first use, and seeds the
-albumentations pipeline from it, so workers never share a random stream.
+Randomness (:class:`SeededRandom`): each process (main or DataLoader worker) builds its own
+``numpy.random.default_rng`` from ``torch.initial_seed()`` (which differs per worker and per epoch) on
+first use, and seeds the albumentations pipeline from it, so workers never share a random stream.
+:meth:`SliceDataset.reset_random` / :meth:`ImageOnlyDataset.reset_random` drop that stream so the
+next item re-seeds it (the trainer calls it at every epoch start; with ``workers=0`` the stream would
+otherwise carry over between epochs and runs).
 """
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ from medsam_lite.transforms import (get_preprocess_shape, minmax_normalize, pad_
                                     to_three_channels)
 
 PathLike = Union[str, Path]
+
+#: The model-frame contract of every item (and of inference, ``medsam_lite.transforms``).
+MODEL_FRAME = "resize longest side 256 INTER_AREA, min-max [0,1], pad bottom/right"
 
 
 def read_manifest(path: Path, split: Optional[str] = None) -> List[Dict[str, str]]:
@@ -70,8 +76,9 @@ def _flips() -> Any:
     return A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
 
 
-class _Seeded:
-    """Per-process random state: numpy Generator (+ albumentations pipeline) seeded from torch."""
+class SeededRandom:
+    """Per-process random state: numpy Generator (+ albumentations pipeline) seeded lazily from
+    ``torch.initial_seed()`` (the DataLoader worker's seed inside a worker)."""
 
     def __init__(self) -> None:
         self._pid: Optional[int] = None
@@ -88,6 +95,10 @@ class _Seeded:
         if with_aug and self._aug is None:
             self._aug = _flips()
             self._aug.set_random_seed(int(self._rng.integers(2 ** 31)))
+
+    def reset(self) -> None:
+        """Forget the stream: the next use re-seeds from ``torch.initial_seed()``."""
+        self._pid = self._rng = self._aug = None
 
     def rng(self) -> np.random.Generator:
         self._ensure(False)
@@ -128,7 +139,11 @@ class SliceDataset(Dataset):
         self.rows = [r for r in rows if parse_labels(r.get("labels", ""))]
         self.augment = (split == "train") if augment is None else bool(augment)
         self.max_jitter = int(max_jitter)
-        self._random = _Seeded()
+        self._random = SeededRandom()
+
+    def reset_random(self) -> None:
+        """Re-seed the random label / flips / jitter stream from ``torch.initial_seed()`` on next use."""
+        self._random.reset()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -192,7 +207,11 @@ class ImageOnlyDataset(Dataset):
                 raise InputError(f"no manifest to select split {split!r} from", self.root)
             self.files = sorted(p.name for p in self.image_dir.glob("*.npy") if not p.name.startswith("."))
         self.augment = bool(augment)
-        self._random = _Seeded()
+        self._random = SeededRandom()
+
+    def reset_random(self) -> None:
+        """Re-seed the flip stream from ``torch.initial_seed()`` on next use."""
+        self._random.reset()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -207,4 +226,5 @@ class ImageOnlyDataset(Dataset):
         return {"image": tensor, "name": Path(name).stem}
 
 
-__all__ = ["SliceDataset", "ImageOnlyDataset", "read_manifest", "parse_labels", "image_to_model_frame"]
+__all__ = ["SliceDataset", "ImageOnlyDataset", "SeededRandom", "MODEL_FRAME", "read_manifest", "parse_labels",
+           "image_to_model_frame"]

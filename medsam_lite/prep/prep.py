@@ -35,7 +35,7 @@ import json
 import math
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -57,11 +57,40 @@ MANIFEST_COLUMNS = ("file", "dataset", "case", "group", "modality", "normalizati
 
 @dataclass(frozen=True)
 class PrepConfig:
-    """Settings that change a case's output (part of each record's fingerprint)."""
+    """Settings of one :func:`prep_dataset` run.
+
+    Attributes:
+        axes: slice volumes along these of ``"z"``, ``"y"``, ``"x"``.
+        min_pixels: per slice, labels with fewer pixels are dropped.
+        min_voxels: per label, 3D connected components with fewer voxels are removed.
+        val_fraction, seed: case-level split (see :func:`assign_split`).
+        workers: processes converting cases in parallel (1 = in this process).
+        progress: show a tqdm bar.
+        overrides: flags applied to folder sources (``images``, ``labels``, ``modality``, ``window`` ...).
+
+    ``axes``, ``min_pixels`` and ``min_voxels`` change a case's output and are part of each
+    record's :func:`fingerprint`; the others do not.
+    """
 
     axes: Tuple[str, ...] = ("z",)
     min_pixels: int = 20
     min_voxels: int = 100
+    val_fraction: float = 0.05
+    seed: int = 0
+    workers: int = 1
+    progress: bool = True
+    overrides: Optional[Overrides] = None
+
+    def checked(self) -> "PrepConfig":
+        """The same settings with ``axes`` normalised (lower case, no repeats); InputError when invalid."""
+        axes = tuple(dict.fromkeys(a.strip().lower() for a in self.axes))
+        if not axes or any(a not in AXES for a in axes):
+            raise InputError(f"axes must be among z, y, x, got {','.join(axes) or 'none'}")
+        if self.min_pixels < 0 or self.min_voxels < 0:
+            raise InputError("min_pixels and min_voxels must be >= 0")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        return replace(self, axes=axes, min_pixels=int(self.min_pixels), min_voxels=int(self.min_voxels))
 
 
 @dataclass
@@ -452,57 +481,17 @@ def _worker_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def prep_dataset(
-    sources: Union[PathLike, DatasetSpec, Sequence[Union[PathLike, DatasetSpec]]],
-    out_dir: PathLike,
-    *,
-    overrides: Optional[Overrides] = None,
-    axes: Sequence[str] = ("z",),
-    min_pixels: int = 20,
-    min_voxels: int = 100,
-    val_fraction: float = 0.05,
-    seed: int = 0,
-    workers: int = 1,
-    progress: bool = True,
-    on_case_done: Optional[Callable[[str], None]] = None,
-) -> PrepResult:
-    """Convert datasets into ``out_dir`` (layout in the module doc); resumable.
-
-    Args:
-        sources: folders (nnU-Net / MSD, challenge npz, folder with ``prep.yaml``, or any folder with
-            ``overrides.images``), spec files, or :class:`~medsam_lite.prep.layouts.DatasetSpec` objects.
-        out_dir: output folder (created).
-        overrides: flags applied to folder sources (``images``, ``labels``, ``modality``, ``window`` ...).
-        axes: slice along these of ``"z"``, ``"y"``, ``"x"`` (volumes only).
-        min_pixels: per slice, labels with fewer pixels are dropped.
-        min_voxels: per label, 3D connected components with fewer voxels are removed.
-        val_fraction, seed: case-level split (see :func:`assign_split`).
-        workers: processes converting cases in parallel (1 = in this process).
-        progress: show a tqdm bar.
-        on_case_done: called with each finished case's key in this process (progress hooks; an
-            exception raised there stops the run like a crash, leaving finished cases resumable).
-
-    Returns:
-        :class:`PrepResult`; failed cases are listed in ``failures``, the others are converted.
-
-    Raises:
-        InputError: invalid settings, or a source that cannot be read as a whole (missing folder,
-            undetectable layout, bad spec, no case at all).
-    """
-    from tqdm import tqdm
-
-    axes = tuple(dict.fromkeys(a.strip().lower() for a in axes))
-    if not axes or any(a not in AXES for a in axes):
-        raise InputError(f"axes must be among z, y, x, got {','.join(axes) or 'none'}")
-    if min_pixels < 0 or min_voxels < 0:
-        raise InputError("min_pixels and min_voxels must be >= 0")
-    if not 0 <= val_fraction < 1:
-        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    config = PrepConfig(axes=axes, min_pixels=int(min_pixels), min_voxels=int(min_voxels))
+def check_output_folder(out_dir: PathLike) -> Path:
+    """``out_dir`` as a Path; InputError when it exists and is not a folder (checked before any work)."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", out)
+    return out
 
-    if isinstance(sources, (str, Path, DatasetSpec)):
-        sources = [sources]
+
+def collect_cases(sources: Sequence[Union[PathLike, DatasetSpec]], overrides: Optional[Overrides]
+                  ) -> Tuple[List[CaseSpec], List[CaseFailure]]:
+    """Cases of all sources (duplicate case keys become failures) and the problems found while pairing."""
     found = Discovery()
     for source in sources:
         found.extend(discover_spec(source) if isinstance(source, DatasetSpec) else discover(source, overrides))
@@ -517,7 +506,11 @@ def prep_dataset(
         cases.append(case)
     if not cases and not found.failures:
         raise InputError("no case found in the given sources")
+    return cases, list(found.failures)
 
+
+def plan_cases(out: Path, cases: Sequence[CaseSpec], config: PrepConfig) -> List[CaseSpec]:
+    """Create the output folders, drop temporaries and outputs of records with other settings; the cases to do."""
     for sub in ("imgs", "gts", "records"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     _clean_temporaries(out)
@@ -530,25 +523,30 @@ def prep_dataset(
         if record is not None:
             _remove_outputs(out, record)
         todo.append(case)
-    skipped = len(cases) - len(todo)
+    return todo
 
-    failures = list(found.failures)
-    bar = tqdm(total=len(todo), desc="prep", unit="case", disable=not progress)
+
+def convert_cases(todo: Sequence[CaseSpec], out: Path, config: PrepConfig,
+                  on_case_done: Optional[Callable[[str], None]] = None) -> List[CaseFailure]:
+    """Convert ``todo`` (in ``config.workers`` processes); the failed cases' one-line messages."""
+    from tqdm import tqdm
+
+    failures: List[CaseFailure] = []
+    bar = tqdm(total=len(todo), desc="prep", unit="case", disable=not config.progress)
 
     def finish(case: CaseSpec, outcome: Tuple[Optional[Dict[str, Any]], Optional[str]]) -> None:
-        _, error = outcome
-        if error is not None:
-            failures.append(CaseFailure(case.key, error))
+        if outcome[1] is not None:
+            failures.append(CaseFailure(case.key, outcome[1]))
         bar.update(1)
         if on_case_done is not None:
             on_case_done(case.key)
 
     try:
-        if workers <= 1 or len(todo) <= 1:
+        if config.workers <= 1 or len(todo) <= 1:
             for case in todo:
                 finish(case, _convert_safely(case, out, config))
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_worker_context()) as pool:
+            with ProcessPoolExecutor(max_workers=min(config.workers, len(todo)), mp_context=_worker_context()) as pool:
                 pending: Dict[Future, CaseSpec] = {pool.submit(_convert_safely, c, out, config): c for c in todo}
                 try:
                     while pending:
@@ -560,18 +558,16 @@ def prep_dataset(
                     raise
     finally:
         bar.close()
+    return failures
 
-    records = _load_records(out / "records")
-    groups = {(r["dataset"], r["group"]) for r in records.values()} | {(c.dataset, c.group) for c in cases}
-    split = assign_split(groups, val_fraction, seed)
-    rows = manifest_rows(records.values(), split)
-    _write_manifest(out / "manifest.csv", rows)
 
-    failures.sort(key=lambda f: f.case)
+def write_summary(out: Path, rows: Sequence[Dict[str, str]], split: Dict[Tuple[str, str], str],
+                  records: Dict[str, Dict[str, Any]], config: PrepConfig, failures: Sequence[CaseFailure]
+                  ) -> Tuple[str, List[str]]:
+    """summary.md (and failures.txt when some case failed); returns (its text, cases left without slices)."""
     empty = sorted(k for k, r in records.items() if r.get("labeled") and not r["slices"])
-    table = summary_table(rows)
-    text = [f"# Data prep summary\n", table, "",
-            f"Split: by case, val_fraction={val_fraction:g}, seed={seed}; "
+    text = ["# Data prep summary\n", summary_table(rows), "",
+            f"Split: by case, val_fraction={config.val_fraction:g}, seed={config.seed}; "
             f"{sum(1 for v in split.values() if v == 'val')} of {len(split)} case groups in validation.",
             f"Filters: min_pixels={config.min_pixels} per label per slice, min_voxels={config.min_voxels} per 3D "
             f"component; axes={','.join(config.axes)}."]
@@ -585,7 +581,52 @@ def prep_dataset(
         (out / "failures.txt").unlink(missing_ok=True)
     summary_md = "\n".join(text) + "\n"
     _write_text(out / "summary.md", summary_md)
+    return summary_md, empty
+
+
+def prep_dataset(
+    sources: Union[PathLike, DatasetSpec, Sequence[Union[PathLike, DatasetSpec]]],
+    out_dir: PathLike,
+    config: Optional[PrepConfig] = None,
+    *,
+    on_case_done: Optional[Callable[[str], None]] = None,
+) -> PrepResult:
+    """Convert datasets into ``out_dir`` (layout in the module doc); resumable.
+
+    Steps: check settings and output path -> :func:`collect_cases` -> :func:`plan_cases` (skip
+    finished cases) -> :func:`convert_cases` -> split, manifest.csv -> :func:`write_summary`.
+
+    Args:
+        sources: folders (nnU-Net / MSD, challenge npz, folder with ``prep.yaml``, or any folder with
+            ``config.overrides.images``), spec files, or :class:`~medsam_lite.prep.layouts.DatasetSpec` objects.
+        out_dir: output folder (created; an existing file there is refused before any work).
+        config: :class:`PrepConfig` (default: all defaults).
+        on_case_done: called with each finished case's key in this process (progress hooks; an
+            exception raised there stops the run like a crash, leaving finished cases resumable).
+
+    Returns:
+        :class:`PrepResult`; failed cases are listed in ``failures``, the others are converted.
+
+    Raises:
+        InputError: invalid settings, an output path that is a file, or a source that cannot be read
+            as a whole (missing folder, undetectable layout, bad spec, no case at all).
+    """
+    config = (config or PrepConfig()).checked()
+    out = check_output_folder(out_dir)
+    if isinstance(sources, (str, Path, DatasetSpec)):
+        sources = [sources]
+    cases, failures = collect_cases(sources, config.overrides)
+    todo = plan_cases(out, cases, config)
+    failures += convert_cases(todo, out, config, on_case_done)
+
+    records = _load_records(out / "records")
+    groups = {(r["dataset"], r["group"]) for r in records.values()} | {(c.dataset, c.group) for c in cases}
+    split = assign_split(groups, config.val_fraction, config.seed)
+    rows = manifest_rows(records.values(), split)
+    _write_manifest(out / "manifest.csv", rows)
+    failures.sort(key=lambda f: f.case)
+    summary_md, empty = write_summary(out, rows, split, records, config, failures)
     return PrepResult(out_dir=out, manifest=out / "manifest.csv", summary=out / "summary.md",
                       summary_markdown=summary_md, cases=len({(r["dataset"], r["case"]) for r in rows}),
                       slices=len(rows), converted=sum(1 for c in todo if c.key in records),
-                      skipped=skipped, failures=failures, empty_cases=empty)
+                      skipped=len(cases) - len(todo), failures=failures, empty_cases=empty)
