@@ -17,11 +17,12 @@ It is deliberately slow; use the Predictor for real work.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Tuple, Union
 
 import numpy as np
 import torch
 
+from .encoders import inference_encoder
 from .model import DecoderGraph, MedSAMLite
 from .propagation import Propagator
 from .validation import as_uint8, check_boxes_2d, check_boxes_3d, check_image, check_volume
@@ -30,24 +31,30 @@ from .validation import as_uint8, check_boxes_2d, check_boxes_3d, check_image, c
 def baseline_propagator(model: MedSAMLite) -> Propagator:
     """The baseline: ``model``'s encoder and decoder in a Propagator without slice cache, one box per call."""
     model = model.eval()
-    return Propagator(model.image_encoder, DecoderGraph(model), cache=False, decode_batch=1)
+    return Propagator(inference_encoder(model.image_encoder), DecoderGraph(model), cache=False, decode_batch=1)
 
 
-def baseline_segment_2d(model: MedSAMLite, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def _propagator(model: Union[MedSAMLite, Propagator]) -> Propagator:
+    return model if isinstance(model, Propagator) else baseline_propagator(model)
+
+
+def baseline_segment_2d(model: Union[MedSAMLite, Propagator], image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Baseline 2D: encode the (H, W[, 3]) image once, decode the (N, 4) boxes one at a time.
 
+    ``model``: a MedSAMLite, or a :func:`baseline_propagator` whose call counters the caller reads.
     Returns: (H, W) uint8 label map, value i+1 for box i, later boxes win.
     """
     image = as_uint8(check_image(image))
     boxes = check_boxes_2d(boxes, (image.shape[0], image.shape[1]))
     with torch.inference_mode():
-        return baseline_propagator(model).segment_2d(torch.from_numpy(image), torch.from_numpy(boxes)).numpy()
+        return _propagator(model).segment_2d(torch.from_numpy(image), torch.from_numpy(boxes)).numpy()
 
 
-def baseline_segment_volume(model: MedSAMLite, volume: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def baseline_segment_volume(model: Union[MedSAMLite, Propagator], volume: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Baseline 3D: one box at a time, re-encoding every slice for every box (no cache).
 
     Args:
+        model: a MedSAMLite, or a :func:`baseline_propagator` whose call counters the caller reads.
         volume: (D, H, W) uint8 (the challenge format).
         boxes: (N, 6) in voxel indices, both ends inclusive.
     Returns: (D, H, W) uint8 label map, value i+1 for box i, later boxes win.
@@ -55,7 +62,7 @@ def baseline_segment_volume(model: MedSAMLite, volume: np.ndarray, boxes: np.nda
     volume = as_uint8(check_volume(volume))
     boxes = check_boxes_3d(boxes, volume.shape)
     with torch.inference_mode():
-        return baseline_propagator(model).segment_3d(torch.from_numpy(volume), torch.from_numpy(boxes)).numpy()
+        return _propagator(model).segment_3d(torch.from_numpy(volume), torch.from_numpy(boxes)).numpy()
 
 
 def baseline_encoder_calls_volume(volume_shape: Tuple[int, int, int], boxes: np.ndarray) -> int:

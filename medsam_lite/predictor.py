@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_model
 from .errors import InputError
+from .encoders import inference_encoder
 from .model import DecoderGraph, MedSAMLite
 from .propagation import Propagator
 from .transforms import get_preprocess_shape, scale_boxes
@@ -107,7 +108,7 @@ class Predictor:
         identity = ":".join([str(getattr(backend, "identity", "")), str(getattr(backend, "name", type(backend).__name__)),
                              str(getattr(backend, "precision", ""))])
         if (module is not None and getattr(backend, "name", None) == "torch" and self.embedding_cache is None):
-            encoder: nn.Module = module.image_encoder.eval()  # the reference path: no wrapper in between
+            encoder: nn.Module = inference_encoder(module.image_encoder)  # the reference path: no wrapper
             decoder: nn.Module = DecoderGraph(module).eval()
         else:
             encoder = BackendEncoder(backend, self.embedding_cache, identity)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from medsam_lite.baseline import baseline_encoder_calls_volume, baseline_segment_2d, baseline_segment_volume
+from medsam_lite.baseline import (baseline_encoder_calls_volume, baseline_propagator, baseline_segment_2d,
+                                  baseline_segment_volume)
 from medsam_lite.benchmark.cases import resample_volume, slab_boxes, tile_image
-from medsam_lite.benchmark.timing import CallCounter
 from medsam_lite.model import build_medsam
 from medsam_lite.predictor import Predictor
 from tests.conftest import EXAMPLES
@@ -37,17 +37,14 @@ def test_baseline_volume_equals_predictor_and_reencodes_per_box(random_repvit) -
     second[[0, 3]] += 10
     second[2] = 1
     boxes = np.vstack([boxes, second])
-    counter = CallCounter(random_repvit)
-    expected = baseline_segment_volume(random_repvit, volume, boxes)
-    baseline_calls = counter.encoder
-    counter.close()
-    assert baseline_calls == 3 + 2 == baseline_encoder_calls_volume(volume.shape, boxes)
+    propagator = baseline_propagator(random_repvit)
+    expected = baseline_segment_volume(propagator, volume, boxes)
+    assert propagator.encoder_calls == 3 + 2 == baseline_encoder_calls_volume(volume.shape, boxes)
+    assert propagator.decoder_calls == 3 + 2  # one box per call
 
     predictor = Predictor(random_repvit)
-    counter = CallCounter(random_repvit)
     segs = predictor.predict_volume(volume, boxes, progress=False)
-    counter.close()
-    assert predictor.encoder_calls == counter.encoder == 3  # once per slice
+    assert predictor.encoder_calls == 3  # once per slice
     assert segs.dtype == expected.dtype == np.uint8 and segs.shape == volume.shape
     assert np.array_equal(segs, expected)
 
@@ -55,10 +52,9 @@ def test_baseline_volume_equals_predictor_and_reencodes_per_box(random_repvit) -
 def test_baseline_2d_equals_predictor_one_decoder_call_per_box(random_repvit) -> None:
     with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as case:
         image, boxes = case["imgs"], case["boxes"][:5]
-    counter = CallCounter(random_repvit)
-    expected = baseline_segment_2d(random_repvit, image, boxes)
-    assert (counter.encoder, counter.decoder) == (1, 5)
-    counter.close()
+    propagator = baseline_propagator(random_repvit)
+    expected = baseline_segment_2d(propagator, image, boxes)
+    assert (propagator.encoder_calls, propagator.decoder_calls) == (1, 5)
     predictor = Predictor(random_repvit, decode_batch=32)
     predictor.set_image(image)
     assert np.array_equal(predictor.predict(boxes), expected)
@@ -66,10 +62,9 @@ def test_baseline_2d_equals_predictor_one_decoder_call_per_box(random_repvit) ->
 
 def test_baseline_volume_equals_predictor_real_weights(lite_medsam) -> None:
     volume, boxes = _mr_case(13, 14)  # 2 slices, tumour present
-    counter = CallCounter(lite_medsam)
-    expected = baseline_segment_volume(lite_medsam, volume, boxes)
-    assert counter.encoder == 2
-    counter.close()
+    propagator = baseline_propagator(lite_medsam)
+    expected = baseline_segment_volume(propagator, volume, boxes)
+    assert propagator.encoder_calls == 2
     segs = Predictor(lite_medsam).predict_volume(volume, boxes, progress=False)
     assert (expected > 0).sum() > 50  # the real model found the tumour
     assert np.array_equal(segs, expected)

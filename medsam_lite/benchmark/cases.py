@@ -17,6 +17,7 @@ import torch
 from ..model import MedSAMLite, build_medsam
 from ..resources import load_example
 
+
 def resample_volume(volume: np.ndarray, boxes: np.ndarray, shape: Tuple[int, int, int]) -> Tuple[np.ndarray,
                                                                                                   np.ndarray]:
     """Resample a (D, H, W) volume to ``shape`` (cv2 linear in-plane, nearest slice along z).

@@ -36,32 +36,28 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..baseline import baseline_encoder_calls_volume, baseline_segment_2d, baseline_segment_volume
+from ..baseline import (baseline_encoder_calls_volume, baseline_propagator, baseline_segment_2d,
+                        baseline_segment_volume)
 from ..io_utils import atomic_path
 from ..model import MedSAMLite
 from ..resources import load_example
 from .cases import build_cases, resample_volume, resolve_model, slab_boxes
-from .timing import CallCounter, PeakRSS, machine_info, median_seconds
+from .timing import PeakRSS, machine_info, median_seconds
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _timed(fn: Callable[[], Any], model: MedSAMLite) -> Dict[str, Any]:
-    """Run ``fn`` once; seconds, encoder/decoder calls and peak RSS."""
-    counter = CallCounter(model)
-    try:
-        with PeakRSS() as mem:
-            start = time.perf_counter()
-            fn()
-            seconds = time.perf_counter() - start
-    finally:
-        counter.close()
-    return {"seconds": seconds, "encoder_calls": counter.encoder, "decoder_calls": counter.decoder,
-            "peak_rss_mib": round(mem.peak_mib, 1)}
-
-
-# ----------------------------------------------------------------------------- cases
+def _timed(fn: Callable[[], Any], counters: Any) -> Dict[str, Any]:
+    """Run ``fn`` once; seconds, peak RSS, and the encoder / decoder calls it added to ``counters`` (a
+    :class:`~medsam_lite.propagation.Propagator`)."""
+    enc, dec = counters.encoder_calls, counters.decoder_calls
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "encoder_calls": counters.encoder_calls - enc,
+            "decoder_calls": counters.decoder_calls - dec, "peak_rss_mib": round(mem.peak_mib, 1)}
 
 
 def _subset(case: Dict[str, Any], max_calls: Optional[int]) -> Tuple[np.ndarray, Optional[str]]:
@@ -90,18 +86,20 @@ def _run_path(path: str, model: MedSAMLite, case: Dict[str, Any], boxes: np.ndar
 
     image = case["image"]
     if path == "baseline":
-        fn = ((lambda: baseline_segment_2d(model, image, boxes)) if case["kind"] == "2d"
-              else (lambda: baseline_segment_volume(model, image, boxes)))
-    else:
-        predictor = Predictor(model)
+        propagator = baseline_propagator(model)
+        fn = ((lambda: baseline_segment_2d(propagator, image, boxes)) if case["kind"] == "2d"
+              else (lambda: baseline_segment_volume(propagator, image, boxes)))
+        return _timed(fn, propagator)
+    predictor = Predictor(model)
 
-        def fn() -> None:
-            if case["kind"] == "2d":
-                predictor.set_image(image)
-                predictor.predict(boxes)
-            else:
-                predictor.predict_volume(image, boxes, progress=False)
-    return _timed(fn, model)
+    def fn() -> None:
+        if case["kind"] == "2d":
+            predictor.set_image(image)
+            predictor.predict(boxes)
+        else:
+            predictor.predict_volume(image, boxes, progress=False)
+
+    return _timed(fn, predictor.propagator)
 
 
 # ----------------------------------------------------------------------------- sections

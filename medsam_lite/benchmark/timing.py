@@ -1,4 +1,4 @@
-"""Timing helpers of the benchmark: call counters, peak RSS sampling, medians, machine facts."""
+"""Timing helpers of the benchmark: peak RSS sampling, medians, machine facts."""
 from __future__ import annotations
 
 import os
@@ -10,25 +10,6 @@ import time
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
-
-class CallCounter:
-    """Counts forward calls of a model's image encoder and mask decoder (forward hooks)."""
-
-    def __init__(self, model: MedSAMLite) -> None:
-        self.encoder = 0
-        self.decoder = 0
-        self._handles = [model.image_encoder.register_forward_hook(self._enc),
-                         model.mask_decoder.register_forward_hook(self._dec)]
-
-    def _enc(self, *_: Any) -> None:
-        self.encoder += 1
-
-    def _dec(self, *_: Any) -> None:
-        self.decoder += 1
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
 
 
 class PeakRSS:

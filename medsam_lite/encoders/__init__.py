@@ -5,7 +5,7 @@ from typing import Callable, Dict
 
 from torch import nn
 
-from .repvit import repvit_m0_6, repvit_m0_6_fpn
+from .repvit import fuse_for_inference, is_repvit, repvit_m0_6, repvit_m0_6_fpn
 from .swin import swin_t
 from .tiny_vit import tiny_vit
 
@@ -22,3 +22,11 @@ def build_encoder(name: str) -> nn.Module:
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(sorted(ENCODERS))}")
     return ENCODERS[name]()
+
+
+def inference_encoder(encoder: nn.Module) -> nn.Module:
+    """The encoder as every inference path runs it (eval mode; RepViT BatchNorm fused and RepVGG branches
+    merged into a copy, other encoders unchanged). The Predictor's torch backend, the TorchScript artifact
+    and the ONNX / OpenVINO conversions all use this, so they compute the same network."""
+    encoder = encoder.eval()
+    return fuse_for_inference(encoder) if is_repvit(encoder) else encoder

@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
+from ..encoders import inference_encoder
 from ..model import DecoderGraph
 from ..propagation import Propagator
 
@@ -61,12 +62,8 @@ INPUT_CONTRACT = {
 
 
 def _prepare_encoder(model: nn.Module) -> nn.Module:
-    """The image encoder in eval mode, RepViT branches reparameterised / BatchNorm fused, scripted."""
-    from ..encoders.repvit import fuse_for_inference, is_repvit
-
-    encoder = model.image_encoder.eval()
-    if is_repvit(encoder):
-        encoder = fuse_for_inference(encoder)
+    """The image encoder as inference runs it (:func:`medsam_lite.encoders.inference_encoder`), scripted."""
+    encoder = inference_encoder(model.image_encoder)
     try:
         return torch.jit.script(encoder)
     except Exception:  # pragma: no cover - registry encoders script; keep a fixed-shape fallback
