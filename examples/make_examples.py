@@ -1,7 +1,7 @@
 """Rebuild the bundled challenge-format example cases from the real data in ``../shared/data``.
 
 Run from the repository root: ``python examples/make_examples.py [SHARED_DATA_DIR]``. The outputs
-are committed (small); this script documents exactly how they were made:
+are committed as package data in ``medsam_lite/examples/`` (small); this script documents exactly how they were made:
 
 * ``2DBox_Microscopy_nuclei.npz``: stardist 0.9.2 ``img2d.tif`` (fluorescence nuclei, 512 x 512
   uint16) min-max scaled to uint8 and replicated to (H, W, 3); one tight box per labelled nucleus
@@ -25,7 +25,8 @@ import tifffile
 
 from medsam_lite.imageio import to_uint8
 
-OUT = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "medsam_lite" / "examples"  # package data
 
 
 def box_2d(mask: np.ndarray) -> list:
@@ -78,7 +79,7 @@ def brain(shared: Path) -> None:
 
 
 if __name__ == "__main__":
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT.parents[1] / "shared" / "data"
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO.parent / "shared" / "data"
     nuclei(root)
     ct(root)
     brain(root)
