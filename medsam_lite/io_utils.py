@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Iterator, List, Union
 
@@ -80,3 +81,27 @@ def remove_dead_temporaries(folder: Union[str, Path]) -> List[Path]:
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+def check_output_folder(folder: Union[str, Path], what: str = "output folder") -> None:
+    """An existing writable folder, or a path whose nearest existing ancestor is a writable folder.
+    Creates nothing (a probe file in an existing folder is created and removed). Raises InputError."""
+    from .errors import InputError
+
+    folder = Path(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            raise InputError(f"{what} exists and is not a folder", folder)
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise InputError(f"{what} is not writable ({exc.strerror or exc})", folder) from None
+        return
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot create {what}: {parent} is not a folder", folder)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot create {what}: {parent} is not writable", folder)

@@ -34,8 +34,6 @@ fails is one line in ``result.failures`` and the others go on.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -48,7 +46,7 @@ import numpy as np
 from .errors import InputError
 from .imageio import (GENERIC_GREY, OUTPUT_FORMATS, Case, is_dicom_series_dir, is_supported, mask_path_for,
                       read_case, suffix_of, write_mask)
-from .io_utils import atomic_path, remove_dead_temporaries
+from .io_utils import atomic_path, check_output_folder, remove_dead_temporaries
 from .normalize import Window, canonical_modality, describe, modality_rule, normalize_to_uint8
 
 if False:  # pragma: no cover - typing only; the predictor (torch) is imported when the model is built
@@ -128,27 +126,6 @@ def _possible_outputs(path: Path, key: str, out_dir: Path) -> List[Path]:
     if suffix_of(path) == ".npz":
         return [out_dir / path.name]
     return [out_dir / f"{key}_mask{ext}" for ext in MASK_EXTENSIONS] + [out_dir / f"{key}_seg.dcm"]
-
-
-def check_output_folder(folder: Path, what: str = "output folder") -> None:
-    """An existing writable folder, or a path whose nearest existing ancestor is a writable folder.
-    Creates nothing (a probe file in an existing folder is created and removed)."""
-    if folder.exists():
-        if not folder.is_dir():
-            raise InputError(f"{what} exists and is not a folder", folder)
-        try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as exc:
-            raise InputError(f"{what} is not writable ({exc.strerror or exc})", folder) from None
-        return
-    parent = folder.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"cannot create {what}: {parent} is not a folder", folder)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot create {what}: {parent} is not writable", folder)
 
 
 def model_input(case: Case, modality: Optional[str] = None,

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from medsam_lite.cli.main import main
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, FIXTURES
 
 
 def _run(capsys, *argv) -> tuple:
@@ -72,7 +72,7 @@ def test_nifti_keeps_affine_and_spacing(tmp_path, capsys, fast_checkpoint) -> No
     assert mask.get_data_dtype() == np.uint8 and (tmp_path / "mr.png").stat().st_size > 0
 
 
-def test_png_tiff_and_dicom_images(tmp_path, capsys, fast_checkpoint, shared_data) -> None:
+def test_png_tiff_and_dicom_images(tmp_path, capsys, fast_checkpoint) -> None:
     import cv2
 
     with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
@@ -80,7 +80,7 @@ def test_png_tiff_and_dicom_images(tmp_path, capsys, fast_checkpoint, shared_dat
     cv2.imwrite(str(tmp_path / "nuclei.png"), img[:, :, 0])
     boxes = tmp_path / "boxes.csv"
     boxes.write_text("x_min,y_min,x_max,y_max\n10,10,60,60\n100,120,180,200\n")
-    shutil.copy(shared_data / "unlabeled/ct_small.dcm", tmp_path / "ct.dcm")
+    shutil.copy(FIXTURES / "ct_small.dcm", tmp_path / "ct.dcm")
     out = tmp_path / "out"
     code, _, err = _run(capsys, "segment", tmp_path / "nuclei.png", "-o", out, "--model", fast_checkpoint,
                         "--boxes", boxes)
@@ -178,7 +178,7 @@ def test_unknown_model_and_bad_window(tmp_path, capsys) -> None:
     assert code == 2 and "--window must be LEVEL,WIDTH" in err
 
 
-def test_mha_keeps_geometry_and_dicom_series_becomes_nifti(tmp_path, capsys, fast_checkpoint, shared_data) -> None:
+def test_mha_keeps_geometry_and_dicom_series_becomes_nifti(tmp_path, capsys, fast_checkpoint) -> None:
     import SimpleITK as sitk
 
     with np.load(EXAMPLES / "3DBox_CT_abdomen.npz") as z:
@@ -195,14 +195,14 @@ def test_mha_keeps_geometry_and_dicom_series_becomes_nifti(tmp_path, capsys, fas
     assert mask.GetSize() == image.GetSize() and np.allclose(mask.GetSpacing(), (0.7, 0.8, 2.5))
     assert np.allclose(mask.GetOrigin(), (1.0, -2.0, 3.0))
 
-    series = shared_data / "unlabeled/mr_brain_pd_series"
+    series = FIXTURES / "mr_pd_series"  # 4 real PD MR slices (tests/fixtures/PROVENANCE.md)
     code, _, err = _run(capsys, "segment", series, "-o", out, "--model", fast_checkpoint,
-                        "--box", 60, 60, 8, 200, 200, 11, "--no-progress")
+                        "--box", 60, 60, 1, 200, 200, 2, "--no-progress")
     assert code == 0, err
-    nifti = nib.load(str(out / "mr_brain_pd_series_mask.nii.gz"))
-    assert nifti.shape == (256, 256, 20)
+    nifti = nib.load(str(out / "mr_pd_series_mask.nii.gz"))
+    assert nifti.shape == (256, 256, 4)
     data = np.asarray(nifti.dataobj)
-    assert not data[:, :, :8].any() and not data[:, :, 12:].any()
+    assert not data[:, :, :1].any() and not data[:, :, 3:].any()
 
 
 def test_too_many_boxes_is_a_clear_error(tmp_path, capsys, fast_checkpoint) -> None:
