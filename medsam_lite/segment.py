@@ -218,6 +218,28 @@ def _one_line(path: Path, exc: BaseException) -> str:
     return f"{path}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _make_folders(folders: Sequence[Path]) -> List[Path]:
+    """Create the folders (and missing parents); returns the ones created, parents first.
+    Raises InputError naming the folder when that fails (read-only file system, ...)."""
+    created: List[Path] = []
+    for folder in folders:
+        missing = [p for p in [folder, *folder.parents] if not p.exists()][::-1]
+        for p in missing:
+            try:
+                p.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                for c in reversed(created):
+                    try:
+                        c.rmdir()
+                    except OSError:
+                        pass
+                raise InputError(f"cannot create output folder ({exc.strerror or exc})", folder) from None
+            created.append(p)
+    return created
+
+
 def _unlink_quietly(paths: Sequence[Path], keep: set) -> None:
     for p in paths:
         try:
@@ -284,19 +306,23 @@ def segment_paths(
             _unlink_quietly(_possible_outputs(paths[0], keys[paths[0]], out_dir), inputs)
             raise
 
-    # ---------------------------------------------------------------- model, then cases
-    if isinstance(model, (str, type(None))):
-        from .predictor import Predictor
+    created = _make_folders([out_dir] + ([overlay_path if many else overlay_path.parent] if overlay_path else []))
 
-        predictor = Predictor(model)
-    else:
-        predictor = model
+    # ---------------------------------------------------------------- model, then cases
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if overlay_path is not None:
-            (overlay_path if many else overlay_path.parent).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output folder ({exc.strerror or exc})", out_dir) from None
+        if isinstance(model, (str, type(None))):
+            from .predictor import Predictor
+
+            predictor = Predictor(model)
+        else:
+            predictor = model
+    except BaseException:
+        for folder in reversed(created):  # a model that fails to load leaves no empty output folder
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
     remove_dead_temporaries(out_dir)
     if overlay_path is not None:
         remove_dead_temporaries(overlay_path if many else overlay_path.parent)

@@ -176,7 +176,7 @@ def test_cli_shape_mismatch_and_bad_files(dataset: Tuple[Path, Path], tmp_path: 
     code = main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1
-    assert "3 case(s) failed" in err
+    assert "3 of 4 case(s) failed" in err
     assert f"{pred / '3DBox_CT_0001.npz'}: segs shape {segs[:, :-1].shape} does not match gts shape {segs.shape}" in err
     assert f"{pred / '3DBox_MR_0001.npz'}: missing key 'segs' (keys: seg)" in err
     assert f"{pred / '2DBox_US_0001.npz'}: cannot read npz" in err
