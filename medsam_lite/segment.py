@@ -66,7 +66,8 @@ class SegmentOptions:
     (module doc). ``window``: CT (level, width). ``fmt``: one of :data:`OUTPUT_FORMATS` (``dicom-seg``
     for DICOM series inputs). ``series_uid``: which series of a DICOM folder that holds several.
     ``overlay``: a PNG path (one case) or a folder (a folder of cases). ``labels``: segment names for
-    DICOM-SEG, box i -> ``labels[i-1]``.
+    DICOM-SEG, box i -> ``labels[i-1]``. ``dicom_series``: read the input folder as one DICOM series
+    even when it holds other files too (otherwise only an all-DICOM folder is a series).
     """
 
     overlay: Optional[Path] = None
@@ -76,6 +77,7 @@ class SegmentOptions:
     series_uid: Optional[str] = None
     labels: Optional[Sequence[str]] = None
     progress: bool = True
+    dicom_series: bool = False
 
 
 @dataclass
@@ -89,11 +91,13 @@ class SegmentResult:
     messages: List[str] = field(default_factory=list)
 
 
-def _case_paths(input_path: Path) -> List[Path]:
+def _case_paths(input_path: Path, dicom_series: bool = False) -> List[Path]:
     """The cases of an input: itself, or for a folder of cases each supported file / series sub-folder."""
     if not input_path.exists():
         raise InputError("file not found", input_path)
-    if input_path.is_dir() and not is_dicom_series_dir(input_path):
+    if dicom_series and not input_path.is_dir():
+        raise InputError("--dicom-series needs a folder", input_path)
+    if input_path.is_dir() and not dicom_series and not is_dicom_series_dir(input_path):
         paths = sorted(p for p in input_path.iterdir() if not p.name.startswith(".") and is_supported(p))
         if not paths:
             raise InputError("folder holds no supported cases (.npz, NIfTI, MHA, NRRD, images, DICOM)", input_path)
@@ -287,8 +291,8 @@ def segment_paths(
             on_message(line)
 
     # ---------------------------------------------------------------- checks before the model loads
-    paths = _case_paths(input_path)
-    many = input_path.is_dir() and not is_dicom_series_dir(input_path)
+    paths = _case_paths(input_path, opts.dicom_series)
+    many = input_path.is_dir() and not opts.dicom_series and not is_dicom_series_dir(input_path)
     keys = case_keys(paths)
     check_output_folder(out_dir)
     overlay_path = Path(opts.overlay) if opts.overlay is not None else None
@@ -296,12 +300,13 @@ def segment_paths(
         check_output_folder(overlay_path if many else overlay_path.parent, "overlay folder")
     inputs = {p.resolve() for p in paths} | ({p.resolve() for p in input_path.iterdir()} if many else set())
     first: Optional[Case] = None
+    first_input: Optional[Tuple[np.ndarray, str, Optional[str]]] = None
     if not many:
         try:
-            first = read_case(paths[0], series_uid=opts.series_uid)
+            first = read_case(paths[0], series_uid=opts.series_uid, dicom_series=opts.dicom_series)
             resolve_boxes(first, boxes)
             mask_path_for(first, out_dir, keys[paths[0]], opts.fmt)
-            model_input(first, opts.modality, opts.window)
+            first_input = model_input(first, opts.modality, opts.window)
         except InputError:
             _unlink_quietly(_possible_outputs(paths[0], keys[paths[0]], out_dir), inputs)
             raise
@@ -336,12 +341,12 @@ def segment_paths(
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 case = first if first is not None else read_case(path, series_uid=opts.series_uid)
-                first = None
+                prepared, first, first_input = first_input, None, None
                 out = mask_path_for(case, out_dir, key, opts.fmt)
                 if out.resolve() in inputs:
                     raise InputError(f"output {out.name} would overwrite an input file", path)
                 used = resolve_boxes(case, boxes)
-                array, _, notice = model_input(case, opts.modality, opts.window)
+                array, _, notice = prepared if prepared is not None else model_input(case, opts.modality, opts.window)
                 if notice:
                     say(f"notice: {path}: {notice}")
                 try:

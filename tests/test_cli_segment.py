@@ -274,3 +274,58 @@ def test_backend_flag_errors(tmp_path, capsys, onnx_dir) -> None:
     err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime", "--onnx-dir", half)
     assert f"{half / 'decoder.onnx'}: cannot load ONNX model" in err
     assert not out.exists()
+
+
+def _series_to_nifti_and_seg(tmp_path, model, boxes, labels):
+    """Segment the CT fixture series twice (NIfTI, DICOM-SEG); returns (NIfTI mask (z, y, x), SEG read back)."""
+    import highdicom as hd
+    from medsam_lite.imageio import read_case
+    from medsam_lite.predictor import Predictor
+    from medsam_lite.segment import SegmentOptions, segment_paths
+
+    series = FIXTURES / "ct_slab_series"
+    predictor = Predictor(model)
+    nifti = segment_paths(series, tmp_path / "nii", predictor, boxes, options=SegmentOptions(progress=False))
+    seg = segment_paths(series, tmp_path / "seg", predictor, boxes,
+                        options=SegmentOptions(progress=False, fmt="dicom-seg", labels=labels))
+    assert not nifti.failures and not seg.failures, (nifti.failures, seg.failures)
+    assert seg.outputs[0].name == "ct_slab_series_seg.dcm"
+    ref = np.asarray(nib.load(str(nifti.outputs[0])).dataobj).transpose(2, 1, 0)  # (z, y, x)
+    uids = [pydicom.dcmread(str(f)).SOPInstanceUID for f in read_case(series).meta["files"]]
+    dcmseg = hd.seg.segread(str(seg.outputs[0]))
+    assert dcmseg.SegmentationType == "BINARY"
+    assert [s.SegmentLabel for s in dcmseg.SegmentSequence] == labels
+    back = np.asarray(dcmseg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=list(range(1, len(labels) + 1)), combine_segments=True,
+        skip_overlap_checks=True))
+    return ref, back
+
+
+def _organ_box(labels: np.ndarray, organ: int, z0: int, z1: int) -> list:
+    zz, yy, xx = np.nonzero(labels[z0:z1] == organ)
+    return [xx.min(), yy.min(), zz.min() + z0, xx.max(), yy.max(), zz.max() + z0]
+
+
+def test_dicom_series_to_dicom_seg_matches_nifti(tmp_path, fast_checkpoint) -> None:
+    """DICOM-SEG read back by highdicom = the NIfTI output, voxel for voxel, on the source slices."""
+    from medsam_lite.checkpoint import load_checkpoint
+
+    with np.load(FIXTURES / "ct_slab_labels.npz") as z:
+        labels = z["labels"]
+    boxes = np.asarray([_organ_box(labels, 5, 3, 6), _organ_box(labels, 1, 4, 6)], np.float64)
+    ref, back = _series_to_nifti_and_seg(tmp_path, load_checkpoint(fast_checkpoint), boxes, ["liver", "spleen"])
+    assert ref.any() and back.shape == ref.shape and np.array_equal(back, ref)
+    assert not ref[:3].any() and not ref[6:].any()  # outside the boxes' z range
+
+
+@pytest.mark.slow
+def test_dicom_seg_with_the_real_model(tmp_path, lite_medsam) -> None:
+    """lite_medsam on the real CT series, liver box from the real labels: SEG = NIfTI and the liver overlaps."""
+    with np.load(FIXTURES / "ct_slab_labels.npz") as z:
+        labels = z["labels"]
+    boxes = np.asarray([_organ_box(labels, 5, 2, 8)], np.float64)
+    ref, back = _series_to_nifti_and_seg(tmp_path, lite_medsam, boxes, ["liver"])
+    assert np.array_equal(back, ref)
+    liver, pred = labels[2:8] == 5, ref[2:8] == 1
+    dsc = 2 * (pred & liver).sum() / (pred.sum() + liver.sum())
+    assert dsc > 0.7, dsc

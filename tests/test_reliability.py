@@ -337,3 +337,18 @@ def test_sigkill_during_3d_segment_then_rerun(tmp_path, fast_checkpoint) -> None
     assert rerun.returncode == 0, rerun.stderr
     assert _files(out) == ["3DBox_MR_big.npz", "timing.csv"]  # dead temp removed, none new
     assert np.load(out / "3DBox_MR_big.npz")["segs"].shape == imgs.shape
+
+
+def test_dicom_series_flag_reads_a_folder_with_other_files(tmp_path, capsys, fast_checkpoint) -> None:
+    src = tmp_path / "series"
+    shutil.copytree(FIXTURES / "mr_pd_series", src)
+    (src / "README.txt").write_text("scanner notes")
+    out = tmp_path / "out"
+    # without the flag: a folder of cases, each .dcm a 2D image (so the 3D box does not fit any)
+    code, _, err = _run(capsys, "segment", src, "-o", tmp_path / "o2", "--model", fast_checkpoint,
+                        "--box", 60, 60, 1, 200, 200, 2, "--no-progress")
+    assert code == 1 and "4 of 4 case(s) failed" in err and "a 2D case needs boxes of 4 numbers" in err
+    code, _, err = _run(capsys, "segment", src, "-o", out, "--model", fast_checkpoint, "--dicom-series",
+                        "--box", 60, 60, 1, 200, 200, 2, "--no-progress")
+    assert code == 0, err
+    assert _files(out) == ["series_mask.nii.gz", "timing.csv"]

@@ -37,6 +37,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                         "nifti, or dicom-seg (DICOM series input: a binary DICOM-SEG, one segment per box)")
     p.add_argument("--series", metavar="UID", default=None,
                    help="SeriesInstanceUID to read when a DICOM folder holds several series")
+    p.add_argument("--dicom-series", action="store_true",
+                   help="read the input folder as one DICOM series even when it holds other files (by default "
+                        "only a folder of DICOM files alone is a series; any other folder is a folder of cases, "
+                        "each file its own case)")
     p.add_argument("--label", action="append", metavar="NAME", default=None,
                    help="segment name for DICOM-SEG, one per box in order (default: box 1, box 2, ...)")
     p.add_argument("--overlay", help="PNG to write (a folder when the input is a folder)")
@@ -119,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         boxes = np.asarray(args.box, dtype=np.float64) if boxes is None else np.vstack([boxes, args.box])
     predictor = _predictor(args.backend, args.onnx_dir, args.model)
     options = SegmentOptions(overlay=args.overlay, window=window, modality=args.modality, fmt=args.fmt,
-                             series_uid=args.series, labels=args.label, progress=not args.no_progress)
+                             series_uid=args.series, labels=args.label, progress=not args.no_progress,
+                             dicom_series=args.dicom_series)
     result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, options=options,
                            on_message=lambda line: print(line, file=sys.stderr, flush=True))
     for out in result.outputs:
