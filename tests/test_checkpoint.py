@@ -104,7 +104,7 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path, capsys) -> None:
     # through the CLI: exit 2, one line, before any case is read
     case = tmp_path / "2DBox_x.npz"
     np = pytest.importorskip("numpy")
-    np.savez(case, imgs=np.zeros((32, 32, 3), np.uint8), boxes=np.array([[2, 2, 20, 20]]))
+    np.savez(case, imgs=np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3), boxes=np.array([[2, 2, 20, 20]]))
     code = main(["segment", str(case), "-o", str(tmp_path / "out"), "--model", str(evil), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "evil.pth: refused" in err, err

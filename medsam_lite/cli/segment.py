@@ -25,7 +25,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    help="pretrained name (lite_medsam, repvit_m0_6_lite) or checkpoint path; default: best shipped")
     p.add_argument("--box", type=float, nargs="+", action="append", metavar="V",
                    help="one box (4 numbers 2D, 6 numbers 3D); repeat for more boxes")
-    p.add_argument("--boxes", help="JSON or CSV file of boxes (rows of 4 or 6 numbers)")
+    p.add_argument("--boxes", help="JSON or CSV file of boxes (rows of 4 or 6 numbers; comma, semicolon or tab "
+                   "separated; an optional header names the columns: x_min,y_min[,z_min],x_max,y_max[,z_max])")
     p.add_argument("--modality", default=None,
                    help="modality for the intensity mapping, same names as 'medsam-lite prep' (CT, MR, PET, US, "
                         "XRay, Microscopy, ...). Default per input: DICOM -> its Modality tag; .npz and uint8 "
