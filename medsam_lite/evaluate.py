@@ -37,7 +37,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError
-from .io_utils import atomic_path
+from .io_utils import atomic_path, check_output_folder
 from .metrics import NSD_MIN_DSC, LabelScore, case_scores
 
 PathLike = Union[str, Path]
@@ -100,6 +100,11 @@ class EvaluationResult:
     def failures(self) -> List[str]:
         """One line per failed case: ``<file>: <problem>``."""
         return [c.error for c in self.cases if c.failed]
+
+    @property
+    def all_missing(self) -> bool:
+        """True when no case had a prediction file (every case scored 0): a wrong --pred folder."""
+        return bool(self.cases) and all(c.missing_prediction for c in self.cases)
 
     @property
     def ok(self) -> bool:
@@ -306,7 +311,10 @@ def write_report(result: EvaluationResult) -> None:
     All four are first written to temporary files beside their targets and renamed only once
     every one of them was written, so a failure leaves no partial or mixed report behind.
     """
-    result.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create report folder ({exc.strerror or exc})", result.out_dir) from None
     with contextlib.ExitStack() as stack:
         tmp_metrics = stack.enter_context(atomic_path(result.metrics_csv))
         tmp_labels = stack.enter_context(atomic_path(result.per_label_csv))
@@ -356,6 +364,7 @@ def evaluate_dirs(pred_dir: PathLike, gt_dir: PathLike, out_dir: Optional[PathLi
     if not pred.is_dir():
         raise InputError("prediction folder does not exist", pred)
     out = Path(out_dir) if out_dir is not None else default_out_dir(pred)
+    check_output_folder(out, "report folder")  # before scoring: --out FILE / read-only is one line
     gt_files = sorted(p for p in gt.glob("*.npz") if p.is_file())
     if not gt_files:
         raise InputError("no ground-truth .npz cases found", gt)

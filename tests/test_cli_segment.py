@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from medsam_lite.cli.main import main
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, FIXTURES
 
 
 def _run(capsys, *argv) -> tuple:
@@ -72,7 +72,7 @@ def test_nifti_keeps_affine_and_spacing(tmp_path, capsys, fast_checkpoint) -> No
     assert mask.get_data_dtype() == np.uint8 and (tmp_path / "mr.png").stat().st_size > 0
 
 
-def test_png_tiff_and_dicom_images(tmp_path, capsys, fast_checkpoint, shared_data) -> None:
+def test_png_tiff_and_dicom_images(tmp_path, capsys, fast_checkpoint) -> None:
     import cv2
 
     with np.load(EXAMPLES / "2DBox_Microscopy_nuclei.npz") as z:
@@ -80,7 +80,7 @@ def test_png_tiff_and_dicom_images(tmp_path, capsys, fast_checkpoint, shared_dat
     cv2.imwrite(str(tmp_path / "nuclei.png"), img[:, :, 0])
     boxes = tmp_path / "boxes.csv"
     boxes.write_text("x_min,y_min,x_max,y_max\n10,10,60,60\n100,120,180,200\n")
-    shutil.copy(shared_data / "unlabeled/ct_small.dcm", tmp_path / "ct.dcm")
+    shutil.copy(FIXTURES / "ct_small.dcm", tmp_path / "ct.dcm")
     out = tmp_path / "out"
     code, _, err = _run(capsys, "segment", tmp_path / "nuclei.png", "-o", out, "--model", fast_checkpoint,
                         "--boxes", boxes)
@@ -151,7 +151,7 @@ def test_partly_outside_box_is_clipped_with_warning(tmp_path, capsys, fast_check
     code, stdout, err = _run(capsys, "segment", tmp_path / "2DBox_w.npz", "-o", tmp_path / "out", "--model",
                              fast_checkpoint)
     assert code == 0, err
-    assert "warning" in stdout and "clipped" in stdout
+    assert "warning" in err and "clipped" in err and "warning" not in stdout  # warnings go to stderr
     assert (tmp_path / "out" / "2DBox_w.npz").is_file()
 
 
@@ -165,7 +165,7 @@ def test_directory_mode_continues_after_a_bad_case(tmp_path, capsys, fast_checkp
     out = tmp_path / "out"
     code, stdout, err = _run(capsys, "segment", src, "-o", out, "--model", fast_checkpoint, "--no-progress")
     assert code == 1
-    assert "1 case(s) failed" in err and "2DBox_a.npz: missing key 'boxes'" in err
+    assert "1 of 2 case(s) failed" in err and "2DBox_a.npz: missing key 'boxes'" in err
     assert _leftovers(out) == ["2DBox_ok.npz"]
     assert "2DBox_a.npz,"in (out / "timing.csv").read_text() and ",failed" in (out / "timing.csv").read_text()
 
@@ -178,7 +178,7 @@ def test_unknown_model_and_bad_window(tmp_path, capsys) -> None:
     assert code == 2 and "--window must be LEVEL,WIDTH" in err
 
 
-def test_mha_keeps_geometry_and_dicom_series_becomes_nifti(tmp_path, capsys, fast_checkpoint, shared_data) -> None:
+def test_mha_keeps_geometry_and_dicom_series_becomes_nifti(tmp_path, capsys, fast_checkpoint) -> None:
     import SimpleITK as sitk
 
     with np.load(EXAMPLES / "3DBox_CT_abdomen.npz") as z:
@@ -195,14 +195,14 @@ def test_mha_keeps_geometry_and_dicom_series_becomes_nifti(tmp_path, capsys, fas
     assert mask.GetSize() == image.GetSize() and np.allclose(mask.GetSpacing(), (0.7, 0.8, 2.5))
     assert np.allclose(mask.GetOrigin(), (1.0, -2.0, 3.0))
 
-    series = shared_data / "unlabeled/mr_brain_pd_series"
+    series = FIXTURES / "mr_pd_series"  # 4 real PD MR slices (tests/fixtures/PROVENANCE.md)
     code, _, err = _run(capsys, "segment", series, "-o", out, "--model", fast_checkpoint,
-                        "--box", 60, 60, 8, 200, 200, 11, "--no-progress")
+                        "--box", 60, 60, 1, 200, 200, 2, "--no-progress")
     assert code == 0, err
-    nifti = nib.load(str(out / "mr_brain_pd_series_mask.nii.gz"))
-    assert nifti.shape == (256, 256, 20)
+    nifti = nib.load(str(out / "mr_pd_series_mask.nii.gz"))
+    assert nifti.shape == (256, 256, 4)
     data = np.asarray(nifti.dataobj)
-    assert not data[:, :, :8].any() and not data[:, :, 12:].any()
+    assert not data[:, :, :1].any() and not data[:, :, 3:].any()
 
 
 def test_too_many_boxes_is_a_clear_error(tmp_path, capsys, fast_checkpoint) -> None:
@@ -274,3 +274,58 @@ def test_backend_flag_errors(tmp_path, capsys, onnx_dir) -> None:
     err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime", "--onnx-dir", half)
     assert f"{half / 'decoder.onnx'}: cannot load ONNX model" in err
     assert not out.exists()
+
+
+def _series_to_nifti_and_seg(tmp_path, model, boxes, labels):
+    """Segment the CT fixture series twice (NIfTI, DICOM-SEG); returns (NIfTI mask (z, y, x), SEG read back)."""
+    import highdicom as hd
+    from medsam_lite.imageio import read_case
+    from medsam_lite.predictor import Predictor
+    from medsam_lite.segment import SegmentOptions, segment_paths
+
+    series = FIXTURES / "ct_slab_series"
+    predictor = Predictor(model)
+    nifti = segment_paths(series, tmp_path / "nii", predictor, boxes, options=SegmentOptions(progress=False))
+    seg = segment_paths(series, tmp_path / "seg", predictor, boxes,
+                        options=SegmentOptions(progress=False, fmt="dicom-seg", labels=labels))
+    assert not nifti.failures and not seg.failures, (nifti.failures, seg.failures)
+    assert seg.outputs[0].name == "ct_slab_series_seg.dcm"
+    ref = np.asarray(nib.load(str(nifti.outputs[0])).dataobj).transpose(2, 1, 0)  # (z, y, x)
+    uids = [pydicom.dcmread(str(f)).SOPInstanceUID for f in read_case(series).meta["files"]]
+    dcmseg = hd.seg.segread(str(seg.outputs[0]))
+    assert dcmseg.SegmentationType == "BINARY"
+    assert [s.SegmentLabel for s in dcmseg.SegmentSequence] == labels
+    back = np.asarray(dcmseg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=list(range(1, len(labels) + 1)), combine_segments=True,
+        skip_overlap_checks=True))
+    return ref, back
+
+
+def _organ_box(labels: np.ndarray, organ: int, z0: int, z1: int) -> list:
+    zz, yy, xx = np.nonzero(labels[z0:z1] == organ)
+    return [xx.min(), yy.min(), zz.min() + z0, xx.max(), yy.max(), zz.max() + z0]
+
+
+def test_dicom_series_to_dicom_seg_matches_nifti(tmp_path, fast_checkpoint) -> None:
+    """DICOM-SEG read back by highdicom = the NIfTI output, voxel for voxel, on the source slices."""
+    from medsam_lite.checkpoint import load_checkpoint
+
+    with np.load(FIXTURES / "ct_slab_labels.npz") as z:
+        labels = z["labels"]
+    boxes = np.asarray([_organ_box(labels, 5, 3, 6), _organ_box(labels, 1, 4, 6)], np.float64)
+    ref, back = _series_to_nifti_and_seg(tmp_path, load_checkpoint(fast_checkpoint), boxes, ["liver", "spleen"])
+    assert ref.any() and back.shape == ref.shape and np.array_equal(back, ref)
+    assert not ref[:3].any() and not ref[6:].any()  # outside the boxes' z range
+
+
+@pytest.mark.slow
+def test_dicom_seg_with_the_real_model(tmp_path, lite_medsam) -> None:
+    """lite_medsam on the real CT series, liver box from the real labels: SEG = NIfTI and the liver overlaps."""
+    with np.load(FIXTURES / "ct_slab_labels.npz") as z:
+        labels = z["labels"]
+    boxes = np.asarray([_organ_box(labels, 5, 2, 8)], np.float64)
+    ref, back = _series_to_nifti_and_seg(tmp_path, lite_medsam, boxes, ["liver"])
+    assert np.array_equal(back, ref)
+    liver, pred = labels[2:8] == 5, ref[2:8] == 1
+    dsc = 2 * (pred & liver).sum() / (pred.sum() + liver.sum())
+    assert dsc > 0.7, dsc

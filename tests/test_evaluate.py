@@ -12,34 +12,27 @@ from scipy import ndimage
 from medsam_lite.cli.main import main
 from medsam_lite.evaluate import EvaluationWarning, default_out_dir, evaluate_dirs, modality_of
 from medsam_lite.metrics import case_scores, nsd
+from tests.conftest import FIXTURES
 
 REPORT_FILES = ("metrics.csv", "per_label.csv", "summary.md", "dsc_boxplot.png")
 STORED_SPACING_XYZ = (0.8, 0.8, 5.0)  # as the challenge prep stored it: SimpleITK (x, y, z)
 
 
 @pytest.fixture(scope="module")
-def ct_crop(shared_data: Path) -> np.ndarray:
-    """Real CT organ labels (z, y, x) cropped to spleen (1), liver (2), pancreas (3), relabelled 1..3."""
-    nib = pytest.importorskip("nibabel")
-    path = shared_data / "ct_organs" / "labels.nii.gz"
-    if not path.is_file():
-        pytest.skip(f"missing {path}")
-    lab = np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0)
-    out = np.zeros(lab.shape, np.uint8)
-    for new, old in enumerate((1, 5, 7), start=1):
-        out[lab == old] = new
-    z, y, x = np.nonzero(out)
-    return np.ascontiguousarray(out[z.min() - 2: z.max() + 3, y.min() - 2: y.max() + 3, x.min() - 2: x.max() + 3])
+def ct_crop() -> np.ndarray:
+    """Real CT organ labels (z, y, x) cropped to spleen (1), liver (2), pancreas (3), relabelled 1..3
+    (tests/fixtures/ct_organs_labels_crop.npz, cut from ../shared/data/ct_organs/labels.nii.gz)."""
+    with np.load(FIXTURES / "ct_organs_labels_crop.npz") as z:
+        return z["labels"]
 
 
 @pytest.fixture(scope="module")
-def nuclei(shared_data: Path) -> np.ndarray:
-    """Real 2D nuclei instance map cropped to 128x128, relabelled as a 3-class semantic map by id % 3 + 1."""
-    tifffile = pytest.importorskip("tifffile")
-    path = shared_data / "nuclei2d" / "labels.tif"
-    if not path.is_file():
-        pytest.skip(f"missing {path}")
-    inst = tifffile.imread(str(path))[:128, :128].astype(np.int64)
+def nuclei() -> np.ndarray:
+    """Real 2D nuclei instance map (128x128 crop, tests/fixtures/nuclei_crop_labels.tif), relabelled as a
+    3-class semantic map by id % 3 + 1."""
+    import tifffile
+
+    inst = tifffile.imread(str(FIXTURES / "nuclei_crop_labels.tif")).astype(np.int64)
     return np.where(inst > 0, inst % 3 + 1, 0).astype(np.uint8)
 
 
@@ -183,7 +176,7 @@ def test_cli_shape_mismatch_and_bad_files(dataset: Tuple[Path, Path], tmp_path: 
     code = main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1
-    assert "3 case(s) failed" in err
+    assert "3 of 4 case(s) failed" in err
     assert f"{pred / '3DBox_CT_0001.npz'}: segs shape {segs[:, :-1].shape} does not match gts shape {segs.shape}" in err
     assert f"{pred / '3DBox_MR_0001.npz'}: missing key 'segs' (keys: seg)" in err
     assert f"{pred / '2DBox_US_0001.npz'}: cannot read npz" in err

@@ -9,7 +9,7 @@ DESCRIPTION = """\
 Score prediction .npz files (key 'segs') against ground-truth .npz files of the same name
 (key 'gts'; 3D cases, whose names start with '3D', also 'spacing'), CVPR24 "MedSAM on Laptop"
 style: per case, DSC and NSD averaged over the label ids present in the ground truth; NSD = 0
-for a label whose DSC <= 0.2. A missing prediction scores 0 (warning). Cases that cannot be
+for a label whose DSC <= 0.2. A missing prediction scores 0 (warning); when every prediction is missing the exit status is 1. Cases that cannot be
 scored (shape mismatch, unreadable file, missing key) are listed and make the exit status 1.
 Writes metrics.csv, per_label.csv, summary.md and dsc_boxplot.png into --out."""
 
@@ -49,4 +49,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.cases)} case(s), spacing order {result.spacing_order}, tolerance "
           f"{result.tolerance:g}: DSC {result.dsc_mean_over_modalities:.4f}, "
           f"NSD {result.nsd_mean_over_modalities:.4f} (mean over modalities); report in {result.out_dir}")
-    return report_failures("evaluate", (str(failure) for failure in result.failures))
+    failures = [str(failure) for failure in result.failures]
+    if result.all_missing:
+        failures.append(f"{result.pred_dir}: no prediction file for any of the {len(result.cases)} case(s) "
+                        f"(wrong --pred folder?)")
+    return report_failures("evaluate", failures, total=len(result.cases))

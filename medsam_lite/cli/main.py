@@ -33,15 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_OK, EXIT_CASE_FAILED, EXIT_USAGE = 0, 1, 2
+"""Exit codes of every subcommand: 0 everything done; 1 some case failed (each listed on stderr,
+the others done); 2 bad usage or input found before any work (one line on stderr; argparse errors too)."""
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Parse ``argv`` and run the subcommand; bad input exits 2 with one line on stderr."""
+    """Parse ``argv`` and run the subcommand; see :data:`EXIT_USAGE` and friends for exit codes."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
         print(f"medsam-lite {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as exc:  # an I/O error outside a case (no traceback for a full disk / read-only folder)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"medsam-lite {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -25,8 +25,25 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    help="pretrained name (lite_medsam, repvit_m0_6_lite) or checkpoint path; default: best shipped")
     p.add_argument("--box", type=float, nargs="+", action="append", metavar="V",
                    help="one box (4 numbers 2D, 6 numbers 3D); repeat for more boxes")
-    p.add_argument("--boxes", help="JSON or CSV file of boxes (rows of 4 or 6 numbers)")
-    p.add_argument("--window", help="CT window for non-uint8 inputs as LEVEL,WIDTH (e.g. 40,400)")
+    p.add_argument("--boxes", help="JSON or CSV file of boxes (rows of 4 or 6 numbers; comma, semicolon or tab "
+                   "separated; an optional header names the columns: x_min,y_min[,z_min],x_max,y_max[,z_max])")
+    p.add_argument("--modality", default=None,
+                   help="modality for the intensity mapping, same names as 'medsam-lite prep' (CT, MR, PET, US, "
+                        "XRay, Microscopy, ...). Default per input: DICOM -> its Modality tag; .npz and uint8 "
+                        "images -> unchanged; other non-uint8 data -> 0.5/99.5 percentiles of non-zero voxels")
+    p.add_argument("--window", help="CT window as LEVEL,WIDTH (e.g. 40,400) or a preset (abdomen, chest, brain, "
+                        "bone); implies --modality CT when no modality is given")
+    p.add_argument("--format", dest="fmt", choices=("auto", "nifti", "dicom-seg"), default="auto",
+                   help="mask format: auto (the input's own format; NIfTI for DICOM series and TIFF stacks), "
+                        "nifti, or dicom-seg (DICOM series input: a binary DICOM-SEG, one segment per box)")
+    p.add_argument("--series", metavar="UID", default=None,
+                   help="SeriesInstanceUID to read when a DICOM folder holds several series")
+    p.add_argument("--dicom-series", action="store_true",
+                   help="read the input folder as one DICOM series even when it holds other files (by default "
+                        "only a folder of DICOM files alone is a series; any other folder is a folder of cases, "
+                        "each file its own case)")
+    p.add_argument("--label", action="append", metavar="NAME", default=None,
+                   help="segment name for DICOM-SEG, one per box in order (default: box 1, box 2, ...)")
     p.add_argument("--overlay", help="PNG to write (a folder when the input is a folder)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
@@ -39,16 +56,16 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 def _window(text: Optional[str]) -> Optional[Tuple[float, float]]:
     from ..errors import InputError
+    from ..normalize import CT_WINDOWS, parse_window
 
     if text is None:
         return None
+    if text.strip().lower() not in CT_WINDOWS and len([v for v in text.split(",") if v.strip()]) != 2:
+        raise InputError(f"--window must be LEVEL,WIDTH or one of {', '.join(CT_WINDOWS)}, got {text!r}")
     try:
-        level, width = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise InputError(f"--window must be LEVEL,WIDTH, got {text!r}") from exc
-    if width <= 0:
-        raise InputError(f"--window width must be positive, got {width:g}")
-    return level, width
+        return parse_window(text)
+    except InputError as exc:
+        raise InputError(f"--window must be LEVEL,WIDTH with a positive width, got {text!r}") from exc
 
 
 def _predictor(backend: str, onnx_dir: Optional[str], model: Optional[str]) -> Optional["Predictor"]:
@@ -81,24 +98,37 @@ def _predictor(backend: str, onnx_dir: Optional[str], model: Optional[str]) -> O
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 when every case was segmented, 1 when some case failed (one line each on stderr),
+    2 for bad usage / input found before the model loads (raised as InputError, printed by main)."""
+    import sys
+
     from .common import report_failures
     import numpy as np
 
     from ..errors import InputError
     from ..imageio import read_boxes_file
-    from ..segment import segment_paths
+    from ..segment import SegmentOptions, segment_paths
 
-    predictor = _predictor(args.backend, args.onnx_dir, args.model)
+    window = _window(args.window)
     boxes = None
     if args.boxes:
         boxes = read_boxes_file(args.boxes)
     if args.box:
         widths = {len(b) for b in args.box}
-        if len(widths) != 1 or widths.pop() not in (4, 6):
+        if len(widths) != 1 or next(iter(widths)) not in (4, 6):
             raise InputError("every --box needs 4 (2D) or 6 (3D) numbers")
+        width = next(iter(widths))
+        if boxes is not None and boxes.shape[1] != width:
+            raise InputError(f"--boxes {args.boxes} holds {boxes.shape[1]}-number boxes but --box gives {width} "
+                             f"numbers; use one kind")
         boxes = np.asarray(args.box, dtype=np.float64) if boxes is None else np.vstack([boxes, args.box])
-    result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, overlay=args.overlay,
-                           window=_window(args.window), progress=not args.no_progress)
+    predictor = _predictor(args.backend, args.onnx_dir, args.model)
+    options = SegmentOptions(overlay=args.overlay, window=window, modality=args.modality, fmt=args.fmt,
+                             series_uid=args.series, labels=args.label, progress=not args.no_progress,
+                             dicom_series=args.dicom_series)
+    result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, options=options,
+                           on_message=lambda line: print(line, file=sys.stderr, flush=True))
     for out in result.outputs:
         print(f"wrote {out}")
-    return report_failures("segment", (message for _, message in result.failures))
+    return report_failures("segment", (message for _, message in result.failures),
+                           total=len(result.times))
