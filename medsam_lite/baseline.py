@@ -17,7 +17,7 @@ It is deliberately slow; use the Predictor for real work.
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -63,6 +63,28 @@ def baseline_segment_volume(model: Union[MedSAMLite, Propagator], volume: np.nda
     boxes = check_boxes_3d(boxes, volume.shape)
     with torch.inference_mode():
         return _propagator(model).segment_3d(torch.from_numpy(volume), torch.from_numpy(boxes)).numpy()
+
+
+class BaselinePredictor:
+    """The baseline behind the Predictor's surface (``set_image`` / ``predict`` / ``predict_volume``), so
+    ``medsam-lite segment --baseline`` runs the LiteMedSAM algorithm on any input for comparisons."""
+
+    def __init__(self, model: MedSAMLite) -> None:
+        self.model = model.eval()
+        self.propagator = baseline_propagator(self.model)
+        self._image: Optional[np.ndarray] = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        self._image = image
+
+    def predict(self, boxes: np.ndarray) -> np.ndarray:
+        if self._image is None:
+            raise RuntimeError("call set_image() before predict()")
+        return baseline_segment_2d(self.propagator, self._image, boxes)
+
+    def predict_volume(self, volume: np.ndarray, boxes: np.ndarray, progress: bool = False,
+                       on_progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+        return baseline_segment_volume(self.propagator, volume, boxes)
 
 
 def baseline_encoder_calls_volume(volume_shape: Tuple[int, int, int], boxes: np.ndarray) -> int:

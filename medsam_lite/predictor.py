@@ -87,6 +87,8 @@ class Predictor:
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (non-torch backends).
         embedding_cache: folder of the persistent slice-embedding cache, or an
             :class:`~medsam_lite.embedding_cache.EmbeddingCache` (None: in-memory only, per call).
+        threads: intra-op threads of a non-torch runtime (None: its default; torch's own pool is the
+            process's, set by the entry point).
     """
 
     def __init__(
@@ -96,13 +98,14 @@ class Predictor:
         backend: Union[str, object] = "torch",
         precision: str = "auto",
         embedding_cache: Optional[Union[str, "os.PathLike[str]", object]] = None,
+        threads: Optional[int] = None,
     ) -> None:
         module: Optional[MedSAMLite] = None
         if isinstance(backend, str):
             from .backends import make_backend
 
             module = model if isinstance(model, MedSAMLite) else load_model(model)
-            backend = make_backend(module, backend, precision)
+            backend = make_backend(module, backend, precision, threads=threads)
         self.backend = backend
         self.embedding_cache = _open_cache(embedding_cache)
         identity = ":".join([str(getattr(backend, "identity", "")), str(getattr(backend, "name", type(backend).__name__)),

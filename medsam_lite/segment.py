@@ -68,6 +68,10 @@ class SegmentOptions:
     ``overlay``: a PNG path (one case) or a folder (a folder of cases). ``labels``: segment names for
     DICOM-SEG, box i -> ``labels[i-1]``. ``dicom_series``: read the input folder as one DICOM series
     even when it holds other files too (otherwise only an all-DICOM folder is a series).
+    ``backend`` / ``precision``: the inference backend (:mod:`medsam_lite.backends`; ``auto`` = the fastest
+    installed, at the precision the agreement gate allows). ``threads``: threads of a non-torch runtime.
+    ``embedding_cache``: folder of the persistent slice-embedding cache. ``baseline``: run the LiteMedSAM
+    baseline algorithm instead (eager fp32, no slice cache; for comparisons).
     """
 
     overlay: Optional[Path] = None
@@ -78,6 +82,11 @@ class SegmentOptions:
     labels: Optional[Sequence[str]] = None
     progress: bool = True
     dicom_series: bool = False
+    backend: str = "auto"
+    precision: str = "auto"
+    threads: Optional[int] = None
+    embedding_cache: Optional[Path] = None
+    baseline: bool = False
 
 
 @dataclass
@@ -315,10 +324,16 @@ def segment_paths(
 
     # ---------------------------------------------------------------- model, then cases
     try:
-        if isinstance(model, (str, type(None))):
+        if isinstance(model, (str, type(None))) and opts.baseline:
+            from .baseline import BaselinePredictor
+            from .checkpoint import load_model
+
+            predictor = BaselinePredictor(load_model(model))
+        elif isinstance(model, (str, type(None))):
             from .predictor import Predictor
 
-            predictor = Predictor(model)
+            predictor = Predictor(model, backend=opts.backend, precision=opts.precision,
+                                  embedding_cache=opts.embedding_cache, threads=opts.threads)
         else:
             predictor = model
     except BaseException:

@@ -7,8 +7,11 @@ from typing import TYPE_CHECKING, Optional, Tuple
 if TYPE_CHECKING:  # heavy imports stay inside run(): ``medsam-lite --help`` is fast
     from ..predictor import Predictor
 
-BACKENDS = ("torch", "onnxruntime")
-"""Values of ``--backend``."""
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+"""Values of ``--backend`` (:data:`medsam_lite.backends.BACKENDS` plus ``auto``; kept here so --help stays light)."""
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+"""Values of ``--precision`` (:data:`medsam_lite.backends.PRECISIONS` plus ``auto``)."""
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -46,8 +49,21 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    help="segment name for DICOM-SEG, one per box in order (default: box 1, box 2, ...)")
     p.add_argument("--overlay", help="PNG to write (a folder when the input is a folder)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="inference backend: torch (eager PyTorch, default) or onnxruntime (needs --onnx-dir)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="inference backend: auto (default: OpenVINO when installed, else ONNX Runtime, else torch), "
+                        "torch (the exact eager fp32 reference), onnxruntime, openvino. Non-torch backends convert "
+                        "the model locally on first use and cache it (user cache folder, or MEDSAM_LITE_CACHE)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default: bf16 only where the CPU has native bf16 AND bf16 passed the agreement gate, "
+                        "else fp32), fp32, bf16 or int8 (opt-in)")
+    p.add_argument("--embedding-cache", metavar="DIR",
+                   help="persistent slice-embedding cache: re-running on the same images with other boxes costs the "
+                        "decoder only")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for inference (default: torch's default; also given to ONNX Runtime / OpenVINO)")
+    p.add_argument("--baseline", action="store_true",
+                   help="run the LiteMedSAM baseline algorithm instead (eager fp32, every slice re-encoded for every "
+                        "box): for speed and parity comparisons")
     p.add_argument("--onnx-dir", metavar="DIR",
                    help="folder with encoder.onnx / decoder.onnx from 'medsam-lite export --format onnx' "
                         "(only with --backend onnxruntime; the model is the one exported there)")
@@ -69,7 +85,8 @@ def _window(text: Optional[str]) -> Optional[Tuple[float, float]]:
 
 
 def _predictor(backend: str, onnx_dir: Optional[str], model: Optional[str]) -> Optional["Predictor"]:
-    """The ``Predictor`` for ``--backend onnxruntime`` (None for torch: ``segment_paths`` loads ``--model``).
+    """The ``Predictor`` for ``--backend onnxruntime --onnx-dir DIR`` (an exported folder); None otherwise
+    (``segment_paths`` then builds ``--model`` on ``--backend`` after its input checks).
 
     Raises InputError (one line) for inconsistent flags or a missing ``encoder.onnx`` / ``decoder.onnx``.
     """
@@ -77,13 +94,10 @@ def _predictor(backend: str, onnx_dir: Optional[str], model: Optional[str]) -> O
 
     from ..errors import InputError
 
-    if backend == "torch":
-        if onnx_dir is not None:
-            raise InputError("--onnx-dir only applies to --backend onnxruntime")
-        return None
     if onnx_dir is None:
-        raise InputError("--backend onnxruntime needs --onnx-dir DIR (a folder from 'medsam-lite export --format "
-                         "onnx -o DIR')")
+        return None
+    if backend != "onnxruntime":
+        raise InputError("--onnx-dir only applies to --backend onnxruntime")
     if model is not None:
         raise InputError("--model does not apply to --backend onnxruntime: the model is the one exported into "
                          "--onnx-dir")
@@ -101,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     """Exit 0 when every case was segmented, 1 when some case failed (one line each on stderr),
     2 for bad usage / input found before the model loads (raised as InputError, printed by main)."""
     import sys
+    from pathlib import Path
 
     from .common import report_failures
     import numpy as np
@@ -110,6 +125,15 @@ def run(args: argparse.Namespace) -> int:
     from ..segment import SegmentOptions, segment_paths
 
     window = _window(args.window)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)  # process state belongs to the entry point
+    if args.baseline and (args.onnx_dir or args.backend not in ("auto", "torch") or args.precision not in ("auto", "fp32")):
+        raise InputError("--baseline is the eager fp32 LiteMedSAM algorithm: it takes no --backend / --precision / "
+                         "--onnx-dir")
     boxes = None
     if args.boxes:
         boxes = read_boxes_file(args.boxes)
@@ -125,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     predictor = _predictor(args.backend, args.onnx_dir, args.model)
     options = SegmentOptions(overlay=args.overlay, window=window, modality=args.modality, fmt=args.fmt,
                              series_uid=args.series, labels=args.label, progress=not args.no_progress,
-                             dicom_series=args.dicom_series)
+                             dicom_series=args.dicom_series, backend=args.backend, precision=args.precision,
+                             threads=args.threads, baseline=args.baseline,
+                             embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None)
     result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, options=options,
                            on_message=lambda line: print(line, file=sys.stderr, flush=True))
     for out in result.outputs:
