@@ -8,7 +8,9 @@ format version), so new weights, a new runtime or a changed conversion get a fre
 
 An entry is built by a caller-supplied function into a temporary folder beside it, which is then
 renamed into place (:func:`os.rename` is atomic on one file system), all under a ``filelock`` lock:
-two processes starting at once convert once, and neither ever sees a half-written entry. A complete
+two processes starting at once convert once, and neither ever sees a half-written entry (the
+temporary folder of a process killed mid-conversion is removed by the next builder, which holds the
+lock). A complete
 entry holds ``manifest.json`` (written last) listing every file with its size; an entry whose
 manifest is missing, unreadable, or whose files are missing / of another size is removed and rebuilt.
 One line on stderr reports each conversion and how long it took.
@@ -115,6 +117,8 @@ def ensure_entry(key: ArtifactKey, build: Callable[[Path], None], description: s
             return final
         if final.exists():  # corrupt or partial: rebuild from scratch
             shutil.rmtree(final, ignore_errors=True)
+        for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a process killed mid-build
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         sys.stderr.write(f"medsam-lite: converting {description} (first use, cached in {final}) ...")
         sys.stderr.flush()

@@ -63,6 +63,7 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
         self.precision = "int8" if int8 else "fp32"
+        self.weights_sha256: Optional[str] = None  # known when built by from_model
         self.encoder = _session(ort, enc, options, providers)
         self.decoder = _session(ort, dec, options, providers)
 
@@ -99,7 +100,9 @@ class OnnxRuntimeBackend:
 
         entry = ensure_entry(key, build, f"{type(model.image_encoder).__name__} encoder + decoder to ONNX "
                                          f"({precision})", cache_dir)
-        return cls(entry, int8=precision == "int8", threads=threads)
+        backend = cls(entry, int8=precision == "int8", threads=threads)
+        backend.weights_sha256 = key.weights_sha256  # model fingerprint, e.g. for EmbeddingCache keys
+        return backend
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, 256, 256) float32 model-frame images -> (B, 256, 64, 64) embeddings (one run per image:

@@ -116,7 +116,10 @@ def calibration_images() -> List[np.ndarray]:
 
 def _quantize_encoder(ov_model: Any) -> Any:
     """NNCF post-training int8 quantisation of the encoder IR (see module docstring)."""
-    import nncf
+    try:
+        import nncf
+    except ImportError as exc:
+        raise InputError("OpenVINO int8 needs NNCF (pip install 'medsam-lite[int8]' or pip install nncf)") from exc
 
     data = calibration_images()
     return nncf.quantize(
@@ -169,6 +172,7 @@ class OpenVINOBackend:
         model = model.eval()
         ir = ir_precision(precision)
         self.key = ArtifactKey("openvino", state_sha256(model), ir, ov.get_version(), FORMAT_VERSION)
+        self.weights_sha256 = self.key.weights_sha256  # model fingerprint, e.g. for EmbeddingCache keys
         label = model_name or type(model.image_encoder).__name__
         self.entry = ensure_entry(
             self.key, lambda tmp: convert_to_ir(model, tmp, int8=ir == "int8"),
