@@ -1,0 +1,208 @@
+"""OpenVINO backend: the encoder and decoder converted locally to OpenVINO IR and run on the CPU plugin.
+
+Precisions (:data:`SCHEMES`; encoder / decoder inference precision):
+
+* ``fp32``: both graphs with ``INFERENCE_PRECISION_HINT=f32`` (the same masks as eager fp32, up to
+  float rounding; measured in docs/backends/gate.md);
+* ``bf16``: both graphs with the native bf16 hint (needs a CPU with AMX / AVX-512 BF16 to be fast);
+* ``bf16-encoder``: bf16 only in the FLOP-heavy encoder, the decoder in f32 (an experiment of the gate);
+* ``int8``: the encoder post-training quantised by NNCF (transformer model type; the neck, norms and
+  softmax kept in higher precision), calibrated on slices of the bundled example images only; the
+  decoder in f32. Opt-in: never chosen by ``auto`` unless the gate allowed it.
+
+Conversion: the torch graphs of :mod:`medsam_lite.backends.graphs` -> ONNX -> ``openvino.convert_model``
+-> IR (``encoder.xml`` / ``decoder.xml``, f32 weights) in the artifact cache
+(:mod:`medsam_lite.backends.artifacts`), once per (weights, IR precision, OpenVINO version); the fp32,
+bf16 and bf16-encoder schemes share one f32 IR (precision is a compile hint). Compiled models go to
+OpenVINO's own cache (``CACHE_DIR`` = ``<entry>/compiled``), so a second process starts quickly.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .artifacts import ArtifactKey, ensure_entry
+
+if TYPE_CHECKING:
+    from ..model import MedSAMLite
+
+FORMAT_VERSION = 1
+"""Version of this module's conversion (part of the artifact key; bump when the conversion changes)."""
+
+SCHEMES: Dict[str, Tuple[str, str]] = {
+    "fp32": ("f32", "f32"),
+    "bf16": ("bf16", "bf16"),
+    "bf16-encoder": ("bf16", "f32"),
+    "int8": ("int8", "f32"),
+}
+"""Precision name -> (encoder, decoder) precision; ``int8`` means the NNCF-quantised encoder IR run at f32."""
+
+GATE_FILE = Path(__file__).with_name("gate.json")
+"""The agreement-gate decision (written by ``python -m medsam_lite.benchmark.gate``)."""
+
+CALIBRATION_SLICES_PER_VOLUME = 8
+"""int8 calibration: evenly spaced slices taken from each bundled 3D example (plus the 2D example)."""
+
+NNCF_IGNORED_PATTERNS: Tuple[str, ...] = (".*neck.*",)
+"""Encoder nodes NNCF must not quantise (names from the ONNX export): the neck that forms the embedding."""
+
+NNCF_IGNORED_TYPES: Tuple[str, ...] = ("Softmax", "MVN", "ReduceMean", "Sqrt", "Divide", "Power")
+"""OpenVINO op types kept out of quantisation: softmax and the pieces of layer / group norms."""
+
+
+def _ov() -> Any:
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise InputError("backend 'openvino' is not installed (pip install openvino)") from exc
+    return ov
+
+
+def ir_precision(precision: str) -> str:
+    """The IR an inference precision runs from: ``int8`` has its own quantised IR, the others share f32."""
+    return "int8" if SCHEMES[precision][0] == "int8" else "fp32"
+
+
+def gate_decision(path: Path = GATE_FILE) -> Dict[str, Any]:
+    """The committed gate decision (``{}`` when the file is missing or unreadable)."""
+    try:
+        decision = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return decision if isinstance(decision, dict) else {}
+
+
+def auto_precision(gate_path: Path = GATE_FILE) -> str:
+    """Precision ``auto`` runs OpenVINO at: a reduced precision only when the CPU computes it natively
+    (:func:`medsam_lite.backends.cpu.native_bf16` for bf16) AND the agreement gate passed it
+    (``gate.json``: ``{"passed": {"bf16": true, ...}, "auto_order": [...]}``); else ``fp32``."""
+    from .cpu import native_bf16
+
+    decision = gate_decision(gate_path)
+    passed = decision.get("passed", {}) if isinstance(decision.get("passed"), dict) else {}
+    for precision in decision.get("auto_order", []):
+        if precision not in SCHEMES or precision == "fp32" or passed.get(precision) is not True:
+            continue
+        if "bf16" in SCHEMES[precision] and not native_bf16():
+            continue
+        return str(precision)
+    return "fp32"
+
+
+def calibration_images() -> List[np.ndarray]:
+    """int8 calibration inputs, each (1, 3, 256, 256) float32 in [0, 1] (model frame): the bundled 2D
+    example and :data:`CALIBRATION_SLICES_PER_VOLUME` evenly spaced slices of each bundled 3D example.
+    Only bundled (training-side) images: never held-out sources."""
+    from ..resources import EXAMPLE_NAMES, load_example
+    from ..transforms import preprocess_image
+
+    images: List[np.ndarray] = []
+    for name in EXAMPLE_NAMES:
+        imgs = load_example(name)["imgs"]
+        if name.startswith("3D"):
+            idx = np.linspace(0, imgs.shape[0] - 1, CALIBRATION_SLICES_PER_VOLUME).round().astype(int)
+            slices = [imgs[i] for i in idx]
+        else:
+            slices = [imgs]
+        images.extend(preprocess_image(s)[0].numpy().astype(np.float32) for s in slices)
+    return images
+
+
+def _quantize_encoder(ov_model: Any) -> Any:
+    """NNCF post-training int8 quantisation of the encoder IR (see module docstring)."""
+    try:
+        import nncf
+    except ImportError as exc:
+        raise InputError("OpenVINO int8 needs NNCF (pip install 'medsam-lite[int8]' or pip install nncf)") from exc
+
+    data = calibration_images()
+    return nncf.quantize(
+        ov_model, nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(data),
+        ignored_scope=nncf.IgnoredScope(patterns=list(NNCF_IGNORED_PATTERNS), types=list(NNCF_IGNORED_TYPES),
+                                        validate=False),
+    )
+
+
+def convert_to_ir(model: "MedSAMLite", out_dir: Path, int8: bool = False) -> Dict[str, Path]:
+    """Write ``out_dir/encoder.xml|bin`` and ``out_dir/decoder.xml|bin`` (f32 weights; the encoder
+    NNCF-quantised when ``int8``) from ``model``'s graphs (via a temporary ONNX export)."""
+    from .graphs import write_onnx_graphs
+
+    ov = _ov()
+    paths = {"encoder": out_dir / "encoder.xml", "decoder": out_dir / "decoder.xml"}
+    with tempfile.TemporaryDirectory(prefix=".onnx.", dir=out_dir) as tmp:
+        onnx_paths = write_onnx_graphs(model, tmp)
+        for key in ("encoder", "decoder"):
+            ov_model = ov.convert_model(str(onnx_paths[key]))
+            if key == "encoder" and int8:
+                ov_model = _quantize_encoder(ov_model)
+            ov.save_model(ov_model, str(paths[key]), compress_to_fp16=False)
+    return paths
+
+
+class OpenVINOBackend:
+    """``encode`` (B, 3, 256, 256) float32 [0, 1] -> (B, 256, 64, 64); ``decode(embedding (1, 256, 64, 64),
+    boxes_256 (N, 4) XYXY model frame)`` -> (N, 1, 256, 256) logits, on OpenVINO's CPU plugin.
+
+    Args:
+        model: the MedSAMLite model whose weights are converted (its SHA-256 keys the cache).
+        precision: a key of :data:`SCHEMES` (``fp32``, ``bf16``, ``bf16-encoder``, ``int8``).
+        cache_dir: artifact cache root (None: ``$MEDSAM_LITE_CACHE`` or the user cache folder).
+        threads: ``INFERENCE_NUM_THREADS`` (None: OpenVINO's default, all cores).
+        model_name: name shown in the one-line conversion message.
+    """
+
+    name = "openvino"
+
+    def __init__(self, model: "MedSAMLite", precision: str = "fp32", cache_dir: Optional[Union[str, Path]] = None,
+                 threads: Optional[int] = None, model_name: Optional[str] = None) -> None:
+        if precision not in SCHEMES:
+            raise InputError(f"unknown OpenVINO precision {precision!r}; choose from {', '.join(SCHEMES)}")
+        from ..checkpoint import state_sha256
+
+        ov = _ov()
+        self.precision = precision
+        self.threads = threads
+        model = model.eval()
+        ir = ir_precision(precision)
+        self.key = ArtifactKey("openvino", state_sha256(model), ir, ov.get_version(), FORMAT_VERSION)
+        self.weights_sha256 = self.key.weights_sha256  # model fingerprint, e.g. for EmbeddingCache keys
+        label = model_name or type(model.image_encoder).__name__
+        self.entry = ensure_entry(
+            self.key, lambda tmp: convert_to_ir(model, tmp, int8=ir == "int8"),
+            f"{label} encoder + decoder to OpenVINO IR ({ir})", cache_dir,
+        )
+        core = ov.Core()
+        enc_prec, dec_prec = SCHEMES[precision]
+        self.encoder = core.compile_model(str(self.entry / "encoder.xml"), "CPU",
+                                          self._config("f32" if enc_prec == "int8" else enc_prec))
+        self.decoder = core.compile_model(str(self.entry / "decoder.xml"), "CPU", self._config(dec_prec))
+        self._enc_request = self.encoder.create_infer_request()
+        self._dec_request = self.decoder.create_infer_request()
+
+    def _config(self, inference_precision: str) -> Dict[str, str]:
+        config = {"INFERENCE_PRECISION_HINT": inference_precision, "CACHE_DIR": str(self.entry / "compiled"),
+                  "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = str(int(self.threads))
+        return config
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) float32 (one inference per image)."""
+        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        if array.ndim != 4 or array.shape[1:] != (3, 256, 256):
+            raise ValueError(f"encode expects (B, 3, 256, 256), got {tuple(array.shape)}")
+        out = [self._enc_request.infer({0: array[i : i + 1]})[0].copy() for i in range(array.shape[0])]
+        return torch.from_numpy(np.concatenate(out) if out else np.zeros((0, 256, 64, 64), np.float32))
+
+    def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
+        """(1, 256, 64, 64) embedding, (N, 4) XYXY model-frame boxes -> (N, 1, 256, 256) float32 logits."""
+        emb = np.ascontiguousarray(embedding.detach().cpu().numpy(), dtype=np.float32)
+        boxes = np.ascontiguousarray(boxes_256.detach().cpu().numpy(), dtype=np.float32).reshape(-1, 4)
+        return torch.from_numpy(self._dec_request.infer({0: emb, 1: boxes})[0].copy())

@@ -1,0 +1,367 @@
+"""Fast-inference backends: shapes, fidelity against eager fp32, the artifact cache, precision choice, the gate."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_lite.backends import installed, make_backend
+from medsam_lite.backends.artifacts import ArtifactKey, cache_root, ensure_entry, entry_dir, is_complete
+from medsam_lite.backends.torch import TorchBackend
+
+REPO = Path(__file__).resolve().parents[1]
+
+_SLOW = pytest.mark.slow  # quantisation (NNCF calibration, ORT dynamic int8) takes minutes on 2 shared cores
+VARIANTS = [
+    ("torch", "fp32"), ("onnxruntime", "fp32"), pytest.param("onnxruntime", "int8", marks=_SLOW),
+    ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "bf16-encoder"),
+    pytest.param("openvino", "int8", marks=_SLOW),
+]
+needs_openvino = pytest.mark.skipif(not installed("openvino"), reason="openvino not installed")
+
+
+def _repvit():
+    from medsam_lite.model import build_medsam
+
+    torch.manual_seed(0)
+    return build_medsam("repvit_m0_6").eval()
+
+
+@pytest.fixture(scope="module")
+def repvit():
+    return _repvit()
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+def _build(model, backend: str, precision: str, cache: Path):
+    if backend == "torch":
+        return TorchBackend(model)
+    if backend == "onnxruntime":
+        from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend.from_model(model, precision=precision, cache_dir=cache, threads=2)
+    from medsam_lite.backends.openvino import OpenVINOBackend
+
+    return OpenVINOBackend(model, precision=precision, cache_dir=cache, threads=2)
+
+
+BOXES = torch.tensor([[10.0, 12.0, 100.0, 90.0], [40.0, 30.0, 220.0, 250.0], [0.0, 0.0, 255.0, 255.0]])
+
+
+# ----------------------------------------------------------------------------- graphs
+def test_decoder_graph_is_model_decode(repvit) -> None:
+    from medsam_lite.backends.graphs import decoder_graph, inference_encoder
+
+    emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(decoder_graph(repvit)(emb, BOXES), repvit.decode(emb, BOXES)[0])
+        image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+        fused = inference_encoder(repvit)
+        assert fused is not repvit.image_encoder  # RepViT is reparameterised on a copy
+        torch.testing.assert_close(fused(image), repvit.encode(image), rtol=1e-3, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- every variant
+@pytest.mark.parametrize("backend,precision", VARIANTS)
+def test_variant_shapes_and_agreement(repvit, shared_cache: Path, backend: str, precision: str) -> None:
+    if not installed(backend):
+        pytest.skip(f"{backend} not installed")
+    if precision == "int8" and backend == "openvino":
+        pytest.importorskip("nncf")
+    b = _build(repvit, backend, precision, shared_cache)
+    assert b.name == backend and b.precision == precision
+    images = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    emb = b.encode(images)
+    assert emb.shape == (2, 256, 64, 64) and emb.dtype == torch.float32 and torch.isfinite(emb).all()
+    ref = TorchBackend(repvit)
+    ref_emb = ref.encode(images)
+    logits = b.decode(ref_emb[:1], BOXES)
+    assert logits.shape == (3, 1, 256, 256) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert b.decode(ref_emb[:1], BOXES[:1]).shape == (1, 1, 256, 256)  # dynamic box count
+    agreement = ((logits > 0) == (ref.decode(ref_emb[:1], BOXES) > 0)).float().mean().item()
+    emb_err = ((emb - ref_emb).norm() / ref_emb.norm()).item()
+    if precision == "fp32":
+        assert emb_err < 1e-4 and agreement >= 0.9999, (emb_err, agreement)
+    else:  # reduced precision: close, not equal (fidelity on real images is the gate's job)
+        assert emb_err < 0.25 and agreement >= 0.95, (emb_err, agreement)
+
+
+def test_make_backend_builds_openvino_and_onnxruntime(repvit, shared_cache: Path) -> None:
+    from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
+
+    ort = make_backend(repvit, "onnxruntime", "fp32", cache_dir=shared_cache, threads=2)
+    assert isinstance(ort, OnnxRuntimeBackend)
+    if installed("openvino"):
+        from medsam_lite.backends.openvino import OpenVINOBackend
+
+        ov = make_backend(repvit, "openvino", "fp32", cache_dir=shared_cache, threads=2)
+        assert isinstance(ov, OpenVINOBackend) and ov.precision == "fp32"
+
+
+def test_onnxruntime_from_model_rejects_bf16(repvit, tmp_path: Path) -> None:
+    from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
+    from medsam_lite.errors import InputError
+
+    with pytest.raises(InputError, match="bf16"):
+        OnnxRuntimeBackend.from_model(repvit, precision="bf16", cache_dir=tmp_path)
+    assert not any(tmp_path.rglob("*.onnx"))
+
+
+# ----------------------------------------------------------------------------- artifact cache
+def test_cache_root_argument_env_and_default(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEDSAM_LITE_CACHE", str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"
+    assert cache_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("MEDSAM_LITE_CACHE")
+    import platformdirs
+
+    assert cache_root() == Path(platformdirs.user_cache_dir("medsam-lite"))
+
+
+def test_key_separates_weights_precision_and_versions(tmp_path: Path) -> None:
+    base = ArtifactKey("openvino", "a" * 64, "fp32", "2026.4", 1)
+    others = [ArtifactKey("openvino", "b" * 64, "fp32", "2026.4", 1), ArtifactKey("openvino", "a" * 64, "int8", "2026.4", 1),
+              ArtifactKey("openvino", "a" * 64, "fp32", "2026.5", 1), ArtifactKey("openvino", "a" * 64, "fp32", "2026.4", 2),
+              ArtifactKey("onnx", "a" * 64, "fp32", "2026.4", 1)]
+    assert len({entry_dir(k, tmp_path) for k in [base, *others]}) == 6
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_conversion_happens_once(repvit, tmp_path: Path, capfd, backend: str) -> None:
+    if not installed(backend):
+        pytest.skip(f"{backend} not installed")
+    first = _build(repvit, backend, "fp32", tmp_path)
+    err = capfd.readouterr().err
+    assert err.count("medsam-lite: converting") == 1 and str(tmp_path) in err and err.rstrip().endswith(" s")
+    second = _build(repvit, backend, "fp32", tmp_path)
+    assert "converting" not in capfd.readouterr().err
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(first.encode(x), second.encode(x))
+    if backend == "openvino":
+        assert any((second.entry / "compiled").iterdir()), "OpenVINO compiled-model cache not written"
+
+
+@needs_openvino
+def test_corrupt_entry_is_rebuilt(repvit, tmp_path: Path, capfd) -> None:
+    backend = _build(repvit, "openvino", "fp32", tmp_path)
+    entry = backend.entry
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(5))
+    expected = backend.encode(x)
+    capfd.readouterr()
+    weights = entry / "encoder.bin"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated weights
+    assert not is_complete(entry)
+    rebuilt = _build(repvit, "openvino", "fp32", tmp_path)
+    assert capfd.readouterr().err.count("converting") == 1
+    assert torch.equal(rebuilt.encode(x), expected)
+    assert is_complete(entry)
+
+
+@pytest.mark.parametrize("damage", ["no_manifest", "broken_manifest", "missing_file", "other_key"])
+def test_partial_entry_is_rebuilt(tmp_path: Path, capfd, damage: str) -> None:
+    key = ArtifactKey("test", "0" * 64, "fp32", "1", 1)
+    builds: List[int] = []
+
+    def build(folder: Path) -> None:
+        builds.append(1)
+        (folder / "a.bin").write_bytes(b"a" * 100)
+        (folder / "sub").mkdir()
+        (folder / "sub" / "b.bin").write_bytes(b"b" * 10)
+
+    entry = ensure_entry(key, build, "test", tmp_path)
+    assert ensure_entry(key, build, "test", tmp_path) == entry and len(builds) == 1  # a hit
+    manifest = entry / "manifest.json"
+    if damage == "no_manifest":
+        manifest.unlink()
+    elif damage == "broken_manifest":
+        manifest.write_text('{"files": ')
+    elif damage == "missing_file":
+        (entry / "sub" / "b.bin").unlink()
+    else:
+        data = json.loads(manifest.read_text())
+        data["key"]["weights_sha256"] = "1" * 64
+        manifest.write_text(json.dumps(data))
+    assert not is_complete(entry, key)
+    capfd.readouterr()
+    stale = tmp_path / "test" / f".{entry.name}.abc123.tmp"  # what a process killed mid-build leaves
+    stale.mkdir()
+    (stale / "a.bin").write_bytes(b"half")
+    assert ensure_entry(key, build, "test", tmp_path) == entry and len(builds) == 2
+    assert not stale.exists()
+    assert capfd.readouterr().err.count("medsam-lite: converting test") == 1
+    assert is_complete(entry, key) and (entry / "sub" / "b.bin").read_bytes() == b"b" * 10
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path, capfd) -> None:
+    key = ArtifactKey("test", "0" * 64, "fp32", "1", 1)
+
+    def build(folder: Path) -> None:
+        (folder / "half.bin").write_bytes(b"x" * 10)
+        raise RuntimeError("converter crashed")
+
+    with pytest.raises(RuntimeError):
+        ensure_entry(key, build, "test", tmp_path)
+    assert "failed" in capfd.readouterr().err
+    assert not entry_dir(key, tmp_path).exists()
+    assert [p.name for p in (tmp_path / "test").iterdir() if not p.name.endswith(".lock")] == []
+    path = ensure_entry(key, lambda f: (f / "ok.bin").write_bytes(b"y"), "test", tmp_path)
+    assert (path / "ok.bin").read_bytes() == b"y" and is_complete(path, key)
+
+
+_CHILD = """
+import sys, torch
+from medsam_lite.model import build_medsam
+from medsam_lite.backends.openvino import OpenVINOBackend
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = build_medsam("repvit_m0_6").eval()
+b = OpenVINOBackend(model, precision="fp32", cache_dir=sys.argv[1], threads=1)
+print(float(b.encode(torch.ones(1, 3, 256, 256)).sum()))
+"""
+
+
+_CHILD_ENSURE = """
+import sys, time
+from pathlib import Path
+from medsam_lite.backends.artifacts import ArtifactKey, ensure_entry
+
+def build(folder):
+    time.sleep(2.0)  # a slow conversion: the other process must wait on the lock, not convert again
+    (folder / "model.bin").write_bytes(b"m" * 1000)
+
+entry = ensure_entry(ArtifactKey("test", "0" * 64, "fp32", "1", 1), build, "test model", sys.argv[1])
+print(len((Path(entry) / "model.bin").read_bytes()))
+"""
+
+
+def test_concurrent_ensure_entry_builds_once(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD_ENSURE, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+    assert sum(err.count("medsam-lite: converting test model") for _, err in results) == 1
+    assert [out.strip() for out, _ in results] == ["1000", "1000"]
+    assert [p.name for p in (tmp_path / "test").iterdir() if not p.name.endswith(".lock")] == \
+        [entry_dir(ArtifactKey("test", "0" * 64, "fp32", "1", 1), tmp_path).name]
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_concurrent_processes_convert_once(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+    assert sum(err.count("medsam-lite: converting") for _, err in results) == 1
+    assert results[0][0].strip() == results[1][0].strip()
+    entries = [p for p in (tmp_path / "openvino").iterdir() if p.is_dir()]
+    assert len(entries) == 1 and is_complete(entries[0])  # no leftover temporary folder
+
+
+# ----------------------------------------------------------------------------- CPU and auto precision
+def test_cpuinfo_flags_and_native_bf16(tmp_path: Path) -> None:
+    from medsam_lite.backends import cpu
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu sse avx512f avx512_bf16\n\nprocessor\t: 1\n")
+    assert cpu.cpuinfo_flags(fake) >= {"avx512_bf16", "fpu"}
+    assert cpu.cpuinfo_flags(tmp_path / "missing") == frozenset()
+    caps = cpu.openvino_capabilities()
+    real_flags = cpu.cpuinfo_flags()
+    expected = ("BF16" in caps) if caps is not None else bool(real_flags & cpu.BF16_FLAGS)
+    assert cpu.native_bf16() is expected
+    assert cpu.cpu_name()
+
+
+def test_auto_precision_needs_gate_and_native_support(tmp_path: Path, monkeypatch) -> None:
+    from medsam_lite.backends import cpu, openvino
+
+    gate = tmp_path / "gate.json"
+    gate.write_text(json.dumps({"passed": {"bf16": True, "int8": False}, "auto_order": ["bf16"]}))
+    cpu.native_bf16.cache_clear()
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    assert openvino.auto_precision(gate) == "bf16"
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    assert openvino.auto_precision(gate) == "fp32"  # passed the gate but no native bf16
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    gate.write_text(json.dumps({"passed": {"bf16": False}, "auto_order": ["bf16"]}))
+    assert openvino.auto_precision(gate) == "fp32"  # listed but did not pass
+    gate.write_text("{broken")
+    assert openvino.auto_precision(gate) == "fp32"
+    assert openvino.auto_precision(tmp_path / "missing.json") == "fp32"
+
+
+# ----------------------------------------------------------------------------- the committed gate
+def _committed() -> Tuple[Dict, Dict]:
+    from medsam_lite.backends.openvino import GATE_FILE
+
+    report_path = REPO / "docs" / "backends" / "gate.json"
+    if not report_path.is_file() or not GATE_FILE.is_file():
+        pytest.fail("docs/backends/gate.json or medsam_lite/backends/gate.json is missing")
+    return json.loads(report_path.read_text()), json.loads(GATE_FILE.read_text())
+
+
+def test_committed_decision_matches_report_and_thresholds() -> None:
+    from medsam_lite.benchmark.gate import THRESHOLDS, decision, passes
+
+    report, committed = _committed()
+    assert report["thresholds"] == THRESHOLDS == committed["thresholds"]
+    for name, metrics in report["results"].items():
+        assert metrics["passes"] == passes(metrics, THRESHOLDS), name
+    expected = decision(report)
+    assert committed["passed"] == expected["passed"]
+    assert committed["auto_order"] == expected["auto_order"]
+    assert (REPO / "docs" / "backends" / "gate.md").is_file()
+    for precision in committed["auto_order"]:  # nothing auto may pick failed the rule
+        m = report["results"][f"openvino/{precision}"]
+        assert m["box_iou_mean"] >= THRESHOLDS["box_iou_min_mean"]
+        assert abs(m["gt_dsc_3d_delta"]) <= THRESHOLDS["gt_dsc_max_abs_delta"]
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_decided_default_precision_agrees_on_bundled_case(lite_medsam, tmp_path: Path) -> None:
+    """Recompute the agreement of the precision ``auto`` picks here on the bundled examples (quick gate)."""
+    from medsam_lite.backends.openvino import auto_precision
+    from medsam_lite.benchmark.gate import GateConfig, build_cases, compare, make_variant, passes, run_backend
+
+    precision = auto_precision()
+    cfg = GateConfig(quick=True, cache_dir=tmp_path, nuclei_boxes=20)
+    cases_2d, cases_3d = build_cases(cfg)
+    ref = run_backend(TorchBackend(lite_medsam), cases_2d, cases_3d)
+    out = run_backend(make_variant(lite_medsam, "openvino", precision, cfg), cases_2d, cases_3d)
+    metrics = compare(ref, out, cases_2d, cases_3d)
+    assert passes(metrics), metrics
+    if precision == "fp32":
+        assert metrics["box_iou_mean"] >= 0.999 and metrics["label_dsc_vs_fp32_min"] >= 0.99, metrics
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_openvino_lite_medsam_fp32_masks_match_eager_bf16_runs(lite_medsam, tmp_path: Path) -> None:
+    """Real weights, real image: OpenVINO fp32 masks equal eager fp32 (IoU >= 0.999 per box); bf16 runs."""
+    from medsam_lite.backends.openvino import OpenVINOBackend
+    from medsam_lite.benchmark.gate import GateConfig, build_cases, run_backend
+
+    cases_2d, _ = build_cases(GateConfig(quick=True, nuclei_boxes=30))
+    ref = run_backend(TorchBackend(lite_medsam), cases_2d, [])
+    for precision, bar in (("fp32", 0.999), ("bf16", 0.9)):
+        out = run_backend(OpenVINOBackend(lite_medsam, precision, cache_dir=tmp_path, threads=2), cases_2d, [])
+        ious = [np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b))
+                for ra, oa in zip(ref.masks_2d, out.masks_2d) for a, b in zip(ra, oa)]
+        assert len(ious) >= 30
+        score = min(ious) if precision == "fp32" else float(np.mean(ious))
+        assert score >= bar, (precision, ious)

@@ -1,0 +1,113 @@
+"""EmbeddingCache: hit / miss, atomic writes, LRU size bound, corrupt entries ignored and removed, no pickle."""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medsam_lite.embedding_cache import EMBEDDING_SHAPE, EmbeddingCache, embedding_key, input_digest
+
+ENTRY_BYTES = 4 * 256 * 64 * 64 + 128  # float32 payload + .npy header
+
+
+def _key(i: int) -> str:
+    return embedding_key(input_digest(np.full((4, 4), i, np.uint8)), "model", "openvino", "fp32")
+
+
+def _embedding(seed: int) -> torch.Tensor:
+    return torch.randn(EMBEDDING_SHAPE, generator=torch.Generator().manual_seed(seed))
+
+
+def test_put_get_roundtrip_and_miss(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "emb")
+    assert cache.get(_key(0)) is None
+    emb = _embedding(0)
+    cache.put(_key(0), emb)
+    got = cache.get(_key(0))
+    assert got is not None and got.dtype == torch.float32 and tuple(got.shape) == EMBEDDING_SHAPE
+    assert torch.equal(got, emb)
+    assert cache.get(_key(1)) is None
+    assert not [p for p in (tmp_path / "emb").iterdir() if p.name.startswith(".")], "temporary file left behind"
+
+
+def test_key_depends_on_every_part() -> None:
+    raw = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    base = embedding_key(input_digest(raw), "m", "openvino", "fp32")
+    assert base == embedding_key(input_digest(raw.copy()), "m", "openvino", "fp32")
+    assert base != embedding_key(input_digest(raw.reshape(4, 3)), "m", "openvino", "fp32")  # shape
+    assert base != embedding_key(input_digest(raw.astype(np.uint16)), "m", "openvino", "fp32")  # dtype
+    assert base != embedding_key(input_digest(raw + 1), "m", "openvino", "fp32")  # bytes
+    assert base != embedding_key(input_digest(raw), "m2", "openvino", "fp32")
+    assert base != embedding_key(input_digest(raw), "m", "torch", "fp32")
+    assert base != embedding_key(input_digest(raw), "m", "openvino", "bf16")
+    tensor = torch.rand(1, 3, 256, 256)
+    assert input_digest(tensor) == input_digest(tensor.numpy())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "wrong_shape", "nan"])
+def test_corrupt_entry_is_ignored_removed_and_rebuilt(tmp_path: Path, damage: str) -> None:
+    cache = EmbeddingCache(tmp_path)
+    key = _key(0)
+    cache.put(key, _embedding(0))
+    path = tmp_path / f"{key}.npy"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a numpy file at all" * 10)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "wrong_shape":
+        np.save(path, np.zeros((1, 256, 32, 32), np.float32))
+    else:
+        bad = _embedding(0).numpy()
+        bad[0, 0, 0, 0] = np.nan
+        np.save(path, bad)
+    assert cache.get(key) is None
+    assert not path.exists(), "a corrupt entry must be removed"
+    cache.put(key, _embedding(1))
+    assert torch.equal(cache.get(key), _embedding(1))
+
+
+def test_pickled_entry_is_never_unpickled(tmp_path: Path) -> None:
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    cache = EmbeddingCache(tmp_path)
+    key = _key(0)
+    np.save(tmp_path / f"{key}.npy", np.array([Boom()], dtype=object), allow_pickle=True)
+    assert cache.get(key) is None
+    assert not (tmp_path / "pwned").exists()
+    with open(tmp_path / f"{_key(1)}.npy", "wb") as fh:
+        pickle.dump(Boom(), fh)
+    assert cache.get(_key(1)) is None
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_size_bound_evicts_least_recently_used(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path, max_bytes=int(3.5 * ENTRY_BYTES))
+    now = time.time()
+    for i in range(3):
+        cache.put(_key(i), _embedding(i))
+        os.utime(tmp_path / f"{_key(i)}.npy", (now - 100 + i, now - 100 + i))  # 0 oldest, 2 newest
+    assert cache.get(_key(0)) is not None  # a hit makes 0 the most recently used; 1 is now the LRU
+    cache.put(_key(3), _embedding(3))
+    assert cache.size_bytes() <= cache.max_bytes
+    assert _key(1) not in cache
+    for i in (0, 2, 3):
+        assert torch.equal(cache.get(_key(i)), _embedding(i))
+
+
+def test_put_rejects_wrong_shape_and_bad_keys(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    with pytest.raises(ValueError):
+        cache.put(_key(0), torch.zeros(1, 256, 32, 32))
+    with pytest.raises(ValueError):
+        cache.get("../escape")
+    with pytest.raises(ValueError):
+        EmbeddingCache(tmp_path, max_bytes=0)
