@@ -32,17 +32,24 @@ Embedding = torch.Tensor
 
 class BackendEncoder(nn.Module):
     """A backend's ``encode`` as a module for :class:`Propagator`, with the optional persistent
-    embedding cache in front of it (key: the model-frame input tensor + the backend's identity)."""
+    embedding cache in front of it (key: :func:`medsam_lite.embedding_cache.embedding_key` of the
+    (1, 3, 256, 256) model-frame input, the model's weights SHA-256, the backend name and precision)."""
 
-    def __init__(self, backend: Any, cache: Any = None, identity: str = "") -> None:
+    def __init__(self, backend: Any, cache: Any = None, model_sha256: str = "") -> None:
         super().__init__()
-        self.backend, self.cache, self.identity = backend, cache, identity
+        self.backend, self.cache, self.model_sha256 = backend, cache, model_sha256
+        self.hits = 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.cache is None:
             return self.backend.encode(images)
-        key = self.cache.key_for(images, self.identity)
+        from .embedding_cache import embedding_key, input_digest
+
+        key = embedding_key(input_digest(images), self.model_sha256, str(getattr(self.backend, "name", "")),
+                            str(getattr(self.backend, "precision", "")))
         hit = self.cache.get(key)
+        if hit is not None:
+            self.hits += 1
         if hit is not None:
             return hit
         embedding = self.backend.encode(images)
@@ -81,7 +88,8 @@ class Predictor:
         model: a MedSAMLite module, a pretrained name, a checkpoint path, or None (default model).
         decode_batch: boxes decoded together in one decoder call. Default 1: on 2 CPU cores batching
             was never faster per box (4 per call ~10-20 % slower, 8 or more ~40 % slower; see benchmarks/).
-        backend: a registry name (``torch``, ``onnxruntime``, ``openvino``, ``auto``; see
+        backend: a registry name (``auto`` (default: the fastest installed, OpenVINO fp32 unless the gate
+            allows a reduced precision), ``torch`` (the exact eager fp32 reference), ``onnxruntime``, ``openvino``; see
             :mod:`medsam_lite.backends`) built from ``model``, or a ready :class:`~medsam_lite.backends.Backend`
             object (then ``model`` is ignored).
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (non-torch backends).
@@ -95,7 +103,7 @@ class Predictor:
         self,
         model: Union[MedSAMLite, str, None] = None,
         decode_batch: int = 1,
-        backend: Union[str, object] = "torch",
+        backend: Union[str, object] = "auto",
         precision: str = "auto",
         embedding_cache: Optional[Union[str, "os.PathLike[str]", object]] = None,
         threads: Optional[int] = None,
@@ -108,13 +116,14 @@ class Predictor:
             backend = make_backend(module, backend, precision, threads=threads)
         self.backend = backend
         self.embedding_cache = _open_cache(embedding_cache)
-        identity = ":".join([str(getattr(backend, "identity", "")), str(getattr(backend, "name", type(backend).__name__)),
-                             str(getattr(backend, "precision", ""))])
+        if self.embedding_cache is not None and not getattr(backend, "weights_sha256", None):
+            raise InputError("embedding_cache needs a backend that states its weights_sha256 (every registry "
+                             "backend does)")
         if (module is not None and getattr(backend, "name", None) == "torch" and self.embedding_cache is None):
             encoder: nn.Module = inference_encoder(module.image_encoder)  # the reference path: no wrapper
             decoder: nn.Module = DecoderGraph(module).eval()
         else:
-            encoder = BackendEncoder(backend, self.embedding_cache, identity)
+            encoder = BackendEncoder(backend, self.embedding_cache, getattr(backend, "weights_sha256", ""))
             decoder = BackendDecoder(backend)
         self.propagator = _ProgressPropagator(encoder, decoder, cache=True, decode_batch=decode_batch)
         self._embedding: Optional[Embedding] = None

@@ -42,7 +42,7 @@ def test_baseline_volume_equals_predictor_and_reencodes_per_box(random_repvit) -
     assert propagator.encoder_calls == 3 + 2 == baseline_encoder_calls_volume(volume.shape, boxes)
     assert propagator.decoder_calls == 3 + 2  # one box per call
 
-    predictor = Predictor(random_repvit)
+    predictor = Predictor(random_repvit, backend="torch")
     segs = predictor.predict_volume(volume, boxes, progress=False)
     assert predictor.encoder_calls == 3  # once per slice
     assert segs.dtype == expected.dtype == np.uint8 and segs.shape == volume.shape
@@ -55,7 +55,7 @@ def test_baseline_2d_equals_predictor_one_decoder_call_per_box(random_repvit) ->
     propagator = baseline_propagator(random_repvit)
     expected = baseline_segment_2d(propagator, image, boxes)
     assert (propagator.encoder_calls, propagator.decoder_calls) == (1, 5)
-    predictor = Predictor(random_repvit, decode_batch=32)
+    predictor = Predictor(random_repvit, decode_batch=32, backend="torch")
     predictor.set_image(image)
     assert np.array_equal(predictor.predict(boxes), expected)
 
@@ -65,7 +65,7 @@ def test_baseline_volume_equals_predictor_real_weights(lite_medsam) -> None:
     propagator = baseline_propagator(lite_medsam)
     expected = baseline_segment_volume(propagator, volume, boxes)
     assert propagator.encoder_calls == 2
-    segs = Predictor(lite_medsam).predict_volume(volume, boxes, progress=False)
+    segs = Predictor(lite_medsam, backend="torch").predict_volume(volume, boxes, progress=False)
     assert (expected > 0).sum() > 50  # the real model found the tumour
     assert np.array_equal(segs, expected)
 

@@ -284,7 +284,7 @@ def _series_to_nifti_and_seg(tmp_path, model, boxes, labels):
     from medsam_lite.segment import SegmentOptions, segment_paths
 
     series = FIXTURES / "ct_slab_series"
-    predictor = Predictor(model)
+    predictor = Predictor(model, backend="torch")
     nifti = segment_paths(series, tmp_path / "nii", predictor, boxes, options=SegmentOptions(progress=False))
     seg = segment_paths(series, tmp_path / "seg", predictor, boxes,
                         options=SegmentOptions(progress=False, fmt="dicom-seg", labels=labels))

@@ -111,3 +111,28 @@ def test_put_rejects_wrong_shape_and_bad_keys(tmp_path: Path) -> None:
         cache.get("../escape")
     with pytest.raises(ValueError):
         EmbeddingCache(tmp_path, max_bytes=0)
+
+
+def test_predictor_reuses_persistent_embeddings(tmp_path) -> None:
+    """A second Predictor on the same volume with other boxes runs no encoder: every slice comes from the
+    cache folder, and the label maps equal the uncached ones."""
+    from medsam_lite.model import build_medsam
+    from medsam_lite.predictor import Predictor
+    from medsam_lite.resources import load_example
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_medsam("repvit_m0_6_fpn").eval()
+    case = load_example("3DBox_MR_brain_tumour.npz")
+    boxes = case["boxes"].copy()
+    boxes[:, 2], boxes[:, 5] = 12, 15
+    other = boxes.copy()
+    other[:, [0, 3]] += 5
+    first = Predictor(model, backend="torch", embedding_cache=tmp_path)
+    assert np.array_equal(first.predict_volume(case["imgs"], boxes, progress=False),
+                          Predictor(model, backend="torch").predict_volume(case["imgs"], boxes, progress=False))
+    assert first.propagator.encoder.hits == 0 and len(list(tmp_path.glob("*.npy"))) == 4
+    second = Predictor(model, backend="torch", embedding_cache=tmp_path)
+    out = second.predict_volume(case["imgs"], other, progress=False)
+    assert second.propagator.encoder.hits == 4  # slices 12..15, none encoded again
+    assert np.array_equal(out, Predictor(model, backend="torch").predict_volume(case["imgs"], other, progress=False))

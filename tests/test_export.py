@@ -173,7 +173,7 @@ def test_repvit_artifact_fused_and_matches_predictor(random_repvit, repvit_artif
     module = torch.jit.load(str(repvit_artifact))
     kinds = {getattr(m, "original_name", type(m).__name__) for m in module.encoder.modules()}
     assert not any("BatchNorm" in kind for kind in kinds), f"BatchNorm not fused: {sorted(kinds)}"
-    predictor = Predictor(random_repvit)
+    predictor = Predictor(random_repvit, backend="torch")
     jobs = {"nuclei_2d": cases["nuclei_2d"], "ct_3d": cases["ct_3d"]}
     outs = run_isolated(repvit_artifact, jobs, tmp_path)
     for key, (method, array, boxes) in jobs.items():
@@ -181,7 +181,7 @@ def test_repvit_artifact_fused_and_matches_predictor(random_repvit, repvit_artif
 
 
 def test_lite_medsam_artifact_matches_predictor_isolated(lite_medsam, lite_artifact: Path, cases, tmp_path) -> None:
-    predictor = Predictor(lite_medsam)
+    predictor = Predictor(lite_medsam, backend="torch")
     outs = run_isolated(lite_artifact, cases, tmp_path)
     for key, (method, array, boxes) in cases.items():
         ref = reference(predictor, method, array, boxes)
@@ -200,13 +200,20 @@ def full_cases() -> Dict[str, Tuple[str, np.ndarray, np.ndarray]]:
     return jobs
 
 
-def test_artifact_equals_predictor_on_full_real_cases(random_repvit, repvit_artifact: Path, tmp_path) -> None:
+def test_artifact_equals_predictor_on_full_real_cases(tmp_path) -> None:
     """One algorithm: the TorchScript file (loaded without medsam_lite) and the Predictor give identical label
-    maps on the whole bundled cases (fast random RepViT weights; the real weights on crops above, whole in the
-    slow test)."""
-    predictor = Predictor(random_repvit)
+    maps on the whole bundled cases (the fastest registry encoder with random weights; the real weights on
+    crops above, whole in the slow test)."""
+    from medsam_lite.export.torchscript import export_torchscript
+    from medsam_lite.model import build_medsam
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_medsam("repvit_m0_6_fpn").eval()
+    artifact = export_torchscript(model, tmp_path / "fpn.pt", "repvit_m0_6_fpn")
+    predictor = Predictor(model, backend="torch")
     jobs = full_cases()
-    outs = run_isolated(repvit_artifact, jobs, tmp_path)
+    outs = run_isolated(artifact, jobs, tmp_path)
     for key, (method, array, boxes) in jobs.items():
         ref = reference(predictor, method, array, boxes)
         assert ref.any(), key
@@ -231,7 +238,7 @@ def test_lite_medsam_artifact_equals_cli_on_full_real_cases(lite_artifact: Path,
 
 @pytest.mark.slow
 def test_lite_medsam_artifact_matches_predictor_bigger(lite_medsam, lite_artifact: Path, big_cases, tmp_path) -> None:
-    predictor = Predictor(lite_medsam)
+    predictor = Predictor(lite_medsam, backend="torch")
     outs = run_isolated(lite_artifact, big_cases, tmp_path)
     for key, (method, array, boxes) in big_cases.items():
         ref = reference(predictor, method, array, boxes)
@@ -276,7 +283,7 @@ def test_partial_box_is_clipped_like_predictor(random_repvit, repvit_artifact: P
     boxes = np.array([[-10.0, 400.0, 100.0, 530.0]])
     module = torch.jit.load(str(repvit_artifact))
     out = module.segment_2d(torch.from_numpy(img), torch.from_numpy(boxes)).numpy()
-    predictor = Predictor(random_repvit)
+    predictor = Predictor(random_repvit, backend="torch")
     with pytest.warns(UserWarning):
         ref = reference(predictor, "segment_2d", img, boxes)
     assert_equal_labels(out, ref, "clipped box")
@@ -327,7 +334,7 @@ def test_onnx_backend_matches_eager(fast_checkpoint: Path, repvit_onnx: Path, ca
     from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
     from medsam_lite.checkpoint import load_checkpoint
 
-    eager = Predictor(load_checkpoint(fast_checkpoint))
+    eager = Predictor(load_checkpoint(fast_checkpoint), backend="torch")
     onnx_pred = Predictor(backend=OnnxRuntimeBackend(repvit_onnx, threads=2))
     for key in ("nuclei_2d", "ct_3d"):
         method, array, boxes = cases[key]
@@ -352,7 +359,7 @@ def test_shipped_student_exports_match_predictor(cases, tmp_path: Path) -> None:
 
     student = load_model("repvit_m0_6_lite")
     method, array, boxes = cases["nuclei_2d"]
-    ref = reference(Predictor(student), method, array, boxes)
+    ref = reference(Predictor(student, backend="torch"), method, array, boxes)
     artifact = torch.jit.load(str(export_torchscript(student, tmp_path / "student.pt", "repvit_m0_6_lite")))
     scripted = artifact.segment_2d(torch.from_numpy(array), torch.from_numpy(boxes)).numpy()
     assert_equal_labels(scripted, ref, "torchscript student")
@@ -369,7 +376,7 @@ def test_onnx_lite_medsam_and_int8(lite_medsam, big_cases, tmp_path: Path) -> No
 
     paths = export_onnx(lite_medsam, tmp_path, quantize=True)
     assert {"encoder", "decoder", "encoder_int8", "decoder_int8"} <= set(paths)
-    eager = Predictor(lite_medsam)
+    eager = Predictor(lite_medsam, backend="torch")
     fp32 = Predictor(backend=OnnxRuntimeBackend(tmp_path, threads=2))
     int8 = Predictor(backend=OnnxRuntimeBackend(tmp_path, int8=True, threads=2))
     scores = {}

@@ -109,7 +109,7 @@ def test_error_scaling_blend_ends(shared_data, fast_checkpoint, tmp_path) -> Non
     torch.manual_seed(7)
     other = build_medsam("repvit_m0_6").eval()
     other.prompt_encoder, other.mask_decoder = teacher_model.prompt_encoder, teacher_model.mask_decoder
-    student, teacher = Predictor(other), Predictor(teacher_model)
+    student, teacher = Predictor(other, backend="torch"), Predictor(teacher_model, backend="torch")
     result = error_scaling(student, teacher, images, alphas=(0.0, 1.0), n_boxes=4)
     zero, one = result["rows"]
     assert result["boxes"] == 4 and zero["mse"] == 0.0 and zero["iou_blend"] == 1.0 and one["mse"] > 0
@@ -170,7 +170,7 @@ def test_committed_fidelity_report_reproduces(shared_data, lite_medsam) -> None:
 
     report = json.loads((Path(__file__).parents[1] / "docs" / "distill" / "fidelity.json").read_text())
     assert report["student"] == "repvit_m0_6_lite" and report["teacher"] == "lite_medsam"
-    student, teacher = Predictor(load_model("repvit_m0_6_lite")), Predictor(lite_medsam)
+    student, teacher = Predictor(load_model("repvit_m0_6_lite"), backend="torch"), Predictor(lite_medsam, backend="torch")
     images = load_held_out(shared_data, HELD_OUT[:1])
     rows = agreement(student, teacher, images, n_boxes=report["n_boxes"], seed=report["seed"])
     committed = report["images"][0]

@@ -23,7 +23,7 @@ def test_lite_medsam_nuclei_dice(shared_data, lite_medsam) -> None:
     for i in ids:
         ys, xs = np.nonzero(lbl == i)
         boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
-    predictor = Predictor(lite_medsam)
+    predictor = Predictor(lite_medsam, backend="torch")
     predictor.set_image(img8)
     masks = predictor.predict(np.array(boxes), label_map=False)
     dice = [2 * (m & (lbl == i)).sum() / (m.sum() + (lbl == i).sum()) for m, i in zip(masks, ids)]
@@ -115,7 +115,7 @@ def test_volume_propagation_equals_baseline_with_one_encode_per_slice(lite_medsa
     ref.eval()
     expected, baseline_calls = baseline_volume(ref, volume, boxes)
 
-    predictor = Predictor(lite_medsam)
+    predictor = Predictor(lite_medsam, backend="torch")
     segs = predictor.predict_volume(volume, boxes, progress=False)
     assert baseline_calls == 14
     assert predictor.encoder_calls == 9  # slices 84..92, each encoded once for both boxes
@@ -125,7 +125,7 @@ def test_volume_propagation_equals_baseline_with_one_encode_per_slice(lite_medsa
 
 
 def test_predict_requires_image_and_valid_boxes(lite_medsam) -> None:
-    predictor = Predictor(lite_medsam)
+    predictor = Predictor(lite_medsam, backend="torch")
     with pytest.raises(RuntimeError, match="set_image"):
         predictor.predict(np.array([[0, 0, 5, 5]]))
     with pytest.raises(InputError, match="constant"):

@@ -41,7 +41,7 @@ def reference(lite_medsam):
     """A plain Predictor on the same model: what the server must reproduce."""
     from medsam_lite.predictor import Predictor
 
-    return Predictor(lite_medsam)
+    return Predictor(lite_medsam, backend="torch")
 
 
 @pytest.fixture(scope="module")

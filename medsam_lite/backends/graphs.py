@@ -2,8 +2,8 @@
 
 * :func:`inference_encoder`: the image encoder in eval mode (RepViT reparameterised / BatchNorm fused),
   (B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64).
-* :class:`DecoderGraph`: ``(embedding (1, 256, 64, 64), boxes (N, 4) XYXY model frame) -> logits
-  (N, 1, 256, 256)``, N dynamic (prompt encoder + mask decoder, single-mask output).
+* :class:`~medsam_lite.model.DecoderGraph`: ``(embedding (1, 256, 64, 64), boxes (N, 4) XYXY model frame) ->
+  logits (N, 1, 256, 256)``, N dynamic (prompt encoder + mask decoder, single-mask output).
 * :func:`write_onnx_graphs`: both graphs as ``encoder.onnx`` / ``decoder.onnx`` (names ``image`` ->
   ``embedding`` and ``embedding``, ``boxes`` -> ``logits``), used by the ONNX Runtime backend's local
   conversion and by :mod:`medsam_lite.export.onnx_export`.
@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Dict, Tuple, Union
 import torch
 from torch import nn
 
+from ..encoders import inference_encoder as _encoder_for_inference
 from ..io_utils import atomic_path
+from ..model import DecoderGraph
 
 if TYPE_CHECKING:
     import onnx
@@ -35,27 +37,13 @@ EXAMPLE_BOXES = ((10.0, 20.0, 100.0, 120.0), (50.0, 40.0, 200.0, 250.0))
 """Two (4,) XYXY model-frame boxes used as the decoder's example input when tracing."""
 
 
-class DecoderGraph(nn.Module):
-    """embedding (1, 256, 64, 64), boxes (N, 4) XYXY in the 256 frame -> logits (N, 1, 256, 256)."""
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(embedding, boxes)[0]
 
 
 def inference_encoder(model: nn.Module) -> nn.Module:
-    """``model.image_encoder`` in eval mode; a RepViT encoder is reparameterised / BatchNorm fused.
-
-    (B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64). The model itself is not modified
-    (:func:`medsam_lite.encoders.repvit.fuse_for_inference` works on a copy).
-    """
-    from ..encoders.repvit import fuse_for_inference, is_repvit
-
-    encoder = model.image_encoder.eval()
-    return fuse_for_inference(encoder) if is_repvit(encoder) else encoder
+    """``model.image_encoder`` as every inference path runs it (:func:`medsam_lite.encoders.inference_encoder`:
+    eval mode, RepViT fused into a copy): (B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64)."""
+    return _encoder_for_inference(model.image_encoder)
 
 
 def decoder_graph(model: nn.Module) -> DecoderGraph:

@@ -1,8 +1,11 @@
 """The eager PyTorch backend: the exact fp32 reference every other backend is measured against."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from ..encoders import inference_encoder
 from ..model import MedSAMLite
 
 
@@ -18,10 +21,21 @@ class TorchBackend:
 
     def __init__(self, model: MedSAMLite) -> None:
         self.model = model.eval()
+        self.encoder = inference_encoder(model.image_encoder)
+        self._sha: Optional[str] = None
+
+    @property
+    def weights_sha256(self) -> str:
+        """SHA-256 of the model's state dict (the fingerprint in embedding-cache keys), computed on first use."""
+        if self._sha is None:
+            from ..checkpoint import state_sha256
+
+            self._sha = state_sha256(self.model)
+        return self._sha
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(images)
+        return self.encoder(images)
 
     @torch.inference_mode()
     def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:

@@ -140,7 +140,7 @@ def load_backends(spec: str, names: Sequence[str], work_dir: Path, threads: int,
     names = ["eager"] + [n for n in BACKENDS if n in names and n != "eager"]
     start = time.perf_counter()
     model = resolve_model(spec)
-    predictor = Predictor(model)
+    predictor = Predictor(model, backend="torch")
     load_s = time.perf_counter() - start
     state_path = work_dir / "eager_state_dict.pt"
     torch.save(model.state_dict(), state_path)

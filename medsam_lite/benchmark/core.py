@@ -90,7 +90,7 @@ def _run_path(path: str, model: MedSAMLite, case: Dict[str, Any], boxes: np.ndar
         fn = ((lambda: baseline_segment_2d(propagator, image, boxes)) if case["kind"] == "2d"
               else (lambda: baseline_segment_volume(propagator, image, boxes)))
         return _timed(fn, propagator)
-    predictor = Predictor(model)
+    predictor = Predictor(model, backend="torch")
 
     def fn() -> None:
         if case["kind"] == "2d":

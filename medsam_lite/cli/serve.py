@@ -18,7 +18,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--model", default=None,
                    help="pretrained name (lite_medsam, repvit_m0_6_lite) or checkpoint path; default: best shipped")
-    p.add_argument("--backend", default="torch", help="inference backend (torch, onnxruntime, openvino, auto)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="inference backend, as for 'medsam-lite segment' (default auto)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="precision, as for 'medsam-lite segment' (default auto: what the agreement gate allows)")
     p.add_argument("--output-root", default=".", metavar="DIR",
                    help="masks may be saved only in folders under DIR (default: the current folder)")
     p.add_argument("--max-upload-mb", type=float, default=512.0, help="upload size limit in MiB (default 512)")
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"medsam-lite serve: warning: binding to {args.host}: other machines can reach this server and read "
               "files under the given paths", file=sys.stderr)
     config = ServeConfig(roots=roots, output_root=Path(args.output_root), model=args.model, backend=args.backend,
+                         precision=args.precision,
                          host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                          embedding_cache_mb=args.embedding_cache_mb)
     print(f"medsam-lite serve: http://{args.host}:{args.port}/  (Ctrl+C stops)", file=sys.stderr)

@@ -310,7 +310,7 @@ def fidelity_report(student: str, teacher: str = "lite_medsam", shared: PathLike
     shared = Path(shared)
     if not (shared / "nuclei2d").is_dir():
         raise InputError("not the shared data folder (no nuclei2d/)", shared)
-    predictors = {"teacher": Predictor(load_model(teacher)), "student": Predictor(load_model(student))}
+    predictors = {"teacher": Predictor(load_model(teacher), backend="torch"), "student": Predictor(load_model(student), backend="torch")}
     images = load_held_out(shared)
     teacher_masks = box_masks(predictors["teacher"], images, n_boxes, seed)  # computed once, used twice
     rows = compare(images, teacher_masks, box_masks(predictors["student"], images, n_boxes, seed))

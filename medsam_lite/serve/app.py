@@ -115,7 +115,7 @@ class Server:
         if backend is None:
             from ..predictor import Predictor
 
-            backend = Predictor(config.model, backend=config.backend).backend
+            backend = Predictor(config.model, backend=config.backend, precision=config.precision).backend
         self.store = MemoryEmbeddingStore(int(config.embedding_cache_mb * 2**20))
         self.backend = CachingBackend(backend, self.store)
         self.cases = CaseStore(config.max_cases)

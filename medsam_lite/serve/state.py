@@ -58,7 +58,8 @@ class ServeConfig:
     roots: Sequence[Path] = ()
     output_root: Path = Path(".")
     model: Optional[str] = None
-    backend: str = "torch"
+    backend: str = "auto"
+    precision: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8765
     max_upload_mb: float = 512.0
