@@ -61,6 +61,7 @@ class InferenceBenchConfig:
         threads: threads of every runtime (torch's pool is set by the caller; given to the others and to
             the child processes through ``--threads``).
         cache_dir: converted-model cache for the backends (None: the user cache folder).
+        cases: names of the cases to run (None: every case of the mode).
     """
 
     model: str = "lite_medsam"
@@ -72,6 +73,7 @@ class InferenceBenchConfig:
     repeats: int = 3
     threads: int = 2
     cache_dir: Optional[Path] = None
+    cases: Optional[Sequence[str]] = None  # names of :func:`inference_cases` to run (None: all)
 
 
 @dataclass
@@ -220,6 +222,11 @@ def run_inference_bench(cfg: InferenceBenchConfig, log: Callable[[str], None] = 
     with tempfile.TemporaryDirectory(prefix="medsam-infer-") as tmp:
         work = Path(tmp)
         cases = inference_cases(cfg.quick, work)
+        if cfg.cases:
+            unknown = sorted(set(cfg.cases) - {c.name for c in cases})
+            if unknown:
+                raise InputError(f"unknown case(s) {', '.join(unknown)}; this mode has {', '.join(c.name for c in cases)}")
+            cases = [c for c in cases if c.name in cfg.cases]
         predictors: Dict[str, Any] = {}
         for config in cfg.configs:
             backend_name, precision = _parse(config)
