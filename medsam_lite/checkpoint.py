@@ -195,6 +195,8 @@ def load_checkpoint(path: Union[str, Path]) -> MedSAMLite:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # pragma: no cover - _key_problem catches what strict loading refuses
         raise InputError(f"weights do not fit encoder {encoder!r} ({_first_line(exc)})", path) from None
+    config = payload.get("config")
+    model.checkpoint_config = dict(config) if isinstance(config, dict) else {}  # e.g. the training normalisation
     return model.eval()
 
 

@@ -299,6 +299,24 @@ def test_cli_export_torchscript(fast_checkpoint: Path, tmp_path: Path) -> None:
     assert read_metadata(out)["model"] == str(fast_checkpoint)
 
 
+def test_export_metadata_records_the_training_normalisation(tmp_path: Path) -> None:
+    """A checkpoint's recorded intensity normalisation travels into the artifact's metadata, beside the
+    model-frame preprocessing, so a downstream app maps intensities as training did."""
+    from medsam_lite.checkpoint import save_checkpoint
+    from medsam_lite.cli.main import main
+    from medsam_lite.export.torchscript import read_metadata
+    from medsam_lite.model import build_medsam
+
+    norm = {"CT": "ct[L40,W400]", "MR": "percentile[0.5,99.5]"}
+    ckpt = save_checkpoint(build_medsam("repvit_m0_6_fpn").eval(), tmp_path / "s.pth", "repvit_m0_6_fpn",
+                           {"normalization": norm})
+    out = tmp_path / "p.pt"
+    assert main(["export", "--model", str(ckpt), "--format", "torchscript", "-o", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["training_normalization"] == norm
+    assert "INTER_AREA" in meta["preprocessing"]["model_frame"]
+
+
 def test_cli_export_bad_model(tmp_path: Path, capsys) -> None:
     from medsam_lite.cli.main import main
 

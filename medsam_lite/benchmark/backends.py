@@ -33,10 +33,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from . import BACKENDS
 from ..metrics import dice
 
-BACKENDS = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8")
-"""Names accepted by ``--backends``, in run order."""
 
 RunFn = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
 """(kind '2d' / '3d', image (H, W[, 3]) or volume (D, H, W) uint8, boxes (N, 4) / (N, 6)) -> uint8 label map."""

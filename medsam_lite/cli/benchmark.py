@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-BACKENDS = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8")
-"""``--backends`` choices (same as :data:`medsam_lite.benchmark.backends.BACKENDS`; kept here so --help stays light)."""
+from ..benchmark import BACKENDS  # the package __init__ imports nothing heavy: --help stays fast
 
 
 def register(subparsers: Any) -> None:

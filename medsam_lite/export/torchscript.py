@@ -92,7 +92,8 @@ def export_torchscript(model: nn.Module, path: Union[str, Path], model_name: str
         path: output ``.pt`` file; parent folders are created.
         model_name: recorded in the metadata (pretrained name or checkpoint path).
         decode_batch: boxes decoded together in one decoder call.
-        training_config: the checkpoint's ``config`` (its recorded normalisation goes into the metadata).
+        training_config: the checkpoint's ``config`` (its recorded normalisation goes into the metadata);
+            default: the ``checkpoint_config`` that :func:`medsam_lite.checkpoint.load_checkpoint` attaches.
     Returns: the written path.
     """
     from .. import __version__
@@ -110,7 +111,8 @@ def export_torchscript(model: nn.Module, path: Union[str, Path], model_name: str
         "embedding_shape": [1, 256, 64, 64],
         "methods": INPUT_CONTRACT,
         "preprocessing": PREPROCESSING,
-        "training_normalization": (training_config or {}).get("normalization"),
+        "training_normalization": (training_config or getattr(model, "checkpoint_config", None) or {}).get(
+            "normalization"),
     }
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings():

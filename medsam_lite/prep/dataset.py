@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from medsam_lite.errors import InputError
-from medsam_lite.transforms import (get_preprocess_shape, minmax_normalize, pad_to_square, resize_longest_side,
-                                    to_three_channels)
+from medsam_lite.transforms import (box_from_mask, get_preprocess_shape, minmax_normalize, pad_to_square,
+                                    resize_longest_side, to_three_channels)
 
 PathLike = Union[str, Path]
 
@@ -174,10 +174,10 @@ class SliceDataset(Dataset):
             out = self._random.flip(image=resized, mask=mask)
             resized, mask = out["image"], out["mask"]
 
-        ys, xs = np.nonzero(mask)
         jitter = rng.integers(0, self.max_jitter + 1, size=4) if self.augment and self.max_jitter > 0 else np.zeros(4, int)
-        box = np.array([max(0, xs.min() - jitter[0]), max(0, ys.min() - jitter[1]),
-                        min(w - 1, xs.max() + jitter[2]), min(h - 1, ys.max() + jitter[3])], dtype=np.float32)
+        tight = box_from_mask(mask, shift=0)  # the one mask -> box rule; jitter widens each side, kept in the image
+        box = np.clip(tight + np.array([-jitter[0], -jitter[1], jitter[2], jitter[3]]), 0, [w - 1, h - 1, w - 1, h - 1]
+                      ).astype(np.float32)
 
         image_t = torch.from_numpy(np.ascontiguousarray(pad_to_square(resized).transpose(2, 0, 1), dtype=np.float32))
         mask_t = torch.from_numpy(np.ascontiguousarray(pad_to_square(mask)[None], dtype=np.float32))
