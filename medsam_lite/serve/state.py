@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..imageio import Case, read_case, to_uint8
+from ..imageio import Case, read_case
 from ..normalize import (CT_WINDOWS, Window, parse_window, percentile_bounds, scale_to_unit, unit_to_uint8,
                          window_bounds)
 
@@ -71,9 +71,12 @@ class ServeConfig:
 def model_input(case: Case, window: Optional[Window] = None) -> np.ndarray:
     """The uint8 array the model sees for ``case``: (D, H, W) for volumes, (H, W[, 3]) for 2D.
 
-    The one place intensities are mapped for the server (switch here to the modality table).
+    The same contract as ``medsam-lite segment`` (:func:`medsam_lite.segment.model_input`: the
+    normalisation table of prep; a window means CT; DICOM by its Modality tag).
     """
-    return to_uint8(case.array, window)
+    from ..segment import model_input as segment_model_input
+
+    return segment_model_input(case, None, window)[0]
 
 
 def resolve_under(path: str | os.PathLike, roots: Sequence[Path], what: str = "path") -> Path:
