@@ -255,8 +255,10 @@ def _one_line_error(capsys, *argv) -> str:
 def test_backend_flag_errors(tmp_path, capsys, onnx_dir) -> None:
     case = _small_2d_case(tmp_path / "2DBox_x.npz")
     out = tmp_path / "o"
-    err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime")
-    assert "--backend onnxruntime needs --onnx-dir" in err
+    err = _one_line_error(capsys, "segment", case, "-o", out, "--baseline", "--backend", "openvino")
+    assert "--baseline is the eager fp32 LiteMedSAM algorithm" in err
+    err = _one_line_error(capsys, "segment", case, "-o", out, "--threads", "0")
+    assert "--threads must be at least 1" in err
     err = _one_line_error(capsys, "segment", case, "-o", out, "--onnx-dir", onnx_dir)
     assert "--onnx-dir only applies to --backend onnxruntime" in err
     err = _one_line_error(capsys, "segment", case, "-o", out, "--backend", "onnxruntime", "--onnx-dir", onnx_dir,
@@ -329,3 +331,29 @@ def test_dicom_seg_with_the_real_model(tmp_path, lite_medsam) -> None:
     liver, pred = labels[2:8] == 5, ref[2:8] == 1
     dsc = 2 * (pred & liver).sum() / (pred.sum() + liver.sum())
     assert dsc > 0.7, dsc
+
+
+def test_baseline_backends_and_embedding_cache_give_the_reference_masks(tmp_path, fast_checkpoint) -> None:
+    """``--baseline`` (the LiteMedSAM algorithm) and ``--backend torch`` write identical files; OpenVINO fp32 and
+    a second run through ``--embedding-cache`` agree with them (a real 3D slab of the bundled MR case)."""
+    from medsam_lite.cli.main import main
+
+    with np.load(EXAMPLES / "3DBox_MR_brain_tumour.npz") as z:
+        imgs, boxes = z["imgs"][11:16], z["boxes"].copy()
+    boxes[:, 2], boxes[:, 5] = 0, 4
+    case = tmp_path / "3DBox_slab.npz"
+    np.savez_compressed(case, imgs=imgs, boxes=boxes)
+    runs = {"torch": ["--backend", "torch"], "baseline": ["--baseline"], "openvino": ["--backend", "openvino"],
+            "cached1": ["--backend", "torch", "--embedding-cache", str(tmp_path / "emb")],
+            "cached2": ["--backend", "torch", "--embedding-cache", str(tmp_path / "emb")]}
+    segs = {}
+    for name, flags in runs.items():
+        assert main(["segment", str(case), "-o", str(tmp_path / name), "--model", str(fast_checkpoint),
+                     "--no-progress"] + flags) == 0, name
+        with np.load(tmp_path / name / case.name) as z:
+            segs[name] = z["segs"]
+    assert segs["torch"].any()
+    assert np.array_equal(segs["baseline"], segs["torch"])
+    assert np.array_equal(segs["cached1"], segs["torch"]) and np.array_equal(segs["cached2"], segs["torch"])
+    assert len(list((tmp_path / "emb").glob("*.npy"))) == 5  # one embedding per slice, reused by the 2nd run
+    assert float((segs["openvino"] == segs["torch"]).mean()) >= 0.999
