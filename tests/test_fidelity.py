@@ -175,8 +175,10 @@ def test_committed_fidelity_report_reproduces(shared_data, lite_medsam) -> None:
     rows = agreement(student, teacher, images, n_boxes=report["n_boxes"], seed=report["seed"])
     committed = report["images"][0]
     assert rows[0]["image"] == committed["image"]
-    np.testing.assert_allclose(rows[0]["iou"], committed["iou"], atol=1e-6)
+    # 1e-4, not 1e-6: the report was computed on an Intel Xeon; on an AMD EPYC one of the 8 IoUs differs by
+    # 2.5e-5 (a few pixels of one mask; oneDNN picks other kernels per CPU). Any pipeline change moves far more.
+    np.testing.assert_allclose(rows[0]["iou"], committed["iou"], atol=1e-4)
     lesion = {"breast1_lesion": object_cases(shared_data)["breast1_lesion"]}
     row = ground_truth({"teacher": teacher, "student": student}, shared_data, cases=lesion)["breast1_lesion"]
     for key in ("teacher", "student", "agreement"):
-        assert row[key] == pytest.approx(report["ground_truth"]["breast1_lesion"][key], abs=1e-6)
+        assert row[key] == pytest.approx(report["ground_truth"]["breast1_lesion"][key], abs=1e-4)
