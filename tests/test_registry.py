@@ -51,14 +51,15 @@ def random_model(encoder: str) -> MedSAMLite:
     return _MODELS[encoder]
 
 
-def eager(model: MedSAMLite, jobs) -> Dict[str, np.ndarray]:
-    predictor = Predictor(model, backend="torch")
+def run_predictor(predictor: Predictor, jobs) -> Dict[str, np.ndarray]:
     image, boxes = jobs["2d"]
     predictor.set_image(image)
-    out = {"2d": predictor.predict(boxes)}
     volume, boxes3 = jobs["3d"]
-    out["3d"] = predictor.predict_volume(volume, boxes3, progress=False)
-    return out
+    return {"2d": predictor.predict(boxes), "3d": predictor.predict_volume(volume, boxes3, progress=False)}
+
+
+def eager(model: MedSAMLite, jobs) -> Dict[str, np.ndarray]:
+    return run_predictor(Predictor(model, backend="torch"), jobs)
 
 
 def run_runtime(runtime: str, model: MedSAMLite, jobs, tmp_path: Path) -> Dict[str, np.ndarray]:
@@ -74,13 +75,7 @@ def run_runtime(runtime: str, model: MedSAMLite, jobs, tmp_path: Path) -> Dict[s
         pytest.skip(f"{runtime} is not installed")
     from medsam_lite.backends import make_backend
 
-    predictor = Predictor(backend=make_backend(model, runtime, "fp32", cache_dir=tmp_path / "cache"))
-    image, boxes = jobs["2d"]
-    predictor.set_image(image)
-    out = {"2d": predictor.predict(boxes)}
-    volume, boxes3 = jobs["3d"]
-    out["3d"] = predictor.predict_volume(volume, boxes3, progress=False)
-    return out
+    return run_predictor(Predictor(backend=make_backend(model, runtime, "fp32", cache_dir=tmp_path / "cache")), jobs)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
