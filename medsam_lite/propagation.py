@@ -20,7 +20,8 @@ Frames: images (H, W), (H, W, 1) or (H, W, 3) uint8; volumes (D, H, W) uint8, z 
 (N, 4) ``[x_min, y_min, x_max, y_max]`` / (N, 6) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` in
 original pixel / voxel indices, both ends inclusive. Label maps are uint8, value i+1 where box i's mask
 is set, later boxes win. Post-processing writes each box's mask straight into the label map, so
-memory is O(H x W) (3D: O(D x H x W) for the result only), never O(N x H x W).
+memory is O(H x W) (3D: O(D x H x W) for the result only), never O(N x H x W); a slice embedding is
+dropped once no later box visits that slice.
 """
 from __future__ import annotations
 
@@ -146,6 +147,10 @@ class Propagator(nn.Module):
         boxes = check_boxes_torch(boxes, 6, [width, height, depth]).to(torch.int64)
         segs = torch.zeros([depth, height, width], dtype=torch.uint8)
         cache: Dict[int, Tuple[torch.Tensor, int, int]] = {}
+        last_use: Dict[int, int] = {}  # slice -> last box that visits it: its embedding is dropped after that box
+        for b in range(boxes.shape[0]):
+            for z in range(int(boxes[b, 2]), int(boxes[b, 5]) + 1):
+                last_use[z] = b
         total = int((boxes[:, 5] - boxes[:, 2] + 1).sum())
         done = 0
         with torch.no_grad():
@@ -178,6 +183,9 @@ class Propagator(nn.Module):
                             mid = prev
                         done += 1
                         self.on_slice(done, total)
+                for z in list(cache.keys()):  # memory: keep only embeddings a later box will use again
+                    if last_use[z] <= b:
+                        cache.pop(z)
         return segs
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
