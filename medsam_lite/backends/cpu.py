@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import platform
 from pathlib import Path
-from typing import FrozenSet, Optional
+from typing import Any, FrozenSet, List, Optional
 
 BF16_FLAGS: FrozenSet[str] = frozenset({"amx_bf16", "avx512_bf16"})
 """/proc/cpuinfo flags meaning native bf16 arithmetic (Intel AMX, AVX-512 BF16 on Intel / AMD)."""
@@ -23,14 +23,28 @@ def cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> FrozenSet[str]:
     return frozenset()
 
 
+_CORE: List[Any] = []
+
+
+def core() -> Any:
+    """The process's one ``openvino.Core`` (created on first use; ImportError without OpenVINO). Every
+    OpenVINO backend compiles through it, so the CPU plugin is loaded once and unloaded only at exit, never
+    while another Core still runs models."""
+    if not _CORE:
+        import openvino as ov
+
+        _CORE.append(ov.Core())
+    return _CORE[0]
+
+
 def openvino_capabilities() -> Optional[FrozenSet[str]]:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU device (None where OpenVINO is not installed)."""
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         return None
     try:
-        return frozenset(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        return frozenset(str(c) for c in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # a runtime without a CPU plugin
         return None
 
@@ -48,9 +62,7 @@ def native_bf16() -> bool:
 def cpu_name() -> str:
     """Human-readable CPU model (OpenVINO's FULL_DEVICE_NAME, else /proc/cpuinfo's model name)."""
     try:
-        import openvino as ov
-
-        return str(ov.Core().get_property("CPU", "FULL_DEVICE_NAME"))
+        return str(core().get_property("CPU", "FULL_DEVICE_NAME"))
     except Exception:
         pass
     try:

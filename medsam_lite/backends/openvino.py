@@ -28,6 +28,7 @@ import torch
 
 from ..errors import InputError
 from .artifacts import ArtifactKey, ensure_entry
+from .cpu import core
 
 if TYPE_CHECKING:
     from ..model import MedSAMLite
@@ -178,11 +179,11 @@ class OpenVINOBackend:
             self.key, lambda tmp: convert_to_ir(model, tmp, int8=ir == "int8"),
             f"{label} encoder + decoder to OpenVINO IR ({ir})", cache_dir,
         )
-        core = ov.Core()
+        ov_core = core()
         enc_prec, dec_prec = SCHEMES[precision]
-        self.encoder = core.compile_model(str(self.entry / "encoder.xml"), "CPU",
+        self.encoder = ov_core.compile_model(str(self.entry / "encoder.xml"), "CPU",
                                           self._config("f32" if enc_prec == "int8" else enc_prec))
-        self.decoder = core.compile_model(str(self.entry / "decoder.xml"), "CPU", self._config(dec_prec))
+        self.decoder = ov_core.compile_model(str(self.entry / "decoder.xml"), "CPU", self._config(dec_prec))
         self._enc_request = self.encoder.create_infer_request()
         self._dec_request = self.decoder.create_infer_request()
 
