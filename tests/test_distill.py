@@ -488,3 +488,32 @@ def test_resume_refuses_pickle_payload(prepped, tmp_path, capsys, fast_checkpoin
         assert code == 2 and err.count("\n") == 1 and str(crafted) in err and "not unpickled" in err, err
         assert not marker.exists()
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == ["last.pth"]
+
+
+def test_real_sigkill_during_checkpoint_writes_then_resume(prepped, tmp_path, fast_checkpoint) -> None:
+    """A real SIGKILL of ``medsam-lite distill`` while it writes checkpoints every step: every file left is
+    whole (last.pth loads weights-only), ``--resume`` finishes the run, and no temporary file survives."""
+    import signal
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "medsam_lite.cli.main", "distill", "--data", str(prepped), "-o", str(run_dir),
+           "--teacher", str(fast_checkpoint), "--student", "repvit_m0_6_fpn", "--epochs", "4", "--batch-size", "1",
+           "--checkpoint-every", "1", "--no-progress", "--amp", "off"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (run_dir / "last.pth").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the next steps, whose checkpoint writes are in flight
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert (run_dir / "last.pth").exists()
+    torch.load(run_dir / "last.pth", map_location="cpu", weights_only=True)  # never a torn file
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run_dir / "student.pth").exists()
+    assert len(_log_rows(run_dir / "log.csv")) == 4
+    assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
