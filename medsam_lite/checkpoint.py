@@ -215,6 +215,20 @@ def default_model_name() -> str:
     return "repvit_m0_6_lite" if STUDENT_MEETS_BAR and STUDENT_PATH.is_file() else DEFAULT_MODEL_FALLBACK
 
 
+def weights_file_sha256(name_or_path: Optional[str] = None) -> str:
+    """SHA-256 of the weights file :func:`load_model` would read for ``name_or_path`` (a pretrained
+    file is checked against its recorded digest first), without building the model."""
+    name = name_or_path or default_model_name()
+    if name in PRETRAINED:
+        path, expected = pretrained_file(name)
+        verified(path, expected)
+        return expected
+    path = Path(name)
+    if not path.is_file():
+        raise InputError("no such checkpoint file" if not path.exists() else "not a checkpoint file", path)
+    return sha256_of(path)
+
+
 def load_model(name_or_path: Optional[str] = None) -> MedSAMLite:
     """A pretrained model by name (see ``PRETRAINED``) or a checkpoint path; None = default model."""
     name = name_or_path or default_model_name()

@@ -110,10 +110,16 @@ class Predictor:
     ) -> None:
         module: Optional[MedSAMLite] = None
         if isinstance(backend, str):
-            from .backends import make_backend
+            from .backends import make_backend, resolve
 
-            module = model if isinstance(model, MedSAMLite) else load_model(model)
-            backend = make_backend(module, backend, precision, threads=threads)
+            name, precision = resolve(backend, precision)
+            if name == "openvino" and not isinstance(model, MedSAMLite):
+                from .backends.openvino import OpenVINOBackend
+
+                backend = OpenVINOBackend.from_weights(model, precision, threads=threads)  # no torch model when cached
+            else:
+                module = model if isinstance(model, MedSAMLite) else load_model(model)
+                backend = make_backend(module, name, precision, threads=threads)
         self.backend = backend
         self.embedding_cache = _open_cache(embedding_cache)
         if self.embedding_cache is not None and not getattr(backend, "weights_sha256", None):

@@ -99,7 +99,7 @@ class Propagator(nn.Module):
             self.decoder_calls += 1
             for k in range(chunk.shape[0]):
                 last = upsample_mask(logits[k:k + 1], new_h, new_w, height, width)[0]
-                out[last] = first_label + start + k
+                out.masked_fill_(last, first_label + start + k)
         return last
 
     @torch.jit.export

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,50 @@ def test_decoder_graph_is_model_decode(repvit) -> None:
         fused = inference_encoder(repvit)
         assert fused is not repvit.image_encoder  # RepViT is reparameterised on a copy
         torch.testing.assert_close(fused(image), repvit.encode(image), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("weights", ["random", "lite_medsam"])
+def test_split_decoder_equals_decoder_graph(repvit, weights: str, request) -> None:
+    """The OpenVINO decoder's two parts (box-independent once per embedding, then per box) give the
+    logits of the one-graph decoder, for a random decoder and LiteMedSAM's trained one."""
+    from medsam_lite.model import DecoderBoxGraph, DecoderGraph, DecoderImageGraph
+
+    model = repvit if weights == "random" else request.getfixturevalue("lite_medsam")
+    emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = DecoderGraph(model)(emb, BOXES)
+        parts = DecoderImageGraph(model)(emb)
+        assert [tuple(p.shape) for p in parts] == [(1, 4096, 256), (1, 4096, 128), (1, 4096, 128), (1, 4096, 128)]
+        together = DecoderBoxGraph(model)(*parts, BOXES)
+        one_by_one = torch.cat([DecoderBoxGraph(model)(*parts, BOXES[i:i + 1]) for i in range(len(BOXES))])
+    for logits in (together, one_by_one):
+        assert logits.shape == reference.shape
+        torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-4)
+        assert (logits > 0).ne(reference > 0).float().mean() < 1e-4  # sign flips only where |logit| ~ 1e-5
+
+
+@needs_openvino
+def test_openvino_runs_the_image_part_once_per_embedding(repvit, shared_cache: Path) -> None:
+    from medsam_lite.backends.openvino import OpenVINOBackend
+
+    backend = OpenVINOBackend(repvit, precision="fp32", cache_dir=shared_cache, threads=2)
+    g = torch.Generator().manual_seed(4)
+    first, second = torch.randn(1, 256, 64, 64, generator=g), torch.randn(1, 256, 64, 64, generator=g)
+    calls = backend.image_part_calls
+    box_by_box = [backend.decode(first, BOXES[i:i + 1]) for i in range(len(BOXES))]
+    assert backend.image_part_calls == calls + 1  # three boxes, one image part
+    all_at_once = backend.decode(first.clone(), BOXES)  # equal values reuse it too
+    assert backend.image_part_calls == calls + 1
+    other = backend.decode(second, BOXES[:1])
+    assert backend.image_part_calls == calls + 2
+    again = backend.decode(first, BOXES[:1])  # back to the first embedding: recomputed, same logits
+    assert backend.image_part_calls == calls + 3
+    with torch.no_grad():
+        reference = repvit.decode(first, BOXES)[0]
+    torch.testing.assert_close(torch.cat(box_by_box), reference, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(all_at_once, reference, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(again, box_by_box[0], rtol=0, atol=0)
+    assert not torch.allclose(other, box_by_box[0])
 
 
 # ----------------------------------------------------------------------------- every variant
@@ -150,6 +195,38 @@ def test_conversion_happens_once(repvit, tmp_path: Path, capfd, backend: str) ->
     assert torch.equal(first.encode(x), second.encode(x))
     if backend == "openvino":
         assert any((second.entry / "compiled").iterdir()), "OpenVINO compiled-model cache not written"
+
+
+@needs_openvino
+def test_openvino_from_weights_reopens_the_cache_without_the_torch_model(repvit, tmp_path: Path, capfd,
+                                                                        monkeypatch) -> None:
+    """A second process-like start from the same weights file opens the cached IR through the file's
+    SHA-256 and never builds the model; other weights or a stale record fall back to converting."""
+    import medsam_lite.checkpoint as checkpoint
+    from medsam_lite.backends.artifacts import read_alias
+    from medsam_lite.backends.openvino import OpenVINOBackend
+
+    weights = checkpoint.save_checkpoint(repvit, tmp_path / "model.pth", "repvit_m0_6")
+    first = OpenVINOBackend.from_weights(str(weights), "fp32", cache_dir=tmp_path / "cache", threads=2)
+    assert capfd.readouterr().err.count("medsam-lite: converting") == 1
+    assert read_alias("openvino", checkpoint.sha256_of(weights), tmp_path / "cache") == first.weights_sha256
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("the torch model was built although the IR is cached")
+
+    monkeypatch.setattr(checkpoint, "load_model", no_model)
+    second = OpenVINOBackend.from_weights(str(weights), "fp32", cache_dir=tmp_path / "cache", threads=2)
+    assert "converting" not in capfd.readouterr().err
+    assert second.entry == first.entry and second.weights_sha256 == first.weights_sha256
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(first.encode(x), second.encode(x))
+    emb = first.encode(x)
+    torch.testing.assert_close(first.decode(emb, BOXES), second.decode(emb, BOXES), rtol=1e-5, atol=1e-5)
+    # a record pointing at a missing entry: the model is needed again (and the record rewritten)
+    monkeypatch.undo()
+    shutil.rmtree(first.entry)
+    third = OpenVINOBackend.from_weights(str(weights), "fp32", cache_dir=tmp_path / "cache", threads=2)
+    assert capfd.readouterr().err.count("medsam-lite: converting") == 1 and is_complete(third.entry)
 
 
 @needs_openvino

@@ -134,3 +134,30 @@ def ensure_entry(key: ArtifactKey, build: Callable[[Path], None], description: s
             raise
         sys.stderr.write(f" {time.perf_counter() - start:.1f} s\n")
     return final
+
+
+def _alias_path(fmt: str, file_sha256: str, cache_dir: Optional[Union[str, Path]]) -> Path:
+    return cache_root(cache_dir) / fmt / "by-file" / f"{file_sha256}.json"
+
+
+def read_alias(fmt: str, file_sha256: str, cache_dir: Optional[Union[str, Path]] = None) -> Optional[str]:
+    """The model's ``weights_sha256`` (state SHA-256) recorded for a weights *file* of SHA-256
+    ``file_sha256`` by :func:`write_alias`, or None (no record, or an unreadable one). It lets a later
+    process find its entry without rebuilding the torch model."""
+    try:
+        value = json.loads(_alias_path(fmt, file_sha256, cache_dir).read_text())["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) and len(value) == 64 else None
+
+
+def write_alias(fmt: str, file_sha256: str, weights_sha256: str, cache_dir: Optional[Union[str, Path]] = None) -> None:
+    """Record (atomically) that the weights file ``file_sha256`` loads to a model of state SHA-256
+    ``weights_sha256``."""
+    from ..io_utils import atomic_path
+
+    path = _alias_path(fmt, file_sha256, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps({"weights_sha256": weights_sha256}))
+

@@ -4,6 +4,8 @@
   (B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64).
 * :class:`~medsam_lite.model.DecoderGraph`: ``(embedding (1, 256, 64, 64), boxes (N, 4) XYXY model frame) ->
   logits (N, 1, 256, 256)``, N dynamic (prompt encoder + mask decoder, single-mask output).
+* :class:`~medsam_lite.model.DecoderImageGraph` / :class:`~medsam_lite.model.DecoderBoxGraph`: the same
+  decoder split into its box-independent part (once per slice) and the per-box rest (OpenVINO backend).
 * :func:`write_onnx_graphs`: both graphs as ``encoder.onnx`` / ``decoder.onnx`` (names ``image`` ->
   ``embedding`` and ``embedding``, ``boxes`` -> ``logits``), used by the ONNX Runtime backend's local
   conversion and by :mod:`medsam_lite.export.onnx_export`.
@@ -23,7 +25,7 @@ from torch import nn
 
 from ..encoders import inference_encoder as _encoder_for_inference
 from ..io_utils import atomic_path
-from ..model import DecoderGraph
+from ..model import DecoderBoxGraph, DecoderGraph, DecoderImageGraph
 
 if TYPE_CHECKING:
     import onnx
@@ -36,8 +38,8 @@ EMBEDDING_SHAPE: Tuple[int, int, int, int] = (1, 256, 64, 64)
 EXAMPLE_BOXES = ((10.0, 20.0, 100.0, 120.0), (50.0, 40.0, 200.0, 250.0))
 """Two (4,) XYXY model-frame boxes used as the decoder's example input when tracing."""
 
-
-
+SPLIT_NAMES: Tuple[str, str, str, str] = ("keys", "k", "v", "q")
+"""Outputs of the decoder's box-independent part (:class:`~medsam_lite.model.DecoderImageGraph`), in order."""
 
 
 def inference_encoder(model: nn.Module) -> nn.Module:
@@ -84,11 +86,14 @@ def inline_shared_initializers(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return model
 
 
-def write_onnx_graphs(model: nn.Module, out_dir: Union[str, Path]) -> Dict[str, Path]:
-    """Write ``out_dir/encoder.onnx`` and ``out_dir/decoder.onnx`` (each atomically, ``onnx.checker``-checked).
+def write_onnx_graphs(model: nn.Module, out_dir: Union[str, Path], split_decoder: bool = False) -> Dict[str, Path]:
+    """Write ``out_dir/encoder.onnx`` and ``out_dir/decoder.onnx`` (each atomically, ``onnx.checker``-checked);
+    with ``split_decoder`` instead of ``decoder.onnx`` the two parts ``decoder_image.onnx`` (``embedding`` ->
+    ``keys``, ``k``, ``v``, ``q``) and ``decoder_box.onnx`` (those + ``boxes`` -> ``logits``).
 
     Uses the TorchScript-based exporter (``dynamo=False``) at opset :data:`OPSET`; the decoder's box
-    count is the dynamic axis ``num_boxes``. Returns ``{"encoder": path, "decoder": path}``.
+    count is the dynamic axis ``num_boxes``. Returns ``{"encoder": path, "decoder": path}`` (split:
+    ``{"encoder", "decoder_image", "decoder_box"}``).
     """
     import onnx
 
@@ -96,7 +101,8 @@ def write_onnx_graphs(model: nn.Module, out_dir: Union[str, Path]) -> Dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     (image,), (embedding, boxes) = example_inputs()
-    paths = {"encoder": out_dir / "encoder.onnx", "decoder": out_dir / "decoder.onnx"}
+    names = ("encoder", "decoder_image", "decoder_box") if split_decoder else ("encoder", "decoder")
+    paths = {name: out_dir / f"{name}.onnx" for name in names}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with atomic_path(paths["encoder"]) as tmp:
@@ -105,11 +111,25 @@ def write_onnx_graphs(model: nn.Module, out_dir: Union[str, Path]) -> Dict[str, 
                 input_names=["image"], output_names=["embedding"], opset_version=OPSET, dynamo=False,
             )
             onnx.checker.check_model(str(tmp))
-        with atomic_path(paths["decoder"]) as tmp:
+        if not split_decoder:
+            with atomic_path(paths["decoder"]) as tmp:
+                torch.onnx.export(
+                    decoder_graph(model), (embedding, boxes), str(tmp),
+                    input_names=["embedding", "boxes"], output_names=["logits"], opset_version=OPSET, dynamo=False,
+                    dynamic_axes={"boxes": {0: "num_boxes"}, "logits": {0: "num_boxes"}},
+                )
+                onnx.checker.check_model(str(tmp))
+            return paths
+        image_part, box_part = DecoderImageGraph(model).eval(), DecoderBoxGraph(model).eval()
+        parts = image_part(embedding)
+        with atomic_path(paths["decoder_image"]) as tmp:
+            torch.onnx.export(image_part, (embedding,), str(tmp), input_names=["embedding"],
+                              output_names=list(SPLIT_NAMES), opset_version=OPSET, dynamo=False)
+            onnx.checker.check_model(str(tmp))
+        with atomic_path(paths["decoder_box"]) as tmp:
             torch.onnx.export(
-                decoder_graph(model), (embedding, boxes), str(tmp),
-                input_names=["embedding", "boxes"], output_names=["logits"], opset_version=OPSET, dynamo=False,
-                dynamic_axes={"boxes": {0: "num_boxes"}, "logits": {0: "num_boxes"}},
+                box_part, (*parts, boxes), str(tmp), input_names=[*SPLIT_NAMES, "boxes"], output_names=["logits"],
+                opset_version=OPSET, dynamo=False, dynamic_axes={"boxes": {0: "num_boxes"}, "logits": {0: "num_boxes"}},
             )
             onnx.checker.check_model(str(tmp))
     return paths
