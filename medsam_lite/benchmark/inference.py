@@ -11,7 +11,8 @@ One run measures, on the same cases and the same machine:
 * per configuration: image-encoder milliseconds per call (median), its GFLOPs per call (counted with
   ``torch.utils.flop_counter`` on the eager model) and the achieved GFLOP/s beside the CPU's peak
   (an estimate from its frequency, core count and vector units, stated in the report), decoder
-  milliseconds per box;
+  milliseconds per box (one box per call on one embedding, on a new embedding each call, and 4 / 16 boxes
+  per call: whether slice-synchronous decoding pays);
 * per case: seconds, peak RSS (MiB; a whole process: its own ``ru_maxrss`` from ``wait4``),
   agreement of the label map with ``torch:fp32`` (pixel agreement, mean label DSC), DSC against
   the case's ground truth where it has one.
@@ -221,6 +222,30 @@ def whole_process(case: Case, args: Sequence[str], out_dir: Path, threads: int) 
     return {"seconds": seconds, "peak_rss_mib": round(peak, 1), "command": " ".join(cmd[1:])}
 
 
+DECODE_BATCHES = (1, 4, 16)
+"""Boxes per decoder call timed per configuration (the slice-synchronous question: does decoding
+several boxes of one slice in one call cost less per box than one call per box?)."""
+
+
+def decoder_batches(backend: Any, embedding: torch.Tensor, repeats: int) -> Dict[str, float]:
+    """Decoder milliseconds per box (median of ``repeats``) for ``B`` boxes per call, ``B`` in
+    :data:`DECODE_BATCHES`, all on one (1, 256, 64, 64) embedding (keys ``"1"``, ``"4"``, ``"16"``), and
+    ``"1_new_embedding"``: one box per call on a different embedding each call (3D propagation's
+    common case, where nothing box-independent can be reused)."""
+    generator = torch.Generator().manual_seed(1)
+    boxes = torch.tensor([[40.0, 50.0, 120.0, 140.0]]) + torch.randint(0, 60, (max(DECODE_BATCHES), 1),
+                                                                          generator=generator).float()
+    out: Dict[str, float] = {}
+    for batch in DECODE_BATCHES:
+        seconds, _ = median_seconds(lambda: backend.decode(embedding, boxes[:batch]), repeats, warmup=1)
+        out[str(batch)] = seconds * 1000 / batch
+    others = [embedding + 0.01 * k for k in range(1, repeats + 3)]
+    it = iter(others)
+    seconds, _ = median_seconds(lambda: backend.decode(next(it), boxes[:1]), repeats, warmup=1)
+    out["1_new_embedding"] = seconds * 1000
+    return out
+
+
 def _parse(config: str) -> Tuple[str, str]:
     backend, _, precision = config.partition(":")
     return backend, precision or "auto"
@@ -267,11 +292,13 @@ def run_inference_bench(cfg: InferenceBenchConfig, log: Callable[[str], None] = 
                 enc_s, _ = median_seconds(lambda: backend.encode(x), cfg.repeats, warmup=1)
                 box = torch.tensor([[40.0, 50.0, 120.0, 140.0]])
                 dec_s, _ = median_seconds(lambda: backend.decode(emb, box), cfg.repeats, warmup=1)
+                batches = decoder_batches(backend, emb, cfg.repeats)
             section["configs"][key] = {"requested": config, "startup_s": startup, "encoder_ms": enc_s * 1000,
-                                       "encoder_gflops_per_s": enc_gflops / enc_s, "decoder_ms_per_box": dec_s * 1000}
+                                       "encoder_gflops_per_s": enc_gflops / enc_s, "decoder_ms_per_box": dec_s * 1000,
+                                       "decoder_ms_per_box_by_batch": batches}
             predictors[key] = Predictor(backend=backend)
             log(f"  {key}: start-up {startup:.2f} s, encoder {enc_s * 1000:.0f} ms ({enc_gflops / enc_s:.0f} GFLOP/s), "
-                f"decoder {dec_s * 1000:.1f} ms/box")
+                f"decoder {dec_s * 1000:.1f} ms/box; by batch " + ", ".join(f"{k} {v:.1f}" for k, v in batches.items()))
         reference_key = next((k for k in predictors if k == "torch:fp32"), None)
         for case in cases:
             entry: Dict[str, Any] = {"name": case.name, "kind": case.kind, "shape": list(case.image.shape),
@@ -332,12 +359,18 @@ def markdown_lines(section: Dict[str, Any]) -> List[str]:
              f"{section['decoder_gflops_per_box']:.2f} GFLOPs per box. CPU peak estimate for {peak['cores']} cores at "
              f"{peak['ghz']} GHz: fp32 {peak['fp32_peak_gflops']} GFLOP/s"
              + (f", bf16 {peak['bf16_peak_gflops']} GFLOP/s" if "bf16_peak_gflops" in peak else "") + ".", "",
-             "| config | start-up s | encoder ms | encoder GFLOP/s | decoder ms/box |", "|---|---|---|---|---|"]
+             "Decoder ms per box: one box per call on the same embedding (2D: every box after the first), one box "
+             "per call on a new embedding each call (3D propagation), and 4 / 16 boxes per call on one embedding "
+             "(slice-synchronous decoding).", "",
+             "| config | start-up s | encoder ms | encoder GFLOP/s | decoder ms/box | new embedding | 4 per call | "
+             "16 per call |", "|---|---|---|---|---|---|---|---|"]
     for key, c in section["configs"].items():
+        by = c.get("decoder_ms_per_box_by_batch", {})
+        cells = " | ".join("-" if by.get(k) is None else f"{by[k]:.1f}" for k in ("1_new_embedding", "4", "16"))
         lines.append(f"| {key} | {c['startup_s']:.2f} | {c['encoder_ms']:.0f} | {c['encoder_gflops_per_s']:.0f} | "
-                     f"{c['decoder_ms_per_box']:.1f} |")
+                     f"{c['decoder_ms_per_box']:.1f} | {cells} |")
     for key, why in section.get("skipped", {}).items():
-        lines.append(f"| {key} | skipped: {why} | | | |")
+        lines.append(f"| {key} | skipped: {why} | | | | | | |")
     lines += ["", "| case | path | in process s | whole process s (2nd run) | speed-up (process) | peak RSS MiB | "
               "agreement with torch:fp32 | GT DSC |", "|---|---|---|---|---|---|---|---|"]
 
