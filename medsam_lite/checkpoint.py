@@ -19,15 +19,16 @@ import importlib.util
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 
 import torch
 from torch import nn
 
 from .errors import InputError
-from .encoders.tiny_vit import remap_litemedsam_keys
 from .io_utils import atomic_path
-from .model import MedSAMLite, build_medsam
+
+if TYPE_CHECKING:  # the model (segment-anything, timm, torchvision: ~2-4 s of imports) only when one is built
+    from .model import MedSAMLite
 
 LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 STUDENT_PATH = Path(__file__).parent / "weights" / "repvit_m0_6_lite.pth"
@@ -98,7 +99,11 @@ def load_lite_medsam() -> MedSAMLite:
     """LiteMedSAM (TinyViT) with its real weights, loaded strictly, in eval mode."""
     state = torch.load(lite_medsam_weights_path(), map_location="cpu", weights_only=True)
     with torch.random.fork_rng(devices=[]):
+        from .model import build_medsam
+
         model = build_medsam("tiny_vit")
+    from .encoders.tiny_vit import remap_litemedsam_keys  # timm: only when the torch model is built
+
     model.load_state_dict(remap_litemedsam_keys(state), strict=True)
     return model.eval()
 
@@ -185,6 +190,8 @@ def load_checkpoint(path: Union[str, Path]) -> MedSAMLite:
         raise InputError(f"'state_dict' must be a dict of tensors, got {type(state).__name__}", path)
     try:
         with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG alone
+            from .model import build_medsam
+
             model = build_medsam(encoder)
     except (ValueError, KeyError) as exc:
         raise InputError(f"unknown encoder {encoder!r} ({_first_line(exc)})", path) from None

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import load_model
 from .errors import InputError
-from .encoders import inference_encoder
-from .model import DecoderGraph, MedSAMLite
 from .propagation import Propagator
 from .transforms import get_preprocess_shape, scale_boxes
 from .validation import MAX_LABELS, as_uint8, check_boxes_2d, check_boxes_3d, check_image, check_volume
+
+if TYPE_CHECKING:  # building a torch model imports segment-anything / timm; a cached OpenVINO model needs neither
+    from .model import MedSAMLite
 
 Embedding = torch.Tensor
 
@@ -113,12 +113,14 @@ class Predictor:
             from .backends import make_backend, resolve
 
             name, precision = resolve(backend, precision)
-            if name == "openvino" and not isinstance(model, MedSAMLite):
+            if name == "openvino" and not isinstance(model, nn.Module):
                 from .backends.openvino import OpenVINOBackend
 
                 backend = OpenVINOBackend.from_weights(model, precision, threads=threads)  # no torch model when cached
             else:
-                module = model if isinstance(model, MedSAMLite) else load_model(model)
+                from .checkpoint import load_model
+
+                module = model if isinstance(model, nn.Module) else load_model(model)
                 backend = make_backend(module, name, precision, threads=threads)
         self.backend = backend
         self.embedding_cache = _open_cache(embedding_cache)
@@ -126,6 +128,9 @@ class Predictor:
             raise InputError("embedding_cache needs a backend that states its weights_sha256 (every registry "
                              "backend does)")
         if (module is not None and getattr(backend, "name", None) == "torch" and self.embedding_cache is None):
+            from .encoders import inference_encoder
+            from .model import DecoderGraph
+
             encoder: nn.Module = inference_encoder(module.image_encoder)  # the reference path: no wrapper
             decoder: nn.Module = DecoderGraph(module).eval()
         else:

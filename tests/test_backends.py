@@ -442,3 +442,32 @@ def test_openvino_lite_medsam_fp32_masks_match_eager_bf16_runs(lite_medsam, tmp_
         assert len(ious) >= 30
         score = min(ious) if precision == "fp32" else float(np.mean(ious))
         assert score >= bar, (precision, ious)
+
+
+@needs_openvino
+def test_warm_openvino_process_imports_no_torch_model_stack(repvit, tmp_path: Path) -> None:
+    """A second process segmenting with a cached OpenVINO conversion neither builds the torch model nor
+    imports segment-anything / timm / torchvision (seconds of start-up), and gives the first one's labels."""
+    from medsam_lite.checkpoint import save_checkpoint
+
+    weights = save_checkpoint(repvit, tmp_path / "model.pth", "repvit_m0_6")
+    script = (
+        "import sys, numpy as np\n"
+        "from medsam_lite.predictor import Predictor\n"
+        "from medsam_lite.resources import load_example\n"
+        f"p = Predictor({str(weights)!r}, backend='openvino', precision='fp32', threads=2)\n"
+        "case = load_example('2DBox_Microscopy_nuclei.npz')\n"
+        "p.set_image(case['imgs'])\n"
+        f"np.save({str(tmp_path)!r} + '/labels_' + sys.argv[1] + '.npy', p.predict(case['boxes'][:6]))\n"
+        "print(' '.join(m for m in ('timm', 'torchvision', 'segment_anything') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "MEDSAM_LITE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    runs = [subprocess.run([sys.executable, "-c", script, str(i)], env=env, capture_output=True, text=True, timeout=600)
+            for i in (1, 2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert "converting" in runs[0].stderr and "converting" not in runs[1].stderr
+    assert runs[0].stdout.split() == ["timm", "torchvision", "segment_anything"]  # the first run built the model
+    assert runs[1].stdout.split() == []
+    first, second = np.load(tmp_path / "labels_1.npy"), np.load(tmp_path / "labels_2.npy")
+    assert first.any() and np.array_equal(first, second)
