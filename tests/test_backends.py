@@ -471,3 +471,42 @@ def test_warm_openvino_process_imports_no_torch_model_stack(repvit, tmp_path: Pa
     assert runs[1].stdout.split() == []
     first, second = np.load(tmp_path / "labels_1.npy"), np.load(tmp_path / "labels_2.npy")
     assert first.any() and np.array_equal(first, second)
+
+
+def test_encoder_stages_compose_to_the_tiny_vit_encoder(repvit) -> None:
+    from medsam_lite.backends.graphs import encoder_stages
+    from medsam_lite.encoders import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder("tiny_vit").eval()
+    stages = encoder_stages(encoder)
+    assert [name for name, _ in stages] == ["stem", "layer0", "layer1", "layer2", "layer3", "neck"]
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        y = x
+        for _, stage in stages:
+            y = stage(y)
+        assert torch.equal(y, encoder(x))
+    assert encoder_stages(repvit.image_encoder) == []
+
+
+@needs_openvino
+def test_openvino_mixed_schemes_run_the_planned_stage_precisions(repvit, tmp_path: Path) -> None:
+    from medsam_lite.backends.openvino import MIXED_F32_STAGES, OpenVINOBackend
+    from medsam_lite.errors import InputError
+    from medsam_lite.model import build_medsam
+
+    torch.manual_seed(0)
+    tiny = build_medsam("tiny_vit").eval()
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        e_ref = tiny.encode(x)
+    for scheme, kept in MIXED_F32_STAGES.items():
+        mixed = OpenVINOBackend(tiny, scheme, cache_dir=tmp_path, threads=2)
+        assert mixed.stage_precisions == {s: ("f32" if s in kept else "bf16")
+                                          for s in ("stem", "layer0", "layer1", "layer2", "layer3", "neck")}
+        e = mixed.encode(x)
+        rel = float((e - e_ref).norm() / e_ref.norm())
+        assert 0 < rel < 0.1, rel  # bf16 somewhere (not identical), still the same network
+    with pytest.raises(InputError, match="TinyViT"):
+        OpenVINOBackend(repvit, "bf16-mixed", cache_dir=tmp_path, threads=2)

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 BACKENDS: Tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 """Backend names, in the order ``auto`` prefers them from last to first (openvino first when installed)."""
 
-PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "int8")
-"""Precisions a backend may run at (``torch``: fp32 only; it is the reference)."""
+PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "bf16-mixed", "bf16-mixed3", "int8")
+"""Precisions a backend may run at (``torch``: fp32 only; it is the reference; the ``bf16-mixed*``
+schemes are OpenVINO's per-stage mixes, :data:`medsam_lite.backends.openvino.MIXED_F32_STAGES`)."""
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Tuple, Union
 
 import torch
 from torch import nn
@@ -46,6 +46,18 @@ def inference_encoder(model: nn.Module) -> nn.Module:
     """``model.image_encoder`` as every inference path runs it (:func:`medsam_lite.encoders.inference_encoder`:
     eval mode, RepViT fused into a copy): (B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64)."""
     return _encoder_for_inference(model.image_encoder)
+
+
+def encoder_stages(encoder: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """The image encoder as a chain of stages whose composition is its forward, for per-stage precision:
+    LiteMedSAM's TinyViT as ``stem`` (patch embedding, (B, 3, 256, 256) -> (B, 64, 128, 128)),
+    ``layer0`` .. ``layer3`` and ``neck`` (-> (B, 256, 64, 64)). Other encoders: ``[]`` (no split)."""
+    from ..encoders.tiny_vit import TinyViTEncoder
+
+    if type(encoder) is not TinyViTEncoder:
+        return []
+    return ([("stem", encoder.patch_embed.seq)] + [(f"layer{i}", layer) for i, layer in enumerate(encoder.layers)]
+            + [("neck", encoder.neck)])
 
 
 def decoder_graph(model: nn.Module) -> DecoderGraph:

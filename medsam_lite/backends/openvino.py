@@ -6,6 +6,8 @@ Precisions (:data:`SCHEMES`; encoder / decoder inference precision):
   float rounding; measured in docs/backends/gate.md);
 * ``bf16``: both graphs with the native bf16 hint (needs a CPU with AMX / AVX-512 BF16 to be fast);
 * ``bf16-encoder``: bf16 only in the FLOP-heavy encoder, the decoder in f32 (an experiment of the gate);
+* ``bf16-mixed`` / ``bf16-mixed3``: the TinyViT encoder as a chain of stage graphs, the precision-sensitive
+  stages (:data:`MIXED_F32_STAGES`) in f32 and the rest bf16, the decoder f32;
 * ``int8``: the encoder post-training quantised by NNCF (transformer model type; the neck, norms and
   softmax kept in higher precision), calibrated on slices of the bundled example images only; the
   decoder in f32. Opt-in: never chosen by ``auto`` unless the gate allowed it.
@@ -41,9 +43,24 @@ SCHEMES: Dict[str, Tuple[str, str]] = {
     "fp32": ("f32", "f32"),
     "bf16": ("bf16", "bf16"),
     "bf16-encoder": ("bf16", "f32"),
+    "bf16-mixed": ("mixed", "f32"),
+    "bf16-mixed3": ("mixed", "f32"),
     "int8": ("int8", "f32"),
 }
-"""Precision name -> (encoder, decoder) precision; ``int8`` means the NNCF-quantised encoder IR run at f32."""
+"""Precision name -> (encoder, decoder) precision; ``int8`` means the NNCF-quantised encoder IR run at f32,
+``mixed`` the encoder as a chain of stage IRs, each at bf16 or f32 (:data:`MIXED_F32_STAGES`)."""
+
+MIXED_F32_STAGES: Dict[str, Tuple[str, ...]] = {
+    "bf16-mixed": ("stem", "layer2"),
+    "bf16-mixed3": ("stem", "layer0", "layer2"),
+}
+"""Encoder stages (:func:`medsam_lite.backends.graphs.encoder_stages`) a mixed scheme keeps in f32; the
+others run bf16, the decoder f32. Chosen from a per-stage sensitivity probe of LiteMedSAM on bundled CT /
+MR / microscopy slices (OpenVINO, 2 threads; relative embedding error against f32 when only that stage
+ran bf16: stem 0.020, layer0 0.024, layer1 0.018, layer2 0.028, layer3 0.009, neck 0.006; all stages
+0.046): the stem (the [0, 1] input rounded to bf16) and the costliest-in-error stages stay f32.
+Object-box mask IoU against f32 in that probe (54 boxes): all bf16 0.984 (min 0.83), ``bf16-mixed``
+0.990 (0.83), ``bf16-mixed3`` 0.993 (0.95); the gate (docs/backends/gate.md) decides."""
 
 GATE_FILE = Path(__file__).with_name("gate.json")
 """The agreement-gate decision (written by ``python -m medsam_lite.benchmark.gate``)."""
@@ -67,8 +84,10 @@ def _ov() -> Any:
 
 
 def ir_precision(precision: str) -> str:
-    """The IR an inference precision runs from: ``int8`` has its own quantised IR, the others share f32."""
-    return "int8" if SCHEMES[precision][0] == "int8" else "fp32"
+    """The IR an inference precision runs from: ``int8`` has its own quantised IR, the mixed schemes the
+    f32 encoder split into stage IRs (``fp32-stages``), the others share the f32 IR."""
+    kind = SCHEMES[precision][0]
+    return "int8" if kind == "int8" else "fp32-stages" if kind == "mixed" else "fp32"
 
 
 def gate_decision(path: Path = GATE_FILE) -> Dict[str, Any]:
@@ -135,20 +154,34 @@ GRAPHS: Tuple[str, str, str] = ("encoder", "decoder_image", "decoder_box")
 """The IR files of one artifact-cache entry (``<name>.xml`` / ``.bin``)."""
 
 
-def convert_to_ir(model: "MedSAMLite", out_dir: Path, int8: bool = False) -> Dict[str, Path]:
+def convert_to_ir(model: "MedSAMLite", out_dir: Path, int8: bool = False, stages: bool = False) -> Dict[str, Path]:
     """Write ``out_dir/<name>.xml|bin`` for each of :data:`GRAPHS` (f32 weights; the encoder
-    NNCF-quantised when ``int8``) from ``model``'s graphs (via a temporary ONNX export)."""
-    from .graphs import write_onnx_graphs
+    NNCF-quantised when ``int8``) from ``model``'s graphs (via a temporary ONNX export). With ``stages``
+    the encoder is written as ``encoder_<stage>.xml`` per stage of
+    :func:`~medsam_lite.backends.graphs.encoder_stages` (converted from torch directly) instead."""
+    from .graphs import encoder_stages, inference_encoder, write_onnx_graphs
 
     ov = _ov()
-    paths = {name: out_dir / f"{name}.xml" for name in GRAPHS}
+    paths = {name: out_dir / f"{name}.xml" for name in GRAPHS if not (stages and name == "encoder")}
     with tempfile.TemporaryDirectory(prefix=".onnx.", dir=out_dir) as tmp:
         onnx_paths = write_onnx_graphs(model, tmp, split_decoder=True)
-        for key in GRAPHS:
+        for key in paths:
             ov_model = ov.convert_model(str(onnx_paths[key]))
             if key == "encoder" and int8:
                 ov_model = _quantize_encoder(ov_model)
             ov.save_model(ov_model, str(paths[key]), compress_to_fp16=False)
+    if stages:
+        parts = encoder_stages(inference_encoder(model))
+        if not parts:
+            raise InputError(f"the mixed-precision schemes need LiteMedSAM's TinyViT encoder, not "
+                             f"{type(model.image_encoder).__name__}")
+        x = torch.zeros(1, 3, 256, 256)
+        with torch.no_grad():
+            for name, module in parts:
+                paths[f"encoder_{name}"] = out_dir / f"encoder_{name}.xml"
+                ov.save_model(ov.convert_model(module, example_input=(x,)), str(paths[f"encoder_{name}"]),
+                              compress_to_fp16=False)
+                x = module(x)
     return paths
 
 
@@ -180,7 +213,7 @@ class OpenVINOBackend:
         ir = ir_precision(precision)
         key = ArtifactKey("openvino", state_sha256(model), ir, _ov().get_version(), FORMAT_VERSION)
         label = model_name or type(model.image_encoder).__name__
-        entry = ensure_entry(key, lambda tmp: convert_to_ir(model, tmp, int8=ir == "int8"),
+        entry = ensure_entry(key, lambda tmp: convert_to_ir(model, tmp, int8=ir == "int8", stages=ir == "fp32-stages"),
                              f"{label} encoder + decoder to OpenVINO IR ({ir})", cache_dir)
         self._open(key, entry, precision, threads)
 
@@ -214,11 +247,23 @@ class OpenVINOBackend:
         self.weights_sha256 = key.weights_sha256  # model fingerprint, e.g. for EmbeddingCache keys
         ov_core = core()
         enc_prec, dec_prec = SCHEMES[precision]
-        self.encoder = ov_core.compile_model(str(self.entry / "encoder.xml"), "CPU",
-                                          self._config("f32" if enc_prec == "int8" else enc_prec))
+        self._stage_requests: List[Any] = []
+        if enc_prec == "mixed":  # the encoder as a chain of stage IRs, in file order = encoder_stages order
+            manifest = json.loads((entry / "manifest.json").read_text())["files"]
+            stage_names = [n[len("encoder_"):-len(".xml")] for n in manifest if n.startswith("encoder_") and n.endswith(".xml")]
+            order = {name: i for i, name in enumerate(["stem", "layer0", "layer1", "layer2", "layer3", "neck"])}
+            self.stage_precisions = {name: "f32" if name in MIXED_F32_STAGES[precision] else "bf16"
+                                     for name in sorted(stage_names, key=lambda n: order.get(n, len(order)))}
+            self._stage_requests = [
+                ov_core.compile_model(str(entry / f"encoder_{name}.xml"), "CPU", self._config(prec)).create_infer_request()
+                for name, prec in self.stage_precisions.items()]
+            self.encoder = None
+        else:
+            self.encoder = ov_core.compile_model(str(self.entry / "encoder.xml"), "CPU",
+                                                 self._config("f32" if enc_prec == "int8" else enc_prec))
         self.decoder_image = ov_core.compile_model(str(self.entry / "decoder_image.xml"), "CPU", self._config(dec_prec))
         self.decoder_box = ov_core.compile_model(str(self.entry / "decoder_box.xml"), "CPU", self._config(dec_prec))
-        self._enc_request = self.encoder.create_infer_request()
+        self._enc_request = self.encoder.create_infer_request() if self.encoder is not None else None
         self._image_request = self.decoder_image.create_infer_request()
         self._box_request = self.decoder_box.create_infer_request()
         self._parts_of: Optional[np.ndarray] = None  # the embedding whose image part is in _parts
@@ -237,8 +282,17 @@ class OpenVINOBackend:
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         if array.ndim != 4 or array.shape[1:] != (3, 256, 256):
             raise ValueError(f"encode expects (B, 3, 256, 256), got {tuple(array.shape)}")
-        out = [self._enc_request.infer({0: array[i : i + 1]})[0].copy() for i in range(array.shape[0])]
+        out = [self._encode_one(array[i : i + 1]) for i in range(array.shape[0])]
         return torch.from_numpy(np.concatenate(out) if out else np.zeros((0, 256, 64, 64), np.float32))
+
+    def _encode_one(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) float32 (through the stage chain for mixed schemes)."""
+        if not self._stage_requests:
+            return self._enc_request.infer({0: image})[0].copy()
+        x = image
+        for request in self._stage_requests:  # each output stays valid until that request runs again
+            x = request.infer({0: x}, share_inputs=True)[0]
+        return x.copy()
 
     def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
         """(1, 256, 64, 64) embedding, (N, 4) XYXY model-frame boxes -> (N, 1, 256, 256) float32 logits.

@@ -44,13 +44,15 @@ VARIANTS: Tuple[Tuple[str, str], ...] = (
     ("openvino", "fp32"),
     ("openvino", "bf16"),
     ("openvino", "bf16-encoder"),
+    ("openvino", "bf16-mixed"),
+    ("openvino", "bf16-mixed3"),
     ("openvino", "int8"),
 )
 """Backend x precision measured against the eager torch fp32 reference."""
 
-REDUCED = ("bf16", "bf16-encoder", "int8")
+REDUCED = ("bf16", "bf16-encoder", "bf16-mixed", "bf16-mixed3", "int8")
 """OpenVINO precisions the decision is about (preference order for ``auto``: fastest first)."""
-AUTO_ORDER = ("bf16", "int8", "bf16-encoder")
+AUTO_ORDER = ("bf16", "bf16-encoder", "bf16-mixed", "bf16-mixed3", "int8")
 
 
 @dataclass

@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # heavy imports stay inside run(): ``medsam-lite --help`` is 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 """Values of ``--backend`` (:data:`medsam_lite.backends.BACKENDS` plus ``auto``; kept here so --help stays light)."""
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed", "bf16-mixed3", "int8")
 """Values of ``--precision`` (:data:`medsam_lite.backends.PRECISIONS` plus ``auto``)."""
 
 
