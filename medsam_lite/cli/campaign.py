@@ -35,6 +35,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     r.add_argument("--mask-loss-weight", type=float, default=d.mask_loss_weight,
                    help=f"weight of the mask term (default {d.mask_loss_weight}; 0 = embedding MSE only)")
     r.add_argument("--mask-boxes", type=int, default=d.mask_boxes, help=f"candidate boxes per view (default {d.mask_boxes})")
+    r.add_argument("--mask-fraction", type=float,
+                   help="share of views that get the mask term (default 0.25 on CPU, 1 on CUDA)")
     r.add_argument("--prompt-boxes", choices=PROMPT_BOX_CHOICES, default=d.prompt_boxes,
                    help=f"boxes of the mask term (default {d.prompt_boxes})")
     r.add_argument("--teacher-backend", choices=TEACHER_BACKEND_CHOICES, default=d.teacher_backend,
@@ -68,6 +70,7 @@ def run_run(args: argparse.Namespace) -> int:
     cfg = CampaignConfig(student=args.student, teacher=args.teacher, minutes=args.minutes, batch_size=args.batch_size,
                          views_per_epoch=args.views_per_epoch, val_views=args.val_views, lr=args.lr,
                          mask_loss_weight=args.mask_loss_weight, mask_boxes=args.mask_boxes,
+                         mask_fraction=args.mask_fraction,
                          prompt_boxes=args.prompt_boxes, init_student=args.init_student,
                          teacher_backend=args.teacher_backend, device=args.device, amp=args.amp, seed=args.seed,
                          workers=args.workers, checkpoint_every=args.checkpoint_every, resume=args.resume,

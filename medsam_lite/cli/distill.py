@@ -54,6 +54,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "own object-like, stable masks; --mask-boxes candidates per image)")
     p.add_argument("--stable-iou", type=float, default=0.8,
                    help="--prompt-boxes teacher keeps a box when the teacher's masks agree at this IoU (default 0.8)")
+    p.add_argument("--mask-fraction", type=float, default=1.0,
+                   help="share of online views that get the mask term (rescaled; default 1; the decoder is costly on CPU)")
     p.add_argument("--online-views", action="store_true",
                    help="fresh views every step from --data = ONE views pack (medsam-lite campaign pack) or the shared "
                    "data folder's training sources; the teacher embeds every view online")
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         val_split=args.val_split, finetune_decoder=args.finetune_decoder, finetune_epochs=args.finetune_epochs,
         finetune_lr=args.finetune_lr, init_student=args.init_student, mask_loss_weight=args.mask_loss_weight,
         mask_boxes=args.mask_boxes, prompt_boxes=args.prompt_boxes, stable_iou=args.stable_iou,
+        mask_fraction=args.mask_fraction,
         online_views=args.online_views, views_per_epoch=args.views_per_epoch, val_views=args.val_views,
         teacher_backend=args.teacher_backend)
     result = distill(args.data, args.output, options, config_from_args(args))

@@ -39,7 +39,9 @@ class CampaignConfig:
         views_per_epoch: fresh views per epoch, all processes together (None: 128 on CPU, 16 steps of
             the global batch on CUDA); validation and checkpoints follow each epoch.
         checkpoint_every: also write last.pth every this many steps.
-        mask_loss_weight, mask_boxes, prompt_boxes: the mask term (:mod:`medsam_lite.distill.mask_kd`).
+        mask_loss_weight, mask_boxes, prompt_boxes, mask_fraction: the mask term
+            (:mod:`medsam_lite.distill.mask_kd`); ``mask_fraction`` None: 0.25 of the views on CPU (the
+            decoder costs about as much per box as the teacher encoder per image there), all on CUDA.
     """
 
     student: str = "repvit_m0_6_fpn"
@@ -52,6 +54,7 @@ class CampaignConfig:
     schedule: str = "plateau"
     mask_loss_weight: float = 0.01
     mask_boxes: int = 4
+    mask_fraction: Optional[float] = None
     prompt_boxes: str = "teacher"
     init_student: Optional[str] = None
     teacher_backend: str = "auto"
@@ -81,7 +84,8 @@ def campaign_configs(cfg: CampaignConfig, world_size: int = 1) -> "tuple[Distill
     views = cfg.views_per_epoch or (16 * batch * world_size if cuda else 128)
     options = DistillConfig(teacher=cfg.teacher, student=cfg.student, online_views=True, views_per_epoch=views,
                             val_views=cfg.val_views, mask_loss_weight=cfg.mask_loss_weight, mask_boxes=cfg.mask_boxes,
-                            prompt_boxes=cfg.prompt_boxes, init_student=cfg.init_student,
+                            prompt_boxes=cfg.prompt_boxes,
+                            mask_fraction=cfg.mask_fraction or (1.0 if cuda else 0.25), init_student=cfg.init_student,
                             teacher_backend=cfg.teacher_backend)
     train = TrainConfig(epochs=cfg.max_epochs, batch_size=batch, lr=cfg.lr, schedule=cfg.schedule, seed=cfg.seed,
                         device=cfg.device, amp=cfg.amp, workers=cfg.workers, resume=cfg.resume,

@@ -49,6 +49,7 @@ MIN_MASK_PX = 16  # a teacher mask smaller than this (in the 256 x 256 frame) is
 MAX_BOX_FRACTION = 0.7  # a teacher-mask box covering more of the content area is "the whole frame"
 BOX_SOURCES = ("random", "teacher")
 KEY_SALT = 7919
+FRACTION_MOD = 10007
 
 
 def content_sizes(images: torch.Tensor) -> List[tuple]:
@@ -74,10 +75,14 @@ class MaskDistillLoss:
         weight: factor of the term in the total loss.
         box_source: ``random`` or ``teacher`` (module docstring).
         stable_iou: teacher-stability threshold of ``teacher`` boxes.
+        fraction: share of images that get the term (the decoder is expensive on a CPU: about as much
+            per box as the teacher encoder per image). With per-image ``keys`` an image takes part when
+            ``key % 10007 < fraction * 10007`` (a property of the view, not of its batch or process) and the
+            sum is divided by ``fraction * B``; without keys every image takes part.
     """
 
     def __init__(self, model: MedSAMLite, boxes_per_image: int = 2, weight: float = 1.0, box_source: str = "random",
-                 stable_iou: float = 0.8) -> None:
+                 stable_iou: float = 0.8, fraction: float = 1.0) -> None:
         from monai.losses import DiceLoss
 
         if boxes_per_image < 1:
@@ -86,7 +91,9 @@ class MaskDistillLoss:
             raise ValueError(f"box_source must be one of {BOX_SOURCES}, got {box_source!r}")
         self.decoder = MedSAMLite(nn.Identity(), model.prompt_encoder, model.mask_decoder)
         self.boxes_per_image, self.weight = int(boxes_per_image), float(weight)
-        self.box_source, self.stable_iou = box_source, float(stable_iou)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self.box_source, self.stable_iou, self.fraction = box_source, float(stable_iou), float(fraction)
         self.dice = DiceLoss(sigmoid=True, squared_pred=True, reduction="mean")
         self.kept = [0, 0]  # (kept, candidates) of teacher boxes since construction (diagnostics)
 
@@ -137,7 +144,10 @@ class MaskDistillLoss:
         keys: optional (B,) per-image seeds of the candidate boxes."""
         terms = []
         sizes = content_sizes(images)
+        fraction = self.fraction if keys is not None else 1.0
         for i, boxes in enumerate(self.boxes(images, keys)):
+            if fraction < 1.0 and int(keys[i]) % FRACTION_MOD >= fraction * FRACTION_MOD:
+                continue
             boxes = boxes.to(student_emb.device)
             with torch.no_grad(), torch.autocast(device_type=rt.device.type, enabled=False):
                 if self.box_source == "teacher":
@@ -153,7 +163,7 @@ class MaskDistillLoss:
                          + self.dice(logits, (target > 0).float()))
         if not terms:  # no teacher-stable box in the batch: a zero that keeps the graph (DDP sees every grad)
             return student_emb.float().sum() * 0.0
-        return self.weight * torch.stack(terms).sum() / len(sizes)
+        return self.weight * torch.stack(terms).sum() / (fraction * len(sizes))
 
 
 __all__ = ["MaskDistillLoss", "content_sizes", "BOX_SOURCES", "MIN_MASK_PX", "MAX_BOX_FRACTION"]

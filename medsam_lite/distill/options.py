@@ -153,6 +153,8 @@ class DistillConfig:
         prompt_boxes: ``random`` (boxes of the fidelity distribution) or ``teacher`` (EdgeSAM style: boxes
             of the teacher's own masks, kept when object-like and teacher-stable, see
             :mod:`medsam_lite.distill.mask_kd`).
+        mask_fraction: share of the (online-view) images that get the mask term (the decoder is costly
+            on a CPU); the term is rescaled by 1 / fraction.
         stable_iou: IoU a teacher-mask box must reach between the teacher's first mask and its mask for
             that box to be kept (``prompt_boxes="teacher"``).
         online_views: fresh views every step (:mod:`medsam_lite.distill.views`) instead of data folders:
@@ -182,6 +184,7 @@ class DistillConfig:
     mask_boxes: int = 2
     prompt_boxes: str = "random"
     stable_iou: float = 0.8
+    mask_fraction: float = 1.0
     online_views: bool = False
     views_per_epoch: int = 512
     val_views: int = 32
@@ -208,6 +211,8 @@ class DistillConfig:
                              f"/ {self.mask_boxes}")
         if self.prompt_boxes not in PROMPT_BOX_CHOICES:
             raise InputError(f"--prompt-boxes must be one of {', '.join(PROMPT_BOX_CHOICES)}, got {self.prompt_boxes!r}")
+        if not 0.0 < self.mask_fraction <= 1.0:
+            raise InputError(f"--mask-fraction must be in (0, 1], got {self.mask_fraction}")
         if not 0.0 <= self.stable_iou <= 1.0:
             raise InputError(f"--stable-iou must be in [0, 1], got {self.stable_iou}")
         if self.teacher_backend not in TEACHER_BACKEND_CHOICES:

@@ -257,7 +257,8 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, options: Optional[Disti
                 return DistillResult(run_dir=out_dir, student=None, cache_dir=cache_path, fit=None)
 
         model = _student_model(opt, teacher_model, cfg.seed)
-        mask_term = (MaskDistillLoss(model, opt.mask_boxes, opt.mask_loss_weight, opt.prompt_boxes, opt.stable_iou)
+        mask_term = (MaskDistillLoss(model, opt.mask_boxes, opt.mask_loss_weight, opt.prompt_boxes, opt.stable_iou,
+                                     opt.mask_fraction)
                      if opt.mask_loss_weight > 0 else None)
         describe: Dict[str, Any] = {"data": info, "teacher": opt.teacher, "teacher_sha256": teacher_sha,
                                     "student": opt.student, "train_images": len(train_refs),
