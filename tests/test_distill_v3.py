@@ -23,6 +23,7 @@ from torch import nn
 
 from medsam_lite.encoders import ENCODERS
 from medsam_lite.errors import InputError
+from medsam_lite.distill.loop import read_log
 from tests.conftest import EXAMPLES, FIXTURES, REPO
 
 FIXTURE_SHARED = FIXTURES / "shared"
@@ -273,20 +274,20 @@ def test_repvit_fpn_student_one_online_step(pack, tiny_teacher, tmp_path, tiny) 
     assert result.student is not None and result.fit.rows[0]["train_loss"] > 0
 
 
-def test_ddp_two_processes_equal_one_process(pack, tiny_teacher, tmp_path, tiny) -> None:
-    """2 gloo processes x batch 1 == 1 process x batch 2, fp32, online views + teacher-box mask term, 3 steps."""
-    common = ["distill", "--online-views", "--data", str(pack), "--teacher", str(tiny_teacher), "--student", "v3_tiny",
-              "--views-per-epoch", "6", "--val-views", "2", "--mask-loss-weight", "0.5", "--mask-boxes", "3",
-              "--prompt-boxes", "teacher", "--mask-fraction", "0.5", "--teacher-backend", "torch", "--epochs", "1", "--amp", "off",
-              "--device", "cpu", "--no-progress", "--seed", "0"]
+def _ddp_vs_single(pack: Path, teacher: str, tmp_path: Path, extra: list) -> None:
+    """2 gloo processes x batch 1 == 1 process x batch 2 (fp32, online views + teacher-box mask term, 3 steps)."""
+    common = ["distill", "--online-views", "--data", str(pack), "--teacher", teacher, "--student", "v3_tiny",
+              "--views-per-epoch", "6", "--val-views", "2", "--mask-loss-weight", "0.5", "--prompt-boxes", "teacher",
+              "--teacher-backend", "torch", "--epochs", "1", "--amp", "off", "--device", "cpu", "--no-progress",
+              "--seed", "0", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     ddp = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "tests.test_distill_v3",
            *common, "-o", str(tmp_path / "ddp"), "--batch-size", "1"]
-    proc = subprocess.run(ddp, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(ddp, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = subprocess.run([sys.executable, "-m", "tests.test_distill_v3", *common, "-o", str(tmp_path / "one"),
-                             "--batch-size", "2"], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+                             "--batch-size", "2"], env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert single.returncode == 0, single.stderr[-3000:]
     run = json.loads((tmp_path / "ddp/run.json").read_text())
     assert run["sessions"][0]["world_size"] == 2
@@ -296,6 +297,19 @@ def test_ddp_two_processes_equal_one_process(pack, tiny_teacher, tmp_path, tiny)
     assert not torch.allclose(a["image_encoder.head.weight"], start.head.weight)  # it trained
     for key in a:
         assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-6), key
+    rows_a, rows_b = (read_log(tmp_path / d / "log.csv")[0] for d in ("ddp", "one"))
+    assert float(rows_a["train_loss"]) == pytest.approx(float(rows_b["train_loss"]), rel=1e-5)
+
+
+def test_ddp_two_processes_equal_one_process(pack, tiny_teacher, tmp_path, tiny) -> None:
+    """Tiny random teacher: its masks are never object-like, so the mask term adds 0 here (the slow variant
+    below runs LiteMedSAM, whose boxes are kept); --mask-fraction 0.5 selects views by key."""
+    _ddp_vs_single(pack, str(tiny_teacher), tmp_path, ["--mask-boxes", "3", "--mask-fraction", "0.5"])
+
+
+@pytest.mark.slow
+def test_ddp_equal_one_process_with_lite_medsam_teacher_boxes(pack, tmp_path, tiny) -> None:
+    _ddp_vs_single(pack, "lite_medsam", tmp_path, ["--mask-boxes", "4", "--stable-iou", "0.5"])
 
 
 def test_campaign_end_to_end_and_resume(pack, tiny_teacher, tmp_path, tiny, capsys) -> None:
