@@ -29,7 +29,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     r.add_argument("--teacher", default=d.teacher, help=f"teacher model name or checkpoint (default {d.teacher})")
     r.add_argument("--init-student", help="initialise the student encoder from this model / checkpoint")
     r.add_argument("--batch-size", type=int, help="images per step per process (default 8 on CPU, 64 on CUDA)")
-    r.add_argument("--views-per-epoch", type=int, help="fresh views per epoch (default 128 on CPU, 16 global batches on CUDA)")
+    r.add_argument("--views-per-epoch", type=int, help="fresh views per epoch (default 64 on CPU, 16 global batches on CUDA)")
     r.add_argument("--val-views", type=int, default=d.val_views, help=f"fixed validation views (default {d.val_views})")
     r.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
     r.add_argument("--mask-loss-weight", type=float, default=d.mask_loss_weight,

@@ -36,7 +36,7 @@ class CampaignConfig:
     Attributes:
         minutes: training budget of this session (the run stops at the last epoch end that fits).
         batch_size: images per step per process (None: 8 on CPU, 64 on CUDA).
-        views_per_epoch: fresh views per epoch, all processes together (None: 128 on CPU, 16 steps of
+        views_per_epoch: fresh views per epoch, all processes together (None: 64 on CPU, 16 steps of
             the global batch on CUDA); validation and checkpoints follow each epoch.
         checkpoint_every: also write last.pth every this many steps.
         mask_loss_weight, mask_boxes, prompt_boxes, mask_fraction: the mask term
@@ -49,7 +49,7 @@ class CampaignConfig:
     minutes: float = 10.0
     batch_size: Optional[int] = None
     views_per_epoch: Optional[int] = None
-    val_views: int = 32
+    val_views: int = 16
     lr: float = 0.005
     schedule: str = "plateau"
     mask_loss_weight: float = 0.01
@@ -81,7 +81,7 @@ def campaign_configs(cfg: CampaignConfig, world_size: int = 1) -> "tuple[Distill
     """The distill settings of a campaign (device-dependent defaults resolved)."""
     cuda = _on_cuda(cfg.device)
     batch = cfg.batch_size or (64 if cuda else 8)
-    views = cfg.views_per_epoch or (16 * batch * world_size if cuda else 128)
+    views = cfg.views_per_epoch or (16 * batch * world_size if cuda else 64)
     options = DistillConfig(teacher=cfg.teacher, student=cfg.student, online_views=True, views_per_epoch=views,
                             val_views=cfg.val_views, mask_loss_weight=cfg.mask_loss_weight, mask_boxes=cfg.mask_boxes,
                             prompt_boxes=cfg.prompt_boxes,
