@@ -6,7 +6,8 @@ import os
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    from medsam_lite.distill.options import VAL_SPLIT_CHOICES, add_training_arguments
+    from medsam_lite.distill.options import (PROMPT_BOX_CHOICES, TEACHER_BACKEND_CHOICES, VAL_SPLIT_CHOICES,
+                                             add_training_arguments)
 
     p = subparsers.add_parser(
         "distill",
@@ -48,6 +49,20 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "random boxes, decoder frozen) to the embedding MSE; default 0: embedding MSE only")
     p.add_argument("--mask-boxes", type=int, default=2, metavar="K",
                    help="random boxes per image and step for --mask-loss-weight (default 2)")
+    p.add_argument("--prompt-boxes", choices=PROMPT_BOX_CHOICES, default="random",
+                   help="boxes of --mask-loss-weight: random (default) or teacher (EdgeSAM style: boxes of the teacher's "
+                   "own object-like, stable masks; --mask-boxes candidates per image)")
+    p.add_argument("--stable-iou", type=float, default=0.8,
+                   help="--prompt-boxes teacher keeps a box when the teacher's masks agree at this IoU (default 0.8)")
+    p.add_argument("--mask-fraction", type=float, default=1.0,
+                   help="share of online views that get the mask term (rescaled; default 1; the decoder is costly on CPU)")
+    p.add_argument("--online-views", action="store_true",
+                   help="fresh views every step from --data = ONE views pack (medsam-lite campaign pack) or the shared "
+                   "data folder's training sources; the teacher embeds every view online")
+    p.add_argument("--views-per-epoch", type=int, default=512, help="--online-views: views per epoch (default 512)")
+    p.add_argument("--val-views", type=int, default=32, help="--online-views: fixed validation views (default 32)")
+    p.add_argument("--teacher-backend", choices=TEACHER_BACKEND_CHOICES, default="auto",
+                   help="--online-views teacher: auto (OpenVINO fp32 on CPU when installed, else torch), torch, openvino")
     add_training_arguments(p)
     p.set_defaults(func=run)
 
@@ -62,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         cache_batch_size=args.cache_batch_size, cache_seed=args.cache_seed, val_fraction=args.val_fraction,
         val_split=args.val_split, finetune_decoder=args.finetune_decoder, finetune_epochs=args.finetune_epochs,
         finetune_lr=args.finetune_lr, init_student=args.init_student, mask_loss_weight=args.mask_loss_weight,
-        mask_boxes=args.mask_boxes)
+        mask_boxes=args.mask_boxes, prompt_boxes=args.prompt_boxes, stable_iou=args.stable_iou,
+        mask_fraction=args.mask_fraction,
+        online_views=args.online_views, views_per_epoch=args.views_per_epoch, val_views=args.val_views,
+        teacher_backend=args.teacher_backend)
     result = distill(args.data, args.output, options, config_from_args(args))
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: report once
         if result.student is None:

