@@ -5,7 +5,8 @@ from typing import Callable, Dict
 
 from torch import nn
 
-from .repvit import fuse_for_inference, is_repvit, repvit_m0_6, repvit_m0_6_fpn
+from .repvit import fuse_for_inference, is_repvit, repvit_m0_6, repvit_m0_6_fpn, repvit_m0_9_fpn
+from .stem import LiteMedSAMStemEncoder, lite_medsam_stem
 from .swin import swin_t
 from .tiny_vit import tiny_vit
 
@@ -14,6 +15,8 @@ ENCODERS: Dict[str, Callable[[], nn.Module]] = {
     "swin_t": swin_t,
     "repvit_m0_6": repvit_m0_6,
     "repvit_m0_6_fpn": repvit_m0_6_fpn,
+    "repvit_m0_9_fpn": repvit_m0_9_fpn,
+    "lite_medsam_stem": lite_medsam_stem,
 }
 
 
@@ -26,7 +29,8 @@ def build_encoder(name: str) -> nn.Module:
 
 def inference_encoder(encoder: nn.Module) -> nn.Module:
     """The encoder as every inference path runs it (eval mode; RepViT BatchNorm fused and RepVGG branches
-    merged into a copy, other encoders unchanged). The Predictor's torch backend, the TorchScript artifact
+    merged into a copy, also in the stem of ``lite_medsam_stem``; other encoders unchanged). The Predictor's torch backend, the TorchScript artifact
     and the ONNX / OpenVINO conversions all use this, so they compute the same network."""
     encoder = encoder.eval()
-    return fuse_for_inference(encoder) if is_repvit(encoder) else encoder
+    return fuse_for_inference(encoder) if is_repvit(encoder) or isinstance(encoder, LiteMedSAMStemEncoder) \
+        else encoder
