@@ -304,10 +304,37 @@ def volume_cases(shared: PathLike, names: Optional[Sequence[str]] = None) -> Dic
     return {k: f() for k, f in builders.items() if names is None or k in names}
 
 
+class MemoryEmbeddings:
+    """An in-memory slice-embedding cache for :class:`Predictor` (its ``get`` / ``put`` by key protocol), so
+    the per-object propagations through one volume encode each slice once; :func:`volume_masks` clears it."""
+
+    def __init__(self) -> None:
+        self._store: Dict[str, object] = {}
+
+    def get(self, key: str) -> Optional[object]:
+        return self._store.get(key)
+
+    def put(self, key: str, embedding: object) -> None:
+        self._store[key] = embedding
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+def volume_predictor(model: "MedSAMLite") -> Predictor:
+    """An eager torch :class:`Predictor` of ``model`` with a :class:`MemoryEmbeddings` cache (for the 3D rows)."""
+    return Predictor(model, backend="torch", embedding_cache=MemoryEmbeddings())
+
+
 def volume_masks(predictor: Predictor, case: VolumeCase) -> List[np.ndarray]:
     """Per object of ``case``: its (D, H, W) bool mask from the real 3D propagation
-    (:meth:`Predictor.predict_volume`, each object's box propagated alone so overlaps cannot hide one)."""
-    return [predictor.predict_volume(case.volume, box[None], progress=False) > 0 for box in case.boxes]
+    (:meth:`Predictor.predict_volume`, each object's box propagated alone so overlaps cannot hide one).
+    A :func:`volume_predictor` encodes each slice once for all objects (its cache is cleared afterwards)."""
+    masks = [predictor.predict_volume(case.volume, box[None], progress=False) > 0 for box in case.boxes]
+    cache = getattr(predictor, "embedding_cache", None)
+    if hasattr(cache, "clear"):
+        cache.clear()
+    return masks
 
 
 def _gt_row(modality: str, truth: Sequence[np.ndarray], masks: Dict[str, List[np.ndarray]]) -> Dict[str, object]:
@@ -533,18 +560,20 @@ def student_fidelity(student: Predictor, images: Sequence[Tuple[HeldOut, str, np
                      teacher_masks: Sequence[np.ndarray], noisy: Sequence[Dict[str, object]],
                      objects: Dict[str, List[ObjectCase]], teacher_objects: Dict[str, List[np.ndarray]],
                      volumes: Dict[str, VolumeCase], teacher_volumes: Dict[str, List[np.ndarray]],
-                     n_boxes: int, seed: int) -> Dict[str, object]:
+                     n_boxes: int, seed: int, student_model: Optional["MedSAMLite"] = None) -> Dict[str, object]:
     """One student's rows against precomputed teacher masks: random-box ``summary`` and per-image ``images``,
     ``stable`` (teacher-stable boxes), 2D ``ground_truth`` (tight object boxes: DSC of both, IoU) and
-    ``ground_truth_3d`` (3D propagation: DSC of both, 3D IoU)."""
+    ``ground_truth_3d`` (3D propagation: DSC of both, 3D IoU; through :func:`volume_predictor` of
+    ``student_model`` when given, else ``student``)."""
     rows = compare(images, teacher_masks, box_masks(student, images, n_boxes, seed))
+    volume_student = volume_predictor(student_model) if student_model is not None else student
     gt2 = {}
     for name, cases in objects.items():
         truth = [m for _, masks in cases for m in masks]
         row = _gt_row(OBJECT_MODALITY.get(name, "?"), truth, {"teacher": teacher_objects[name], "student": _object_masks(student, cases)})
         gt2[name] = row
     gt3 = {name: _gt_row(case.modality, case.objects, {"teacher": teacher_volumes[name],
-                                                       "student": volume_masks(student, case)})
+                                                       "student": volume_masks(volume_student, case)})
            for name, case in volumes.items()}
     return {"summary": summarize(rows), "stable": summarize(stable_rows(rows, noisy)), "ground_truth": gt2,
             "ground_truth_3d": gt3, "images": rows}
@@ -578,12 +607,13 @@ def fidelity_report(students: Union[str, Sequence[str]], teacher: str = "lite_me
     teacher_masks = box_masks(tp, images, config.n_boxes, config.seed)
     noisy = compare(images, teacher_masks, box_masks(tp, add_noise(images, NOISE_SIGMA), config.n_boxes, config.seed))
     teacher_objects = {k: _object_masks(tp, v) for k, v in objects.items()}
-    teacher_volumes = {k: volume_masks(tp, v) for k, v in volumes.items()}
+    tv = volume_predictor(teacher_model)
+    teacher_volumes = {k: volume_masks(tv, v) for k, v in volumes.items()}
     per_student: Dict[str, Dict[str, object]] = {}
     for spec in specs:
         model = load_model(spec)
         rows = student_fidelity(Predictor(model, backend="torch"), images, teacher_masks, noisy, objects,
-                                teacher_objects, volumes, teacher_volumes, config.n_boxes, config.seed)
+                                teacher_objects, volumes, teacher_volumes, config.n_boxes, config.seed, model)
         if config.timing is not None:
             rows["encoder_ms"] = encoder_ms(model, config.timing, cache_dir)
         per_student[spec] = rows
