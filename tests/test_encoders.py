@@ -40,7 +40,7 @@ def test_unknown_encoder_lists_valid_names() -> None:
         build_encoder("vit_h")
 
 
-@pytest.mark.parametrize("name", ["repvit_m0_6", "repvit_m0_6_fpn", "repvit_m0_9_fpn", "lite_medsam_stem"])
+@pytest.mark.parametrize("name", ["repvit_m0_6", "repvit_m0_6_fpn", "repvit_m0_9_fpn", "repvit_m1_0_fpn", "lite_medsam_stem"])
 def test_repvit_fusion_keeps_output(name: str) -> None:
     torch.manual_seed(0)
     enc = build_encoder(name)
@@ -74,11 +74,11 @@ def test_tiny_vit_equals_reference_implementation(lite_medsam) -> None:
         torch.testing.assert_close(lite_medsam.encode(x), ref.image_encoder(x), atol=1e-4, rtol=1e-4)
 
 
-def test_repvit_m0_9_fpn_is_wider_than_m0_6() -> None:
-    """The wider student has RepViT-M0.9's stage widths and more parameters than repvit_m0_6_fpn."""
-    wide, base = build_encoder("repvit_m0_9_fpn"), build_encoder("repvit_m0_6_fpn")
-    widths = [stage.blocks[-1].channel_mixer.conv2.bn.num_features for stage in wide.stages]
-    assert widths == [48, 96, 192, 384]
+@pytest.mark.parametrize("name,widths", [("repvit_m0_9_fpn", [48, 96, 192, 384]), ("repvit_m1_0_fpn", [56, 112, 224, 448])])
+def test_wider_repvit_fpn_students(name: str, widths) -> None:
+    """The wider students have RepViT-M0.9 / M1.0 stage widths and more parameters than repvit_m0_6_fpn."""
+    wide, base = build_encoder(name), build_encoder("repvit_m0_6_fpn")
+    assert [stage.blocks[-1].channel_mixer.conv2.bn.num_features for stage in wide.stages] == widths
     assert sum(p.numel() for p in wide.parameters()) > 1.5 * sum(p.numel() for p in base.parameters())
 
 

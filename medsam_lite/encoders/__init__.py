@@ -5,7 +5,8 @@ from typing import Callable, Dict
 
 from torch import nn
 
-from .repvit import fuse_for_inference, is_repvit, repvit_m0_6, repvit_m0_6_fpn, repvit_m0_9_fpn
+from .repvit import (fuse_for_inference, is_repvit, repvit_m0_6, repvit_m0_6_fpn, repvit_m0_9_fpn,
+                     repvit_m1_0_fpn)
 from .stem import LiteMedSAMStemEncoder, lite_medsam_stem
 from .swin import swin_t
 from .tiny_vit import tiny_vit
@@ -16,6 +17,7 @@ ENCODERS: Dict[str, Callable[[], nn.Module]] = {
     "repvit_m0_6": repvit_m0_6,
     "repvit_m0_6_fpn": repvit_m0_6_fpn,
     "repvit_m0_9_fpn": repvit_m0_9_fpn,
+    "repvit_m1_0_fpn": repvit_m1_0_fpn,
     "lite_medsam_stem": lite_medsam_stem,
 }
 
