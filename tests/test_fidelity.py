@@ -182,3 +182,115 @@ def test_committed_fidelity_report_reproduces(shared_data, lite_medsam) -> None:
     row = ground_truth({"teacher": teacher, "student": student}, shared_data, cases=lesion)["breast1_lesion"]
     for key in ("teacher", "student", "agreement"):
         assert row[key] == pytest.approx(report["ground_truth"]["breast1_lesion"][key], abs=1e-4)
+
+
+def test_volume_box_starts_on_the_middle_slice() -> None:
+    """x / y of the 3D box: the object's tight box on z_mid = int((z_max - z_min) / 2 + z_min); z: its extent;
+    an empty middle slice falls back to the xy extent over all slices."""
+    from medsam_lite.distill.fidelity import volume_box
+
+    mask = np.zeros((9, 20, 30), bool)
+    mask[2, 1:3, 1:3] = True  # z_min = 2, a small blob
+    mask[4, 5:10, 6:20] = True  # z_mid = int((6 - 2) / 2 + 2) = 4
+    mask[6, 0:19, 0:29] = True  # z_max = 6, large: must not widen the box
+    assert volume_box(mask).tolist() == [6, 5, 2, 19, 9, 6]
+    mask[4] = False
+    assert volume_box(mask).tolist() == [0, 0, 2, 28, 18, 6]
+
+
+def test_volume_cases_are_held_out_and_labelled(shared_data) -> None:
+    """The 3D rows use whole held-out volumes with one box per labelled object (z extent = the object's),
+    none of them a source of the distillation data list."""
+    import csv
+    from pathlib import Path
+
+    from medsam_lite.distill.fidelity import volume_cases
+
+    cases = volume_cases(shared_data)
+    assert set(cases) == {"mr_organs_3d", "breast1_lesion_3d", "mni152_gm_wm_3d"}
+    for name, case in cases.items():
+        assert case.volume.dtype == np.uint8 and case.volume.ndim == 3, name
+        assert len(case.objects) == len(case.boxes) > 0 and case.boxes.shape[1] == 6, name
+        for obj, box in zip(case.objects, case.boxes):
+            zs = np.nonzero(obj.any(axis=(1, 2)))[0]
+            assert (box[2], box[5]) == (zs.min(), zs.max()), name
+    assert len(cases["mni152_gm_wm_3d"].objects) == 2 and len(cases["breast1_lesion_3d"].objects) == 1
+    listed = {row["dataset"] for row in csv.DictReader(open(Path(__file__).parents[1] / "docs/distill/data_list.csv"))}
+    assert not listed & {"mr_organs", "breast1", "mni152", "nuclei2d"}
+    assert {"ct_organs", "brain1"} <= listed  # why the bundled 3D examples are not in the 3D rows
+
+
+def _teacher_like(perturb: float):
+    """A fast real teacher: the shipped student ``repvit_m0_6_lite`` (trained, so boxes give real masks);
+    ``perturb`` > 0 adds that relative Gaussian noise to every encoder weight."""
+    import torch
+
+    from medsam_lite.checkpoint import load_model
+
+    model = load_model("repvit_m0_6_lite")
+    if perturb:
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.image_encoder.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * perturb * (p.abs().mean() + 1e-8))
+    return model
+
+
+def test_side_by_side_report_identical_and_perturbed_students(shared_data, tmp_path) -> None:
+    """Two students in one run: one equal to the teacher gets IoU 1 and DSC difference 0 on every row (2D
+    object boxes, 3D propagation, random and stable boxes); a perturbed one gets less; both have encoder ms
+    on the same backend and the headline table names both."""
+    import json
+
+    from medsam_lite.checkpoint import save_checkpoint
+    from medsam_lite.distill.fidelity import FidelityConfig, TimingConfig, fidelity_report, object_cases
+
+    teacher = save_checkpoint(_teacher_like(0.0), tmp_path / "teacher.pth", "repvit_m0_6_fpn")
+    same = save_checkpoint(_teacher_like(0.0), tmp_path / "same.pth", "repvit_m0_6_fpn")
+    other = save_checkpoint(_teacher_like(0.3), tmp_path / "perturbed.pth", "repvit_m0_6_fpn")
+    images = [x for x in load_held_out(shared_data) if x[0].name == "pydicom_mr_small"]
+    objects = {"breast1_lesion": object_cases(shared_data)["breast1_lesion"]}
+    config = FidelityConfig(n_boxes=4, volume_names=("breast1_lesion_3d",),
+                            timing=TimingConfig("torch", threads=1, repeats=1, warmup=0))
+    result = fidelity_report([str(same), str(other)], str(teacher), shared_data, tmp_path / "out", config,
+                             objects=objects, images=images)
+    a, b = result["per_student"][str(same)], result["per_student"][str(other)]
+    for key in ("ground_truth", "ground_truth_3d"):
+        row_a, row_b = a[key]["breast1_lesion" + ("_3d" if key.endswith("3d") else "")], \
+            b[key]["breast1_lesion" + ("_3d" if key.endswith("3d") else "")]
+        assert row_a["teacher"] > 0.05, "the fast teacher must segment something for the test to mean anything"
+        assert row_a["agreement"] == 1.0 and row_a["student"] == row_a["teacher"], key
+        assert row_b["agreement"] < 1.0 and row_b["student"] != row_b["teacher"], key
+    assert a["summary"]["all"]["mean_iou"] == 1.0 and b["summary"]["all"]["mean_iou"] < 1.0
+    assert all(v["mean_iou"] == 1.0 for v in a["stable"].values())
+    assert result["teacher_ms"] > 0 and a["encoder_ms"] > 0 and b["encoder_ms"] > 0
+    assert "summary" not in result  # several students: no single-student top-level rows
+    text = (tmp_path / "out" / "fidelity.md").read_text()
+    assert f"`{same}`" in text and f"`{other}`" in text
+    gt3 = a["ground_truth_3d"]["breast1_lesion_3d"]
+    assert f"| GT DSC, 3D propagation: breast1_lesion_3d | MR | 1 | {gt3['teacher']:.4f} | {gt3['teacher']:.4f} (+0.0000)" in text
+    assert "| encoder ms (torch fp32, 1 threads, median of 1)" in text
+    assert json.loads((tmp_path / "out" / "fidelity.json").read_text())["students"] == [str(same), str(other)]
+
+
+def test_single_student_report_keeps_the_flat_rows(shared_data, tmp_path) -> None:
+    """One student: its rows also sit at the top level (the committed report's layout) and the markdown has
+    the detail tables including the 3D one; a missing shared folder is one InputError."""
+    from medsam_lite.checkpoint import save_checkpoint
+    from medsam_lite.distill.fidelity import FidelityConfig, fidelity_report, main
+    from medsam_lite.errors import InputError
+
+    teacher = save_checkpoint(_teacher_like(0.0), tmp_path / "teacher.pth", "repvit_m0_6_fpn")
+    images = [x for x in load_held_out(shared_data) if x[0].name == "pydicom_mr_small"]
+    config = FidelityConfig(n_boxes=2, volume_names=("breast1_lesion_3d",), timing=None)
+    result = fidelity_report(str(teacher), str(teacher), shared_data, tmp_path / "out", config, objects={},
+                             images=images)
+    assert result["student"] == str(teacher) and result["summary"]["all"]["mean_iou"] == 1.0
+    assert result["ground_truth_3d"]["breast1_lesion_3d"]["agreement"] == 1.0
+    text = (tmp_path / "out" / "fidelity.md").read_text()
+    assert "| breast1_lesion_3d | MR | 1 |" in text and "encoder ms" not in text
+    with pytest.raises(InputError, match="nuclei2d"):
+        fidelity_report("x", "y", tmp_path, None, config)
+    with pytest.raises(SystemExit) as err:
+        main(["--student", "a", "--shared", str(tmp_path), "--timing-backend", "none"])
+    assert err.value.code == 2

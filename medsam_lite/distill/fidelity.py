@@ -17,10 +17,19 @@ Two measures (issue 5), both on images the student never saw in distillation:
 Images are read with the same readers as ``medsam-lite segment`` and mapped to uint8 the same way
 (:func:`medsam_lite.imageio.to_uint8`: 0.5-99.5 percentiles), so the measure reflects the CLI path.
 
+* **3D**: every held-out labelled volume whole (:func:`volume_cases`), one box per object on its
+  middle slice, propagated by the real 3D path (:meth:`Predictor.predict_volume`); 3D DSC of both
+  models and the student-vs-teacher 3D IoU.
+
+Several students are compared side by side in one run (the teacher's masks are computed once), each
+with its encoder time on one backend (:class:`TimingConfig`, default OpenVINO fp32 at 2 threads).
+
 Usage::
 
-    python -m medsam_lite.distill.fidelity --student medsam_lite/weights/repvit_m0_6_lite.pth --teacher lite_medsam \\
-        --shared ../shared -o docs/distill
+    python -m medsam_lite.distill.fidelity --student repvit_m0_6_lite --teacher lite_medsam \\
+        --shared ../shared/data -o docs/distill
+    python -m medsam_lite.distill.fidelity --student runs/a/best.pth --student runs/b/best.pth \\
+        --shared ../shared/data -o runs/compare --timing-backend openvino --threads 2
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -41,6 +50,9 @@ from medsam_lite.predictor import Predictor
 from medsam_lite.transforms import box_from_mask
 
 from .boxes import random_boxes
+
+if TYPE_CHECKING:
+    from medsam_lite.model import MedSAMLite
 
 PathLike = Union[str, Path]
 
@@ -150,6 +162,8 @@ def add_noise(images: Sequence[Tuple[HeldOut, str, np.ndarray]], sigma: float,
 MIN_OBJECT_PIXELS = 20
 
 ObjectCase = Tuple[np.ndarray, List[np.ndarray]]
+#: Modality of each :func:`object_cases` set (the 2D ground-truth rows).
+OBJECT_MODALITY = {"nuclei2d": "Microscopy", "mni152_gm_wm": "MR", "mr_organs": "MR", "breast1_lesion": "MR"}
 
 
 def _nuclei_cases(shared: Path) -> List[ObjectCase]:
@@ -229,6 +243,156 @@ def ground_truth(predictors: Dict[str, Predictor], shared: Path,
     return result
 
 
+#: Smallest object (voxels) that gets a 3D box in the volume cases.
+MIN_OBJECT_VOXELS = 50
+
+
+@dataclass(frozen=True)
+class VolumeCase:
+    """A held-out labelled volume for the 3D rows: ``volume`` (D, H, W) uint8 (``to_uint8`` of the file,
+    as ``medsam-lite segment`` reads it), ``objects`` one (D, H, W) bool ground-truth mask per object and
+    ``boxes`` (N, 6) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` in original voxels (:func:`volume_box`)."""
+
+    modality: str
+    volume: np.ndarray
+    objects: Tuple[np.ndarray, ...]
+    boxes: np.ndarray
+
+
+def volume_box(mask: np.ndarray) -> np.ndarray:
+    """(D, H, W) bool object -> (6,) float64 ``[x_min, y_min, z_min, x_max, y_max, z_max]``: the object's z
+    extent, and in x / y the tight box of the object on its middle slice ``z_mid = int((z_max - z_min) / 2 +
+    z_min)`` (where LiteMedSAM's propagation starts with the given box; LITEMEDSAM_FACTS.md); when that
+    slice is empty (a non-convex object) the object's xy extent over all slices."""
+    zs = np.nonzero(mask.any(axis=(1, 2)))[0]
+    z_min, z_max = int(zs.min()), int(zs.max())
+    z_mid = int((z_max - z_min) / 2 + z_min)
+    plane = mask[z_mid] if mask[z_mid].any() else mask.any(axis=0)
+    x0, y0, x1, y1 = box_from_mask(plane, shift=0)
+    return np.array([x0, y0, z_min, x1, y1, z_max], dtype=np.float64)
+
+
+def _volume_case(modality: str, volume: np.ndarray, objects: Sequence[np.ndarray]) -> VolumeCase:
+    objects = tuple(o for o in objects if o.sum() >= MIN_OBJECT_VOXELS)
+    return VolumeCase(modality, to_uint8(volume), objects, np.stack([volume_box(o) for o in objects]))
+
+
+def _label_objects(labels: np.ndarray) -> List[np.ndarray]:
+    return [labels == i for i in np.unique(labels) if i]
+
+
+def volume_cases(shared: PathLike, names: Optional[Sequence[str]] = None) -> Dict[str, VolumeCase]:
+    """The held-out labelled volumes, whole, for 3D propagation (one box per object, :func:`volume_box`):
+
+    * ``mr_organs_3d``: the 23-class abdominal MR (objects >= ``MIN_OBJECT_VOXELS`` voxels);
+    * ``breast1_lesion_3d``: the breast MR lesion;
+    * ``mni152_gm_wm_3d``: MNI152 grey and white matter (probability >= 128), brain MR.
+
+    Training sources are not here: the bundled ``3DBox_CT_abdomen`` / ``3DBox_MR_brain_tumour`` examples are
+    the ``ct_organs`` and ``lesions/brain1`` volumes of the distillation data list. ``names`` picks a subset."""
+    shared = Path(shared)
+    builders = {
+        "mr_organs_3d": lambda: _volume_case("MR", read_case(shared / "mr_organs/mr.nii.gz").array,
+                                             _label_objects(read_case(shared / "mr_organs/labels.nii.gz").array)),
+        "breast1_lesion_3d": lambda: _volume_case(
+            "MR", read_case(shared / "lesions/breast1_image.nrrd").array,
+            _label_objects(read_case(shared / "lesions/breast1_label.nrrd").array)),
+        "mni152_gm_wm_3d": lambda: _volume_case(
+            "MR", read_case(shared / "mni152/t1.nii.gz").array,
+            [read_case(shared / f"mni152/{k}_prob.nii.gz").array >= 128 for k in ("gm", "wm")]),
+    }
+    return {k: f() for k, f in builders.items() if names is None or k in names}
+
+
+class MemoryEmbeddings:
+    """An in-memory slice-embedding cache for :class:`Predictor` (its ``get`` / ``put`` by key protocol), so
+    the per-object propagations through one volume encode each slice once; :func:`volume_masks` clears it."""
+
+    def __init__(self) -> None:
+        self._store: Dict[str, object] = {}
+
+    def get(self, key: str) -> Optional[object]:
+        return self._store.get(key)
+
+    def put(self, key: str, embedding: object) -> None:
+        self._store[key] = embedding
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+def volume_predictor(model: "MedSAMLite") -> Predictor:
+    """An eager torch :class:`Predictor` of ``model`` with a :class:`MemoryEmbeddings` cache (for the 3D rows)."""
+    return Predictor(model, backend="torch", embedding_cache=MemoryEmbeddings())
+
+
+def volume_masks(predictor: Predictor, case: VolumeCase) -> List[np.ndarray]:
+    """Per object of ``case``: its (D, H, W) bool mask from the real 3D propagation
+    (:meth:`Predictor.predict_volume`, each object's box propagated alone so overlaps cannot hide one).
+    A :func:`volume_predictor` encodes each slice once for all objects (its cache is cleared afterwards)."""
+    masks = [predictor.predict_volume(case.volume, box[None], progress=False) > 0 for box in case.boxes]
+    cache = getattr(predictor, "embedding_cache", None)
+    if hasattr(cache, "clear"):
+        cache.clear()
+    return masks
+
+
+def _gt_row(modality: str, truth: Sequence[np.ndarray], masks: Dict[str, List[np.ndarray]]) -> Dict[str, object]:
+    """Mean DSC vs ``truth`` per model of ``masks`` (``teacher`` first), per-model IoU with the teacher
+    (``agreement_<name>``; ``agreement`` for the single ``student``), number of objects."""
+    row: Dict[str, object] = {"modality": modality}
+    for name, pred in masks.items():
+        row[name] = float(np.mean([dice(m, g) for m, g in zip(pred, truth)]))
+        if name != "teacher" and "teacher" in masks:
+            key = "agreement" if name == "student" else f"agreement_{name}"
+            row[key] = float(np.mean([mask_iou(t, m) for t, m in zip(masks["teacher"], pred)]))
+    row["boxes"] = len(truth)
+    return row
+
+
+def ground_truth_3d(predictors: Dict[str, Predictor], cases: Dict[str, VolumeCase]) -> Dict[str, Dict[str, object]]:
+    """Per volume case: modality, mean 3D DSC vs the ground truth per predictor (one box per object,
+    propagated through the volume), the 3D mask IoU of each other predictor with ``teacher`` and the
+    number of objects (``boxes``)."""
+    return {name: _gt_row(case.modality, case.objects, {k: volume_masks(p, case) for k, p in predictors.items()})
+            for name, case in cases.items()}
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """Encoder timing: ``backend`` (``torch`` = eager, or ``openvino`` / ``onnxruntime`` at fp32),
+    ``threads`` for a non-torch runtime (eager torch uses the process' setting, set by the CLI),
+    median of ``repeats`` calls after ``warmup``."""
+
+    backend: str = "openvino"
+    threads: int = 2
+    repeats: int = 5
+    warmup: int = 2
+
+
+def encoder_ms(model: "MedSAMLite", timing: TimingConfig = TimingConfig(),
+               cache_dir: Optional[PathLike] = None) -> float:
+    """Median milliseconds of one (1, 3, 256, 256) encoder call of ``model`` on ``timing.backend`` (fp32)."""
+    import statistics
+    import time
+
+    import torch
+
+    from medsam_lite.backends import make_backend
+
+    backend = make_backend(model, timing.backend, "fp32", cache_dir=None if cache_dir is None else Path(cache_dir),
+                           threads=timing.threads)
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.no_grad():
+        for i in range(timing.warmup + max(1, timing.repeats)):
+            start = time.perf_counter()
+            backend.encode(x)
+            if i >= timing.warmup:
+                times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
 def summarize(rows: Sequence[Dict[str, object]]) -> Dict[str, Dict[str, float]]:
     """Per modality and "all": mean IoU, its standard error over boxes (``sem_iou``: std / sqrt(boxes);
     boxes of one image are not independent, so it is a lower bound), fraction of boxes with IoU >= 0.9,
@@ -256,17 +420,84 @@ def stable_rows(rows: Sequence[Dict[str, object]], noisy: Sequence[Dict[str, obj
     return out
 
 
+def _fmt(value: Optional[float], digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def headline_lines(result: Dict[str, object]) -> List[str]:
+    """The headline table, one column per student (``per_student``): IoU with the teacher on teacher-stable
+    boxes and on tight object boxes, ground-truth DSC of teacher and student (2D and 3D, per set and
+    modality), random boxes with the teacher's noise floor, encoder ms on one backend."""
+    per: Dict[str, Dict[str, object]] = result["per_student"]  # type: ignore[assignment]
+    names = list(per)
+    floor = result.get("noise_floor") or {}
+    lines = ["## Headline", "",
+             "IoU rows: student-vs-teacher mask IoU (mean over boxes); the teacher column there is the teacher "
+             f"against itself on the same images plus Gaussian noise (std {result.get('noise_sigma')} grey levels) "
+             "where that applies. DSC rows: DSC against the ground truth, the teacher in its own column and "
+             "each student as `DSC (student - teacher)`.", "",
+             "| row | modality | boxes | teacher | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "|" + "---|" * (4 + len(names))]
+
+    def iou_row(label: str, modality: str, key: str, group: str, floor_value: Optional[float]) -> None:
+        stats = [per[n][key].get(group) for n in names]  # type: ignore[union-attr]
+        boxes = "/".join(str(st["boxes"]) if st else "0" for st in stats)
+        cells = [f"{st['mean_iou']:.3f} +- {st['sem_iou']:.3f}" if st else "-" for st in stats]
+        lines.append(f"| {label} | {modality} | {boxes} | {_fmt(floor_value)} | " + " | ".join(cells) + " |")
+
+    groups = sorted({g for n in names for g in per[n]["stable"]})  # type: ignore[union-attr]
+    for g in ["all"] + [g for g in groups if g != "all"]:
+        iou_row("IoU, teacher-stable random boxes", g, "stable", g, None)
+    for dim, key in (("2D object boxes", "ground_truth"), ("3D propagation", "ground_truth_3d")):
+        sets = list(per[names[0]].get(key, {}))  # type: ignore[union-attr]
+        for k in sets:
+            rows = [per[n][key][k] for n in names]  # type: ignore[index]
+            lines.append(f"| IoU, {dim}: {k} | {rows[0].get('modality', '-')} | {rows[0]['boxes']} | - | "
+                         + " | ".join(_fmt(r.get("agreement")) for r in rows) + " |")
+        for k in sets:
+            rows = [per[n][key][k] for n in names]  # type: ignore[index]
+            teacher = float(rows[0]["teacher"])
+            lines.append(f"| GT DSC, {dim}: {k} | {rows[0].get('modality', '-')} | {rows[0]['boxes']} | "
+                         f"{teacher:.4f} | " + " | ".join(f"{float(r['student']):.4f} ({float(r['student']) - teacher:+.4f})"
+                                                        for r in rows) + " |")
+    for g in ["all"] + [g for g in groups if g != "all"]:
+        iou_row("IoU, all random boxes", g, "summary", g, (floor.get(g) or {}).get("mean_iou"))  # type: ignore[union-attr]
+    if "teacher_ms" in result:
+        t = result["timing"]  # type: ignore[index]
+        teacher_ms = float(result["teacher_ms"])  # type: ignore[arg-type]
+        lines.append(f"| encoder ms ({t['backend']} {t['precision']}, {t['threads']} threads, median of "  # type: ignore[index]
+                     f"{t['repeats']}) | - | - | {teacher_ms:.1f} | "  # type: ignore[index]
+                     + " | ".join(f"{float(per[n]['encoder_ms']):.1f} ({float(per[n]['encoder_ms']) / teacher_ms:.3f}x)"  # type: ignore[arg-type]
+                                  for n in names) + " |")
+    return lines + [""]
+
+
 def write_report(result: Dict[str, object], out_dir: PathLike) -> None:
-    """fidelity.json and fidelity.md in ``out_dir`` (atomic writes)."""
+    """fidelity.json and fidelity.md in ``out_dir`` (atomic writes). With ``per_student`` the markdown starts
+    with the side-by-side :func:`headline_lines`; the single-student detail tables follow when ``summary``
+    is there."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "fidelity.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1))
+    students = result.get("students") or [result.get("student")]
+    lines = [f"# Student fidelity: {', '.join(f'`{n}`' for n in students)} vs teacher `{result['teacher']}`", "",  # type: ignore[union-attr]
+             "Held-out sources only (never in the distillation data list docs/distill/data_list.csv).", ""]
+    if "per_student" in result:
+        lines += headline_lines(result)
+    if "summary" in result:
+        lines += _detail_lines(result)
+    lines += ["Held-out sources: " + ", ".join(f"{h.name} ({h.modality}, {h.path})" for h in HELD_OUT), ""]
+    with atomic_path(out / "fidelity.md") as tmp:
+        Path(tmp).write_text("\n".join(lines))
+
+
+def _detail_lines(result: Dict[str, object]) -> List[str]:
+    """The single-student tables: random boxes per modality (noise floor, stable boxes), object boxes, 3D."""
     s = result["summary"]  # type: ignore[index]
     gt = result["ground_truth"]  # type: ignore[index]
     floor, stable = result.get("noise_floor"), result.get("stable")
-    lines = [f"# Student fidelity: `{result['student']}` vs teacher `{result['teacher']}`", "",
-             f"Held-out images only; {result['n_boxes']} random boxes per image (seed {result['seed']}). "
+    lines = [f"{result['n_boxes']} random boxes per image (seed {result['seed']}). "
              "IoU of student vs teacher masks per box; both empty = 1. Mean IoU +- its standard error over "
              "boxes (boxes of one image are correlated, so the real uncertainty is larger).", ""]
     columns = ["modality", "images", "boxes", "mean IoU", "boxes with IoU >= 0.9"]
@@ -299,36 +530,116 @@ def write_report(result: Dict[str, object], out_dir: PathLike) -> None:
         agree = f"{v['agreement']:.3f}" if "agreement" in v else "-"
         lines.append(f"| {k} | {boxes} | {v['teacher']:.4f} | {v['student']:.4f} | {v['student'] - v['teacher']:+.4f} "
                      f"| {agree} |")
-    lines += ["", "Held-out sources: " + ", ".join(f"{h.name} ({h.modality}, {h.path})" for h in HELD_OUT), ""]
-    with atomic_path(out / "fidelity.md") as tmp:
-        Path(tmp).write_text("\n".join(lines))
+    gt3 = result.get("ground_truth_3d") or {}
+    if gt3:
+        lines += ["", "3D: each held-out labelled volume whole, one box per object on its middle slice "
+                  "(z extent of the object), propagated slice by slice as LiteMedSAM does "
+                  "(`Predictor.predict_volume`); 3D DSC and 3D mask IoU.", "",
+                  "| volume | modality | objects | teacher DSC | student DSC | student - teacher | 3D IoU |",
+                  "|---|---|---|---|---|---|---|"]
+        for k, v in gt3.items():  # type: ignore[union-attr]
+            lines.append(f"| {k} | {v['modality']} | {v['boxes']} | {v['teacher']:.4f} | {v['student']:.4f} "
+                         f"| {v['student'] - v['teacher']:+.4f} | {v['agreement']:.3f} |")
+    return lines + [""]
 
 
-def fidelity_report(student: str, teacher: str = "lite_medsam", shared: PathLike = "../shared/data",
-                    out_dir: Optional[PathLike] = None, n_boxes: int = 8, seed: int = 0) -> Dict[str, object]:
-    """Measure agreement and ground-truth DSC of ``student`` vs ``teacher`` (model names or checkpoint paths)."""
+@dataclass(frozen=True)
+class FidelityConfig:
+    """What :func:`fidelity_report` measures: ``n_boxes`` random boxes per held-out image (``seed``), the
+    3D propagation rows (``volumes``; ``volume_names`` a subset of :func:`volume_cases`, None = all) and
+    the encoder timing of every model on one backend (``timing``; None = not timed)."""
+
+    n_boxes: int = 8
+    seed: int = 0
+    volumes: bool = True
+    volume_names: Optional[Tuple[str, ...]] = None
+    timing: Optional[TimingConfig] = TimingConfig()
+
+
+def student_fidelity(student: Predictor, images: Sequence[Tuple[HeldOut, str, np.ndarray]],
+                     teacher_masks: Sequence[np.ndarray], noisy: Sequence[Dict[str, object]],
+                     objects: Dict[str, List[ObjectCase]], teacher_objects: Dict[str, List[np.ndarray]],
+                     volumes: Dict[str, VolumeCase], teacher_volumes: Dict[str, List[np.ndarray]],
+                     n_boxes: int, seed: int, student_model: Optional["MedSAMLite"] = None) -> Dict[str, object]:
+    """One student's rows against precomputed teacher masks: random-box ``summary`` and per-image ``images``,
+    ``stable`` (teacher-stable boxes), 2D ``ground_truth`` (tight object boxes: DSC of both, IoU) and
+    ``ground_truth_3d`` (3D propagation: DSC of both, 3D IoU; through :func:`volume_predictor` of
+    ``student_model`` when given, else ``student``)."""
+    rows = compare(images, teacher_masks, box_masks(student, images, n_boxes, seed))
+    volume_student = volume_predictor(student_model) if student_model is not None else student
+    gt2 = {}
+    for name, cases in objects.items():
+        truth = [m for _, masks in cases for m in masks]
+        row = _gt_row(OBJECT_MODALITY.get(name, "?"), truth, {"teacher": teacher_objects[name], "student": _object_masks(student, cases)})
+        gt2[name] = row
+    gt3 = {name: _gt_row(case.modality, case.objects, {"teacher": teacher_volumes[name],
+                                                       "student": volume_masks(volume_student, case)})
+           for name, case in volumes.items()}
+    return {"summary": summarize(rows), "stable": summarize(stable_rows(rows, noisy)), "ground_truth": gt2,
+            "ground_truth_3d": gt3, "images": rows}
+
+
+def fidelity_report(students: Union[str, Sequence[str]], teacher: str = "lite_medsam",
+                    shared: PathLike = "../shared/data", out_dir: Optional[PathLike] = None,
+                    config: FidelityConfig = FidelityConfig(), cache_dir: Optional[PathLike] = None,
+                    objects: Optional[Dict[str, List[ObjectCase]]] = None,
+                    images: Optional[Sequence[Tuple[HeldOut, str, np.ndarray]]] = None) -> Dict[str, object]:
+    """Fidelity of one or several students (model names or checkpoint paths) against ``teacher`` on the
+    held-out sets, the teacher's masks and noise floor computed once for all of them.
+
+    Result: ``per_student`` {spec: :func:`student_fidelity` rows + ``encoder_ms``}, ``teacher_ms``, the noise
+    floor, and for a single student also its rows at the top level (``student``, ``summary``, ``stable``,
+    ``ground_truth``, ``ground_truth_3d``, ``images``). ``objects`` / ``images`` replace the held-out 2D sets
+    (tests). Written to ``out_dir`` as fidelity.json / fidelity.md when given."""
+    specs = [students] if isinstance(students, str) else list(students)
+    if not specs:
+        raise InputError("give at least one student", "--student")
+    if len(set(specs)) != len(specs):
+        raise InputError(f"a student is given twice: {', '.join(specs)}", "--student")
     shared = Path(shared)
     if not (shared / "nuclei2d").is_dir():
         raise InputError("not the shared data folder (no nuclei2d/)", shared)
-    predictors = {"teacher": Predictor(load_model(teacher), backend="torch"), "student": Predictor(load_model(student), backend="torch")}
-    images = load_held_out(shared)
-    teacher_masks = box_masks(predictors["teacher"], images, n_boxes, seed)  # computed once, used twice
-    rows = compare(images, teacher_masks, box_masks(predictors["student"], images, n_boxes, seed))
-    noisy = compare(images, teacher_masks, box_masks(predictors["teacher"], add_noise(images, NOISE_SIGMA), n_boxes,
-                                                     seed))
-    result: Dict[str, object] = {"student": str(student), "teacher": str(teacher), "n_boxes": n_boxes, "seed": seed,
-                                 "summary": summarize(rows), "ground_truth": ground_truth(predictors, shared),
-                                 "noise_sigma": NOISE_SIGMA, "noise_floor": summarize(noisy), "stable_iou": STABLE_IOU,
-                                 "stable": summarize(stable_rows(rows, noisy)), "images": rows,
-                                 "noise_images": [r["iou"] for r in noisy]}
+    teacher_model = load_model(teacher)
+    tp = Predictor(teacher_model, backend="torch")
+    images = load_held_out(shared) if images is None else images
+    objects = object_cases(shared) if objects is None else objects
+    volumes = volume_cases(shared, config.volume_names) if config.volumes else {}
+    teacher_masks = box_masks(tp, images, config.n_boxes, config.seed)
+    noisy = compare(images, teacher_masks, box_masks(tp, add_noise(images, NOISE_SIGMA), config.n_boxes, config.seed))
+    teacher_objects = {k: _object_masks(tp, v) for k, v in objects.items()}
+    tv = volume_predictor(teacher_model)
+    teacher_volumes = {k: volume_masks(tv, v) for k, v in volumes.items()}
+    per_student: Dict[str, Dict[str, object]] = {}
+    for spec in specs:
+        model = load_model(spec)
+        rows = student_fidelity(Predictor(model, backend="torch"), images, teacher_masks, noisy, objects,
+                                teacher_objects, volumes, teacher_volumes, config.n_boxes, config.seed, model)
+        if config.timing is not None:
+            rows["encoder_ms"] = encoder_ms(model, config.timing, cache_dir)
+        per_student[spec] = rows
+    result: Dict[str, object] = {
+        "teacher": str(teacher), "students": specs, "n_boxes": config.n_boxes, "seed": config.seed,
+        "noise_sigma": NOISE_SIGMA, "noise_floor": summarize(noisy), "stable_iou": STABLE_IOU,
+        "noise_images": [r["iou"] for r in noisy], "per_student": per_student}
+    if config.timing is not None:
+        result["timing"] = {"backend": config.timing.backend, "threads": config.timing.threads,
+                            "repeats": config.timing.repeats, "precision": "fp32"}
+        result["teacher_ms"] = encoder_ms(teacher_model, config.timing, cache_dir)
+    if len(specs) == 1:
+        result.update({"student": specs[0], **{k: v for k, v in per_student[specs[0]].items() if k != "encoder_ms"}})
     if out_dir is not None:
         write_report(result, out_dir)
     return result
 
 
-def add_report_args(p: argparse.ArgumentParser, report: str) -> None:
-    """--student, --teacher, --shared and -o/--out (``report``.json / .md) for the held-out reports."""
-    p.add_argument("--student", required=True, help="student model name or checkpoint path")
+def add_report_args(p: argparse.ArgumentParser, report: str, several: bool = False) -> None:
+    """--student, --teacher, --shared and -o/--out (``report``.json / .md) for the held-out reports
+    (``several``: --student may be repeated)."""
+    if several:
+        p.add_argument("--student", required=True, action="append",
+                       help="student model name or checkpoint path; repeat to compare several side by side")
+    else:
+        p.add_argument("--student", required=True, help="student model name or checkpoint path")
     p.add_argument("--teacher", default="lite_medsam", help="teacher model name or checkpoint path")
     p.add_argument("--shared", default="../shared/data", help="the shared data folder")
     p.add_argument("-o", "--out", default=None, help=f"write {report}.json / {report}.md here")
@@ -336,12 +647,29 @@ def add_report_args(p: argparse.ArgumentParser, report: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_report_args(p, "fidelity")
+    add_report_args(p, "fidelity", several=True)
     p.add_argument("--boxes", type=int, default=8, help="random boxes per held-out image")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-3d", action="store_true", help="skip the 3D propagation rows")
+    p.add_argument("--volumes", nargs="+", default=None, help="only these 3D cases (default: all)")
+    p.add_argument("--timing-backend", default="openvino", choices=["torch", "openvino", "onnxruntime", "none"],
+                   help="backend the encoders are timed on (fp32); none = no timing")
+    p.add_argument("--threads", type=int, default=2, help="threads for timing and eager torch")
     args = p.parse_args(argv)
-    result = fidelity_report(args.student, args.teacher, args.shared, args.out, args.boxes, args.seed)
-    print(json.dumps({"summary": result["summary"], "ground_truth": result["ground_truth"]}, indent=1))
+    import torch
+
+    torch.set_num_threads(args.threads)  # process state belongs to the entry point
+    timing = None if args.timing_backend == "none" else TimingConfig(args.timing_backend, args.threads)
+    config = FidelityConfig(args.boxes, args.seed, not args.no_3d,
+                            None if args.volumes is None else tuple(args.volumes), timing)
+    try:
+        result = fidelity_report(args.student, args.teacher, args.shared, args.out, config)
+    except InputError as exc:
+        p.exit(2, f"error: {exc}\n")
+    print(json.dumps({k: {"stable": v["stable"]["all"] if "all" in v["stable"] else {},
+                          "ground_truth": v["ground_truth"], "ground_truth_3d": v["ground_truth_3d"],
+                          "encoder_ms": v.get("encoder_ms")}
+                      for k, v in result["per_student"].items()}, indent=1))  # type: ignore[union-attr]
     return 0
 
 

@@ -25,6 +25,9 @@ ENCODERS: Dict[str, Callable[[], nn.Module]] = {
     "swin_t": _lazy("swin", "swin_t"),
     "repvit_m0_6": _lazy("repvit", "repvit_m0_6"),
     "repvit_m0_6_fpn": _lazy("repvit", "repvit_m0_6_fpn"),
+    "repvit_m0_9_fpn": _lazy("repvit", "repvit_m0_9_fpn"),
+    "repvit_m1_0_fpn": _lazy("repvit", "repvit_m1_0_fpn"),
+    "lite_medsam_stem": _lazy("stem", "lite_medsam_stem"),
 }
 
 
@@ -37,9 +40,11 @@ def build_encoder(name: str) -> nn.Module:
 
 def inference_encoder(encoder: nn.Module) -> nn.Module:
     """The encoder as every inference path runs it (eval mode; RepViT BatchNorm fused and RepVGG branches
-    merged into a copy, other encoders unchanged). The Predictor's torch backend, the TorchScript artifact
+    merged into a copy, also in the stem of ``lite_medsam_stem``; other encoders unchanged). The Predictor's torch backend, the TorchScript artifact
     and the ONNX / OpenVINO conversions all use this, so they compute the same network."""
     from .repvit import fuse_for_inference, is_repvit
+    from .stem import LiteMedSAMStemEncoder
 
     encoder = encoder.eval()
-    return fuse_for_inference(encoder) if is_repvit(encoder) else encoder
+    return fuse_for_inference(encoder) if is_repvit(encoder) or isinstance(encoder, LiteMedSAMStemEncoder) \
+        else encoder

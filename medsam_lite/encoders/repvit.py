@@ -129,6 +129,22 @@ def repvit_m0_6_fpn() -> RepViTFPNEncoder:
     return RepViTFPNEncoder()
 
 
+#: timm's RepViT-M0.9 / M1.0 bodies (``timm.models.repvit``: ``repvit_m0_9`` / ``repvit_m1_0``).
+REPVIT_M0_9 = {"embed_dims": (48, 96, 192, 384), "depths": (2, 2, 14, 2)}
+REPVIT_M1_0 = {"embed_dims": (56, 112, 224, 448), "depths": (2, 2, 14, 2)}
+
+
+def repvit_m0_9_fpn() -> RepViTFPNEncoder:
+    """The wider student: RepViT-M0.9 (48 / 96 / 192 / 384 channels, 2 / 2 / 14 / 2 blocks) at its original
+    strides with the same feature-pyramid neck as ``repvit_m0_6_fpn``."""
+    return RepViTFPNEncoder(**REPVIT_M0_9)
+
+
+def repvit_m1_0_fpn() -> RepViTFPNEncoder:
+    """RepViT-M1.0 (56 / 112 / 224 / 448 channels, 2 / 2 / 14 / 2 blocks), same strides and neck."""
+    return RepViTFPNEncoder(**REPVIT_M1_0)
+
+
 def is_repvit(module: nn.Module) -> bool:
     """True for the RepViT encoders (the ones :func:`fuse_for_inference` is meant for)."""
     return isinstance(module, (RepViTEncoder, RepViTFPNEncoder))
