@@ -376,6 +376,11 @@ def test_auto_precision_needs_gate_and_native_support(tmp_path: Path, monkeypatc
     monkeypatch.setattr(cpu, "native_bf16", lambda: True)
     gate.write_text(json.dumps({"passed": {"bf16": False}, "auto_order": ["bf16"]}))
     assert openvino.auto_precision(gate) == "fp32"  # listed but did not pass
+    gate.write_text(json.dumps({"passed": {"bf16-mixed3": True}, "auto_order": ["bf16-mixed3"]}))
+    assert openvino.auto_precision(gate) == "bf16-mixed3"
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    assert openvino.auto_precision(gate) == "fp32"  # a mixed scheme is bf16 too: never emulated
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
     gate.write_text("{broken")
     assert openvino.auto_precision(gate) == "fp32"
     assert openvino.auto_precision(tmp_path / "missing.json") == "fp32"

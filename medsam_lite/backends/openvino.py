@@ -110,7 +110,7 @@ def auto_precision(gate_path: Path = GATE_FILE) -> str:
     for precision in decision.get("auto_order", []):
         if precision not in SCHEMES or precision == "fp32" or passed.get(precision) is not True:
             continue
-        if "bf16" in SCHEMES[precision] and not native_bf16():
+        if (precision.startswith("bf16") or "bf16" in SCHEMES[precision]) and not native_bf16():
             continue
         return str(precision)
     return "fp32"
