@@ -195,7 +195,7 @@ def default_model_name() -> str:
 def weights_file_sha256(name_or_path: Optional[str] = None) -> str:
     """SHA-256 of the weights file :func:`load_model` would read for ``name_or_path`` (a pretrained
     file is checked against its recorded digest first), without building the model."""
-    name = name_or_path or default_model_name()
+    name = _checked_spec(name_or_path)
     if name in PRETRAINED:
         path, expected = pretrained_file(name)
         verified(path, expected)
@@ -206,12 +206,17 @@ def weights_file_sha256(name_or_path: Optional[str] = None) -> str:
     return sha256_of(path)
 
 
-def load_model(name_or_path: Optional[str] = None) -> MedSAMLite:
-    """A pretrained model by name (see ``PRETRAINED``) or a checkpoint path; None = default model."""
+def _checked_spec(name_or_path: Optional[str]) -> str:
+    """The pretrained name or checkpoint path ``name_or_path`` stands for (None: the default model);
+    anything else raises the one-line unknown-model error."""
     name = name_or_path or default_model_name()
-    if name in PRETRAINED:
-        return PRETRAINED[name]()
-    if Path(name).suffix in (".pth", ".pt") or Path(name).exists():
-        return load_checkpoint(name)
+    if name in PRETRAINED or Path(name).suffix in (".pth", ".pt") or Path(name).exists():
+        return name
     # InputError is a ValueError: every CLI command turns it into a one-line error (exit 2)
     raise InputError(f"unknown model {name!r}; valid names: {', '.join(sorted(PRETRAINED))}, or a checkpoint path")
+
+
+def load_model(name_or_path: Optional[str] = None) -> MedSAMLite:
+    """A pretrained model by name (see ``PRETRAINED``) or a checkpoint path; None = default model."""
+    name = _checked_spec(name_or_path)
+    return PRETRAINED[name]() if name in PRETRAINED else load_checkpoint(name)

