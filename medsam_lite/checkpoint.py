@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .encoders.weights import LITE_MEDSAM_SHA256, sha256_of, verified
+from .encoders.weights import LITE_MEDSAM_SHA256, lite_medsam_state, sha256_of, verified
 from .encoders.weights import lite_medsam_file as _lite_medsam_file
 from .io_utils import atomic_path
 
@@ -67,7 +67,7 @@ def lite_medsam_weights_path() -> Path:
 
 def load_lite_medsam() -> MedSAMLite:
     """LiteMedSAM (TinyViT) with its real weights, loaded strictly, in eval mode."""
-    state = torch.load(lite_medsam_weights_path(), map_location="cpu", weights_only=True)
+    state = lite_medsam_state()
     with torch.random.fork_rng(devices=[]):
         from .model import build_medsam
 

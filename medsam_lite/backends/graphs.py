@@ -48,6 +48,10 @@ def inference_encoder(model: nn.Module) -> nn.Module:
     return _encoder_for_inference(model.image_encoder)
 
 
+ENCODER_STAGES: Tuple[str, ...] = ("stem", "layer0", "layer1", "layer2", "layer3", "neck")
+"""Names of :func:`encoder_stages`, in forward order."""
+
+
 def encoder_stages(encoder: nn.Module) -> List[Tuple[str, nn.Module]]:
     """The image encoder as a chain of stages whose composition is its forward, for per-stage precision:
     LiteMedSAM's TinyViT as ``stem`` (patch embedding, (B, 3, 256, 256) -> (B, 64, 128, 128)),
@@ -56,8 +60,7 @@ def encoder_stages(encoder: nn.Module) -> List[Tuple[str, nn.Module]]:
 
     if type(encoder) is not TinyViTEncoder:
         return []
-    return ([("stem", encoder.patch_embed.seq)] + [(f"layer{i}", layer) for i, layer in enumerate(encoder.layers)]
-            + [("neck", encoder.neck)])
+    return list(zip(ENCODER_STAGES, [encoder.patch_embed.seq, *encoder.layers, encoder.neck], strict=True))
 
 
 def decoder_graph(model: nn.Module) -> DecoderGraph:

@@ -110,7 +110,7 @@ def auto_precision(gate_path: Path = GATE_FILE) -> str:
     for precision in decision.get("auto_order", []):
         if precision not in SCHEMES or precision == "fp32" or passed.get(precision) is not True:
             continue
-        if (precision.startswith("bf16") or "bf16" in SCHEMES[precision]) and not native_bf16():
+        if any(p in ("bf16", "mixed") for p in SCHEMES[precision]) and not native_bf16():
             continue
         return str(precision)
     return "fp32"
@@ -248,12 +248,11 @@ class OpenVINOBackend:
         ov_core = core()
         enc_prec, dec_prec = SCHEMES[precision]
         self._stage_requests: List[Any] = []
-        if enc_prec == "mixed":  # the encoder as a chain of stage IRs, in file order = encoder_stages order
-            manifest = json.loads((entry / "manifest.json").read_text())["files"]
-            stage_names = [n[len("encoder_"):-len(".xml")] for n in manifest if n.startswith("encoder_") and n.endswith(".xml")]
-            order = {name: i for i, name in enumerate(["stem", "layer0", "layer1", "layer2", "layer3", "neck"])}
+        if enc_prec == "mixed":  # the encoder as the chain of stage IRs written by convert_to_ir, in forward order
+            from .graphs import ENCODER_STAGES
+
             self.stage_precisions = {name: "f32" if name in MIXED_F32_STAGES[precision] else "bf16"
-                                     for name in sorted(stage_names, key=lambda n: order.get(n, len(order)))}
+                                     for name in ENCODER_STAGES}
             self._stage_requests = [
                 ov_core.compile_model(str(entry / f"encoder_{name}.xml"), "CPU", self._config(prec)).create_infer_request()
                 for name, prec in self.stage_precisions.items()]

@@ -227,19 +227,15 @@ def _object_masks(predictor: Predictor, cases: Sequence[ObjectCase]) -> List[np.
 
 def ground_truth(predictors: Dict[str, Predictor], shared: Path,
                  mni_fractions: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
-                 cases: Optional[Dict[str, List[ObjectCase]]] = None) -> Dict[str, Dict[str, float]]:
-    """Per object case (``cases``, default :func:`object_cases`): mean DSC vs the ground truth of each
+                 cases: Optional[Dict[str, List[ObjectCase]]] = None) -> Dict[str, Dict[str, object]]:
+    """Per object case (``cases``, default :func:`object_cases`): modality, mean DSC vs the ground truth of each
     predictor (``{"teacher": ..., "student": ...}``), and when both are given the student-vs-teacher mask
-    IoU on these object boxes (``agreement``) and the number of boxes (``boxes``)."""
-    result: Dict[str, Dict[str, float]] = {}
+    IoU on these object boxes (``agreement``) and the number of boxes (``boxes``); rows of :func:`_gt_row`."""
+    result: Dict[str, Dict[str, object]] = {}
     for name, cases_of in (cases if cases is not None else object_cases(shared, mni_fractions)).items():
         truth = [m for _, masks in cases_of for m in masks]
-        predicted = {k: _object_masks(p, cases_of) for k, p in predictors.items()}
-        row: Dict[str, float] = {k: float(np.mean([dice(m, g) for m, g in zip(v, truth)])) for k, v in predicted.items()}
-        if {"teacher", "student"} <= set(predicted):
-            row["agreement"] = float(np.mean([mask_iou(t, s) for t, s in zip(predicted["teacher"], predicted["student"])]))
-        row["boxes"] = len(truth)
-        result[name] = row
+        result[name] = _gt_row(OBJECT_MODALITY.get(name, "?"), truth,
+                               {k: _object_masks(p, cases_of) for k, p in predictors.items()})
     return result
 
 
@@ -575,8 +571,8 @@ def student_fidelity(student: Predictor, images: Sequence[Tuple[HeldOut, str, np
     gt2 = {}
     for name, cases in objects.items():
         truth = [m for _, masks in cases for m in masks]
-        row = _gt_row(OBJECT_MODALITY.get(name, "?"), truth, {"teacher": teacher_objects[name], "student": _object_masks(student, cases)})
-        gt2[name] = row
+        gt2[name] = _gt_row(OBJECT_MODALITY.get(name, "?"), truth,
+                            {"teacher": teacher_objects[name], "student": _object_masks(student, cases)})
     gt3 = {name: _gt_row(case.modality, case.objects, {"teacher": teacher_volumes[name],
                                                        "student": volume_masks(volume_student, case)})
            for name, case in volumes.items()}
