@@ -85,7 +85,7 @@ def campaign_configs(cfg: CampaignConfig, world_size: int = 1) -> "tuple[Distill
     options = DistillConfig(teacher=cfg.teacher, student=cfg.student, online_views=True, views_per_epoch=views,
                             val_views=cfg.val_views, mask_loss_weight=cfg.mask_loss_weight, mask_boxes=cfg.mask_boxes,
                             prompt_boxes=cfg.prompt_boxes,
-                            mask_fraction=cfg.mask_fraction or (1.0 if cuda else 0.25), init_student=cfg.init_student,
+                            mask_fraction=(1.0 if cuda else 0.25) if cfg.mask_fraction is None else cfg.mask_fraction, init_student=cfg.init_student,
                             teacher_backend=cfg.teacher_backend)
     train = TrainConfig(epochs=cfg.max_epochs, batch_size=batch, lr=cfg.lr, schedule=cfg.schedule, seed=cfg.seed,
                         device=cfg.device, amp=cfg.amp, workers=cfg.workers, resume=cfg.resume,
