@@ -68,14 +68,59 @@ class DecoderGraph(nn.Module):
         return self.model.decode(embedding, boxes)[0]
 
 
-def _attend(attention: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """segment-anything ``Attention.forward`` after its q / k / v projections (given already projected):
-    split heads, scaled softmax, recombine, ``out_proj``."""
-    q = attention._separate_heads(q, attention.num_heads)
-    k = attention._separate_heads(k, attention.num_heads)
-    v = attention._separate_heads(v, attention.num_heads)
-    weights = torch.softmax((q @ k.permute(0, 1, 3, 2)) / (q.shape[-1] ** 0.5), dim=-1)
-    return attention.out_proj(attention._recombine_heads(weights @ v))
+CROSS_HEADS, HEAD_DIM = 8, 16
+"""Heads and channels per head of the mask decoder's cross attentions (internal dim 128 = 256 / 2)."""
+
+
+def _per_head(weight: torch.Tensor) -> torch.Tensor:
+    """A (128, C) projection weight as (8, 16, C): rows of head h are ``weight[16 h : 16 (h + 1)]``."""
+    return weight.reshape(CROSS_HEADS, HEAD_DIM, weight.shape[-1])
+
+
+def _token_to_image(attention: nn.Module, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """segment-anything ``Attention(q=queries, k=keys, v=values)`` for T prompt tokens attending to the
+    4096 image tokens, without projecting the image side: with q_h = W_q,h x + b_q,h (16 channels of
+    head h), the score q_h . (W_k,h k_j + b_k,h) = (W_k,h^T q_h) . k_j + const, the constant cancelling
+    in the softmax over j; and sum_j a_j (W_v,h v_j + b_v,h) = W_v,h (sum_j a_j v_j) + b_v,h since the
+    weights sum to one. Two (T * 8) x 4096 x 256 products instead of two 4096 x 256 x 128 projections.
+
+    queries (N, T, 256), keys / values (N, 4096, 256) -> (N, T, 256).
+    """
+    n, t, _ = queries.shape
+    q = attention.q_proj(queries).reshape(n, t, CROSS_HEADS, HEAD_DIM) / HEAD_DIM ** 0.5
+    u = torch.einsum("nihd,hdc->nhic", q, _per_head(attention.k_proj.weight)).reshape(n, CROSS_HEADS * t, -1)
+    weights = torch.softmax(u @ keys.transpose(1, 2), dim=-1)  # (N, 8 T, 4096), rows (head, token)
+    mixed = (weights @ values).reshape(n, CROSS_HEADS, t, -1)  # (N, 8, T, 256)
+    out = torch.einsum("nhic,hdc->nihd", mixed, _per_head(attention.v_proj.weight)).reshape(n, t, -1)
+    return attention.out_proj(out + attention.v_proj.bias)
+
+
+def _image_to_token(attention: nn.Module, image_q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                    projected: bool = False) -> torch.Tensor:
+    """segment-anything ``Attention(q=image_q, k=keys, v=values)`` for the 4096 image tokens attending to
+    T prompt tokens, in token-major layout with no head split of the image side: the scores of all
+    heads are one product of the image tokens with a (256, 8 T) matrix (W_q,h^T k_h per head h and
+    token), and ``out_proj`` of the head outputs is the softmax weights times the (8 T, 256) matrix of
+    W_o,h v_h. With ``projected``, ``image_q`` is already ``q_proj(image_q)`` (N or 1, 4096, 128) and the
+    keys enter as a block-diagonal (128, 8 T) matrix.
+
+    image_q (N, 4096, 256) (or projected), keys / values (N, T, 256) -> (N, 4096, 256).
+    """
+    n, t, _ = keys.shape
+    k = attention.k_proj(keys).reshape(n, t, CROSS_HEADS, HEAD_DIM) / HEAD_DIM ** 0.5
+    v = attention.v_proj(values).reshape(n, t, CROSS_HEADS, HEAD_DIM)
+    if projected:
+        eye = torch.eye(CROSS_HEADS, dtype=k.dtype, device=k.device)
+        blocks = k.permute(0, 2, 1, 3)[:, :, :, None, :] * eye[None, :, None, :, None]  # (N, 8, T, 8, 16)
+        scores = blocks.reshape(n, CROSS_HEADS * t, -1) @ image_q.transpose(1, 2)
+    else:
+        u = torch.einsum("nihd,hdc->nhic", k, _per_head(attention.q_proj.weight)).reshape(n, CROSS_HEADS * t, -1)
+        bias = torch.einsum("nihd,hd->nhi", k, attention.q_proj.bias.reshape(CROSS_HEADS, HEAD_DIM))
+        scores = u @ image_q.transpose(1, 2) + bias.reshape(n, CROSS_HEADS * t, 1)
+    weights = torch.softmax(scores.reshape(n, CROSS_HEADS, t, -1), dim=2).reshape(n, CROSS_HEADS * t, -1)
+    out_weight = attention.out_proj.weight.reshape(-1, CROSS_HEADS, HEAD_DIM)  # (256, 8, 16)
+    mixed = torch.einsum("nihd,chd->nhic", v, out_weight).reshape(n, CROSS_HEADS * t, -1)  # (N, 8 T, 256)
+    return weights.transpose(1, 2) @ mixed + attention.out_proj.bias
 
 
 class DecoderImageGraph(nn.Module):
@@ -84,10 +129,10 @@ class DecoderImageGraph(nn.Module):
     With no mask prompt, segment-anything's mask decoder starts from ``src = embedding +
     no_mask_embed`` and its first two-way block projects that image side (keys, key + positional
     encoding) before any box enters: the token-to-image attention's k / v and the image-to-token
-    attention's q. Those three (4096 x 256 -> 128) projections are ~25 % of a box's decoder time in
-    OpenVINO; computing them once per slice serves every box of that slice.
+    attention's q. Computing them once per slice serves every box of that slice.
 
-    embedding (1, 256, 64, 64) -> keys (1, 4096, 256), k (1, 4096, 128), v (1, 4096, 128), q (1, 4096, 128).
+    embedding (1, 256, 64, 64) -> keys (1, 4096, 256), k (1, 8, 16, 4096) and v (1, 8, 4096, 16) per head,
+    q (1, 4096, 128).
     """
 
     def __init__(self, model: MedSAMLite) -> None:
@@ -98,8 +143,10 @@ class DecoderImageGraph(nn.Module):
         prompt_encoder, layer = self.model.prompt_encoder, self.model.mask_decoder.transformer.layers[0]
         keys = (embedding + prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)).flatten(2).permute(0, 2, 1)
         keys_pe = keys + prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
-        return (keys, layer.cross_attn_token_to_image.k_proj(keys_pe), layer.cross_attn_token_to_image.v_proj(keys),
-                layer.cross_attn_image_to_token.q_proj(keys_pe))
+        to_image = layer.cross_attn_token_to_image
+        k = to_image.k_proj(keys_pe).reshape(1, -1, CROSS_HEADS, HEAD_DIM).permute(0, 2, 3, 1)
+        v = to_image.v_proj(keys).reshape(1, -1, CROSS_HEADS, HEAD_DIM).permute(0, 2, 1, 3)
+        return keys, k, v, layer.cross_attn_image_to_token.q_proj(keys_pe)
 
 
 class DecoderBoxGraph(nn.Module):
@@ -107,18 +154,32 @@ class DecoderBoxGraph(nn.Module):
     boxes (N, 4) float32 XYXY in the model frame -> logits (N, 1, 256, 256).
 
     ``DecoderBoxGraph(m)(*DecoderImageGraph(m)(e), b)`` equals ``DecoderGraph(m)(e, b)`` up to float
-    rounding (tested): the same segment-anything modules, run in segment-anything's order
+    rounding (tested): segment-anything's modules and weights, in segment-anything's order
     (``MaskDecoder.predict_masks`` / ``TwoWayTransformer`` / ``TwoWayAttentionBlock``, first block with
-    ``skip_first_layer_pe``, single-mask output), with two graph-level changes: the first block's image
-    projections come in precomputed, and the hypernetwork product is an elementwise product summed
-    over the 32 channels instead of a matmul over a (N, 32, 65536) view (same sum, without the
-    layout copy that view forces in OpenVINO: ~7 ms a box). The TorchScript artifact and ``--backend
-    torch`` keep :class:`DecoderGraph`, the exact reference.
+    ``skip_first_layer_pe``, single-mask output), rewritten for the CPU with the same algebra:
+
+    * the cross attentions never project or head-split the 4096 image tokens
+      (:func:`_token_to_image`, :func:`_image_to_token`): ~0.9 instead of ~2.1 GFLOP a box, no
+      4096-token transposes;
+    * everything stays token-major (N, 4096, C): each 2 x 2 / stride-2 transposed convolution of
+      ``output_upscaling`` is a per-token matrix product (256 -> 2 x 2 x 64, then 64 -> 2 x 2 x 32),
+      ``LayerNorm2d`` a layer norm over the last axis, the hypernetwork product a (65536, 32) x (32, 1)
+      product, and only the final (N, 256, 256) logits are rearranged into image order (no
+      channel-first reorders of the 8 MB upscaled tensor, which took ~30 % of a box in OpenVINO).
+
+    OpenVINO f32, 2 threads: ~13 ms a box against ~26 ms for the module-by-module graph (measured
+    side by side; docs/benchmark_inference). The TorchScript artifact and ``--backend torch`` keep
+    :class:`DecoderGraph`, the exact reference.
     """
 
     def __init__(self, model: MedSAMLite) -> None:
         super().__init__()
         self.model = model
+        up = model.mask_decoder.output_upscaling  # ConvT(256, 64, 2, 2), LayerNorm2d(64), GELU, ConvT(64, 32, 2, 2), GELU
+        for i, conv in (("1", up[0]), ("2", up[3])):  # (C_in, C_out, 2, 2) -> (C_in, 2 x 2 x C_out): columns (a, b, out)
+            self.register_buffer(f"up{i}_weight", conv.weight.detach().permute(0, 2, 3, 1).reshape(conv.in_channels, -1),
+                                 persistent=False)
+            self.register_buffer(f"up{i}_bias", conv.bias.detach().repeat(4), persistent=False)
 
     def forward(self, keys: torch.Tensor, k1: torch.Tensor, v1: torch.Tensor, q1: torch.Tensor,
                 boxes: torch.Tensor) -> torch.Tensor:
@@ -127,24 +188,35 @@ class DecoderBoxGraph(nn.Module):
         sparse, _ = prompt_encoder(points=None, boxes=boxes.reshape(-1, 1, 4), masks=None)
         n = sparse.shape[0]
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-        tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
-        key_pe = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse), dim=1)  # (N, 7, 256)
+        key_pe = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)  # (1, 4096, 256)
         first = transformer.layers[0]  # TwoWayAttentionBlock with skip_first_layer_pe
         queries = first.norm1(first.self_attn(q=tokens, k=tokens, v=tokens))
-        to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
-        queries = first.norm2(queries + _attend(to_image, to_image.q_proj(queries + tokens), k1.expand(n, -1, -1),
-                                                v1.expand(n, -1, -1)))
+        to_image = first.cross_attn_token_to_image  # its image projections k1 / v1 come in per head
+        q = to_image.q_proj(queries + tokens).reshape(n, -1, CROSS_HEADS, HEAD_DIM).transpose(1, 2)
+        weights = torch.softmax((q @ k1) / HEAD_DIM ** 0.5, dim=-1)  # (N, 8, 7, 4096)
+        queries = first.norm2(queries + to_image.out_proj((weights @ v1).transpose(1, 2).reshape(n, -1, EMBED_DIM // 2)))
         queries = first.norm3(queries + first.mlp(queries))
-        q = queries + tokens
-        keys = first.norm4(keys + _attend(to_token, q1.expand(n, -1, -1), to_token.k_proj(q), to_token.v_proj(queries)))
+        keys = first.norm4(keys + _image_to_token(first.cross_attn_image_to_token, q1, queries + tokens, queries,
+                                                  projected=True))
         for layer in transformer.layers[1:]:
-            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
-        attn = transformer.final_attn_token_to_image(q=queries + tokens, k=keys + key_pe, v=keys)
-        queries = transformer.norm_final_attn(queries + attn)
-        src = keys.transpose(1, 2).reshape(n, EMBED_DIM, EMBEDDING_SIZE, EMBEDDING_SIZE)
-        upscaled = decoder.output_upscaling(src)  # (N, 32, 256, 256)
+            q = queries + tokens
+            queries = layer.norm1(queries + layer.self_attn(q=q, k=q, v=queries))
+            keys_pe = keys + key_pe
+            queries = layer.norm2(queries + _token_to_image(layer.cross_attn_token_to_image, queries + tokens, keys_pe, keys))
+            queries = layer.norm3(queries + layer.mlp(queries))
+            keys = layer.norm4(keys + _image_to_token(layer.cross_attn_image_to_token, keys_pe, queries + tokens, queries))
+        queries = transformer.norm_final_attn(
+            queries + _token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys))
+        norm, act = decoder.output_upscaling[1], decoder.output_upscaling[2]
+        x = (keys @ self.up1_weight + self.up1_bias).reshape(n, -1, 4, norm.weight.shape[0])  # (N, 4096, [a b], 64)
+        x = act(torch.nn.functional.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
+        x = decoder.output_upscaling[4](x @ self.up2_weight + self.up2_bias)  # (N, 4096, [a b], [c d] x 32)
         hyper = decoder.output_hypernetworks_mlps[0](queries[:, 1, :])  # first mask token: single-mask output
-        return (upscaled * hyper.reshape(n, -1, 1, 1)).sum(dim=1, keepdim=True)
+        logits = x.reshape(n, -1, hyper.shape[-1]) @ hyper.unsqueeze(-1)  # (N, 4096 x [a b] x [c d], 1)
+        # token (i, j) of the 64 x 64 grid, sub-pixels (a, b) then (c, d): pixel (4 i + 2 a + c, 4 j + 2 b + d)
+        logits = logits.reshape(n, EMBEDDING_SIZE, EMBEDDING_SIZE, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+        return logits.reshape(n, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def build_prompt_encoder() -> PromptEncoder:

@@ -86,8 +86,10 @@ class Predictor:
 
     Args:
         model: a MedSAMLite module, a pretrained name, a checkpoint path, or None (default model).
-        decode_batch: boxes decoded together in one decoder call. Default 1: on 2 CPU cores batching
-            was never faster per box (4 per call ~10-20 % slower, 8 or more ~40 % slower; see benchmarks/).
+        decode_batch: boxes of one image decoded together in one decoder call (2D; 3D propagation decodes
+            one box per call). None (default): the backend's ``decode_batch`` attribute, else 1 (eager torch:
+            batching is no faster per box on 2 CPU cores; OpenVINO's token-major decoder: 16, ~20 % less
+            time a box than one per call, docs/benchmark_inference).
         backend: a registry name (``auto`` (default: the fastest installed, OpenVINO fp32 unless the gate
             allows a reduced precision), ``torch`` (the exact eager fp32 reference), ``onnxruntime``, ``openvino``; see
             :mod:`medsam_lite.backends`) built from ``model``, or a ready :class:`~medsam_lite.backends.Backend`
@@ -102,7 +104,7 @@ class Predictor:
     def __init__(
         self,
         model: Union[MedSAMLite, str, None] = None,
-        decode_batch: int = 1,
+        decode_batch: Optional[int] = None,
         backend: Union[str, object] = "auto",
         precision: str = "auto",
         embedding_cache: Optional[Union[str, "os.PathLike[str]", object]] = None,
@@ -136,6 +138,8 @@ class Predictor:
         else:
             encoder = BackendEncoder(backend, self.embedding_cache, getattr(backend, "weights_sha256", ""))
             decoder = BackendDecoder(backend)
+        if decode_batch is None:
+            decode_batch = int(getattr(backend, "decode_batch", 1))
         self.propagator = _ProgressPropagator(encoder, decoder, cache=True, decode_batch=decode_batch)
         self._embedding: Optional[Embedding] = None
         self._resized_hw: Tuple[int, int] = (0, 0)

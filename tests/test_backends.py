@@ -84,7 +84,7 @@ def test_split_decoder_equals_decoder_graph(repvit, weights: str, request) -> No
     with torch.no_grad():
         reference = DecoderGraph(model)(emb, BOXES)
         parts = DecoderImageGraph(model)(emb)
-        assert [tuple(p.shape) for p in parts] == [(1, 4096, 256), (1, 4096, 128), (1, 4096, 128), (1, 4096, 128)]
+        assert [tuple(p.shape) for p in parts] == [(1, 4096, 256), (1, 8, 16, 4096), (1, 8, 4096, 16), (1, 4096, 128)]
         together = DecoderBoxGraph(model)(*parts, BOXES)
         one_by_one = torch.cat([DecoderBoxGraph(model)(*parts, BOXES[i:i + 1]) for i in range(len(BOXES))])
     for logits in (together, one_by_one):
@@ -118,6 +118,30 @@ def test_openvino_runs_the_image_part_once_per_embedding(repvit, shared_cache: P
 
 
 # ----------------------------------------------------------------------------- every variant
+@needs_openvino
+def test_predictor_decodes_openvino_boxes_in_batches(repvit, shared_cache: Path) -> None:
+    """The Predictor takes the OpenVINO backend's decode batch by default (16 boxes a call) and gives
+    the label map of one box per call; torch stays at one box a call."""
+    from medsam_lite.backends.openvino import OpenVINOBackend
+    from medsam_lite.predictor import Predictor
+    from medsam_lite.resources import example_path
+
+    case = np.load(example_path("2DBox_Microscopy_nuclei.npz"))
+    image, boxes = case["imgs"], case["boxes"][:20]
+    backend = OpenVINOBackend(repvit, precision="fp32", cache_dir=shared_cache, threads=2)
+    batched, single = Predictor(backend=backend), Predictor(backend=backend, decode_batch=1)
+    assert batched.decode_batch == OpenVINOBackend.decode_batch == 16 and single.decode_batch == 1
+    assert Predictor(repvit, backend="torch").decode_batch == 1
+    maps = []
+    for predictor in (batched, single):
+        predictor.set_image(image)
+        calls = predictor.propagator.decoder_calls
+        maps.append(predictor.predict(boxes))
+        assert predictor.propagator.decoder_calls - calls == (2 if predictor is batched else 20)
+    assert len(np.unique(maps[0])) > 5  # random weights: not every box keeps pixels, but many do
+    assert (maps[0] != maps[1]).mean() < 1e-4
+
+
 @pytest.mark.parametrize("backend,precision", VARIANTS)
 def test_variant_shapes_and_agreement(repvit, shared_cache: Path, backend: str, precision: str) -> None:
     if not installed(backend):

@@ -36,7 +36,7 @@ from .cpu import core
 if TYPE_CHECKING:
     from ..model import MedSAMLite
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of this module's conversion (part of the artifact key; bump when the conversion changes)."""
 
 SCHEMES: Dict[str, Tuple[str, str]] = {
@@ -203,6 +203,10 @@ class OpenVINOBackend:
     """
 
     name = "openvino"
+    decode_batch = 16
+    """Boxes per ``decode`` call the Predictor uses by default: the token-major box graph
+    (:class:`~medsam_lite.model.DecoderBoxGraph`) takes ~11 ms a box at 16 per call against ~14 ms at one
+    (f32, 2 threads, measured side by side)."""
 
     def __init__(self, model: "MedSAMLite", precision: str = "fp32", cache_dir: Optional[Union[str, Path]] = None,
                  threads: Optional[int] = None, model_name: Optional[str] = None) -> None:
