@@ -22,6 +22,9 @@ def test_quick_inference_bench_measures_every_config_and_the_baseline(tmp_path: 
     section = run_inference_bench(cfg, log=lambda _line: None)
     assert set(section["configs"]) == {"torch:fp32", "openvino:fp32"}
     assert section["encoder_gflops"] > 1 and section["decoder_gflops_per_box"] > 1
+    split = section["split_decoder_gflops"]  # the token-major box graph does about half the reference's work
+    assert 0.3 * section["decoder_gflops_per_box"] < split["per_box"] < 0.7 * section["decoder_gflops_per_box"]
+    assert split["per_embedding"] > 0
     for config in section["configs"].values():
         by = config["decoder_ms_per_box_by_batch"]
         assert set(by) == {str(b) for b in DECODE_BATCHES} | {"1_new_embedding"}

@@ -166,6 +166,21 @@ def count_gflops(model: MedSAMLite) -> Tuple[float, float]:
     return enc.get_total_flops() / 1e9, dec.get_total_flops() / 1e9
 
 
+def count_split_decoder_gflops(model: MedSAMLite) -> Tuple[float, float]:
+    """(GFLOPs per embedding, GFLOPs per box) of the OpenVINO decoder's two graphs
+    (:class:`~medsam_lite.model.DecoderImageGraph`, :class:`~medsam_lite.model.DecoderBoxGraph`)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..model import DecoderBoxGraph, DecoderImageGraph
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as image:
+            parts = DecoderImageGraph(model)(torch.zeros(1, 256, 64, 64))
+        with FlopCounterMode(display=False) as box:
+            DecoderBoxGraph(model)(*parts, torch.tensor([[40.0, 50.0, 120.0, 140.0]]))
+    return image.get_total_flops() / 1e9, box.get_total_flops() / 1e9
+
+
 # ----------------------------------------------------------------------------- runs
 def _run(predictor: Any, case: Case) -> np.ndarray:
     if case.kind == "2d":
@@ -259,7 +274,9 @@ def run_inference_bench(cfg: InferenceBenchConfig, log: Callable[[str], None] = 
 
     model = load_model(cfg.model)
     enc_gflops, dec_gflops = count_gflops(model)
+    split_image, split_box = count_split_decoder_gflops(model)
     section: Dict[str, Any] = {"model": cfg.model, "encoder_gflops": enc_gflops, "decoder_gflops_per_box": dec_gflops,
+                               "split_decoder_gflops": {"per_embedding": split_image, "per_box": split_box},
                                "cpu_peak": cpu_peak_gflops(cfg.threads), "configs": {}, "cases": [],
                                "skipped": {}}
     log(f"  encoder {enc_gflops:.1f} GFLOPs per call, decoder {dec_gflops:.2f} GFLOPs per box")
@@ -356,7 +373,9 @@ def markdown_lines(section: Dict[str, Any]) -> List[str]:
     peak = section["cpu_peak"]
     lines = [f"## Inference: {section['model']}, baseline vs ours per backend x precision", "",
              f"Encoder {section['encoder_gflops']:.1f} GFLOPs per 256x256 call, decoder "
-             f"{section['decoder_gflops_per_box']:.2f} GFLOPs per box. CPU peak estimate for {peak['cores']} cores at "
+             f"{section['decoder_gflops_per_box']:.2f} GFLOPs per box (segment-anything's graph; OpenVINO's split "
+             f"decoder: {section['split_decoder_gflops']['per_embedding']:.2f} per embedding + "
+             f"{section['split_decoder_gflops']['per_box']:.2f} per box). CPU peak estimate for {peak['cores']} cores at "
              f"{peak['ghz']} GHz: fp32 {peak['fp32_peak_gflops']} GFLOP/s"
              + (f", bf16 {peak['bf16_peak_gflops']} GFLOP/s" if "bf16_peak_gflops" in peak else "") + ".", "",
              "Decoder ms per box: one box per call on the same embedding (2D: every box after the first), one box "
