@@ -203,10 +203,10 @@ class OpenVINOBackend:
     """
 
     name = "openvino"
-    decode_batch = 16
+    decode_batch = 4
     """Boxes per ``decode`` call the Predictor uses by default: the token-major box graph
-    (:class:`~medsam_lite.model.DecoderBoxGraph`) takes ~11 ms a box at 16 per call against ~14 ms at one
-    (f32, 2 threads, measured side by side)."""
+    (:class:`~medsam_lite.model.DecoderBoxGraph`) took 9.7 ms a box at 4 per call, 10.0 at 16 and 11.3 at
+    one (f32, 2 threads, one benchmark run); 16 per call raised the 125-box image's peak RSS by ~0.6 GB."""
 
     def __init__(self, model: "MedSAMLite", precision: str = "fp32", cache_dir: Optional[Union[str, Path]] = None,
                  threads: Optional[int] = None, model_name: Optional[str] = None) -> None:
