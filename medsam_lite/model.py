@@ -167,7 +167,7 @@ class DecoderBoxGraph(nn.Module):
       product, and only the final (N, 256, 256) logits are rearranged into image order (no
       channel-first reorders of the 8 MB upscaled tensor, which took ~30 % of a box in OpenVINO).
 
-    OpenVINO f32, 2 threads: ~13 ms a box against ~26 ms for the module-by-module graph (measured
+    OpenVINO f32, 2 threads: 14.0 ms a box against 27.7 ms for the module-by-module graph (measured
     side by side; docs/benchmark_inference). The TorchScript artifact and ``--backend torch`` keep
     :class:`DecoderGraph`, the exact reference.
     """

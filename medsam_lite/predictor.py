@@ -88,7 +88,7 @@ class Predictor:
         model: a MedSAMLite module, a pretrained name, a checkpoint path, or None (default model).
         decode_batch: boxes of one image decoded together in one decoder call (2D; 3D propagation decodes
             one box per call). None (default): the backend's ``decode_batch`` attribute, else 1 (eager torch:
-            batching is no faster per box on 2 CPU cores; OpenVINO's token-major decoder: 4, ~15 % less
+            batching is no faster per box on 2 CPU cores; OpenVINO's token-major decoder: 4, 0-15 % less
             time a box than one per call, docs/benchmark_inference).
         backend: a registry name (``auto`` (default: the fastest installed, OpenVINO fp32 unless the gate
             allows a reduced precision), ``torch`` (the exact eager fp32 reference), ``onnxruntime``, ``openvino``; see

@@ -205,8 +205,9 @@ class OpenVINOBackend:
     name = "openvino"
     decode_batch = 4
     """Boxes per ``decode`` call the Predictor uses by default: the token-major box graph
-    (:class:`~medsam_lite.model.DecoderBoxGraph`) took 9.7 ms a box at 4 per call, 10.0 at 16 and 11.3 at
-    one (f32, 2 threads, one benchmark run); 16 per call raised the 125-box image's peak RSS by ~0.6 GB."""
+    (:class:`~medsam_lite.model.DecoderBoxGraph`) is as fast or faster a box in calls of several boxes (f32, 2
+    threads, two benchmark runs: 9.7 / 10.8 ms at 4 per call, 10.0 / 9.8 at 16, 11.3 / 10.7 at one), and 16
+    per call raised the 125-box image's peak RSS by ~0.5 GB (1572 vs 1103 MiB)."""
 
     def __init__(self, model: "MedSAMLite", precision: str = "fp32", cache_dir: Optional[Union[str, Path]] = None,
                  threads: Optional[int] = None, model_name: Optional[str] = None) -> None:
