@@ -68,13 +68,14 @@ class DecoderGraph(nn.Module):
         return self.model.decode(embedding, boxes)[0]
 
 
-CROSS_HEADS, HEAD_DIM = 8, 16
-"""Heads and channels per head of the mask decoder's cross attentions (internal dim 128 = 256 / 2)."""
+def _heads(attention: nn.Module) -> Tuple[int, int]:
+    """(heads, channels per head) of a segment-anything ``Attention`` (the decoder's cross attentions: 8, 16)."""
+    return attention.num_heads, attention.internal_dim // attention.num_heads
 
 
-def _per_head(weight: torch.Tensor) -> torch.Tensor:
-    """A (128, C) projection weight as (8, 16, C): rows of head h are ``weight[16 h : 16 (h + 1)]``."""
-    return weight.reshape(CROSS_HEADS, HEAD_DIM, weight.shape[-1])
+def _per_head(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """A (heads x d, C) projection weight as (heads, d, C): rows of head h are ``weight[d h : d (h + 1)]``."""
+    return weight.reshape(heads, -1, weight.shape[-1])
 
 
 def _token_to_image(attention: nn.Module, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -86,12 +87,12 @@ def _token_to_image(attention: nn.Module, queries: torch.Tensor, keys: torch.Ten
 
     queries (N, T, 256), keys / values (N, 4096, 256) -> (N, T, 256).
     """
-    n, t, _ = queries.shape
-    q = attention.q_proj(queries).reshape(n, t, CROSS_HEADS, HEAD_DIM) / HEAD_DIM ** 0.5
-    u = torch.einsum("nihd,hdc->nhic", q, _per_head(attention.k_proj.weight)).reshape(n, CROSS_HEADS * t, -1)
+    (n, t, _), (heads, dim) = queries.shape, _heads(attention)
+    q = attention.q_proj(queries).reshape(n, t, heads, dim) / dim ** 0.5
+    u = torch.einsum("nihd,hdc->nhic", q, _per_head(attention.k_proj.weight, heads)).reshape(n, heads * t, -1)
     weights = torch.softmax(u @ keys.transpose(1, 2), dim=-1)  # (N, 8 T, 4096), rows (head, token)
-    mixed = (weights @ values).reshape(n, CROSS_HEADS, t, -1)  # (N, 8, T, 256)
-    out = torch.einsum("nhic,hdc->nihd", mixed, _per_head(attention.v_proj.weight)).reshape(n, t, -1)
+    mixed = (weights @ values).reshape(n, heads, t, -1)  # (N, 8, T, 256)
+    out = torch.einsum("nhic,hdc->nihd", mixed, _per_head(attention.v_proj.weight, heads)).reshape(n, t, -1)
     return attention.out_proj(out + attention.v_proj.bias)
 
 
@@ -106,20 +107,20 @@ def _image_to_token(attention: nn.Module, image_q: torch.Tensor, keys: torch.Ten
 
     image_q (N, 4096, 256) (or projected), keys / values (N, T, 256) -> (N, 4096, 256).
     """
-    n, t, _ = keys.shape
-    k = attention.k_proj(keys).reshape(n, t, CROSS_HEADS, HEAD_DIM) / HEAD_DIM ** 0.5
-    v = attention.v_proj(values).reshape(n, t, CROSS_HEADS, HEAD_DIM)
+    (n, t, _), (heads, dim) = keys.shape, _heads(attention)
+    k = attention.k_proj(keys).reshape(n, t, heads, dim) / dim ** 0.5
+    v = attention.v_proj(values).reshape(n, t, heads, dim)
     if projected:
-        eye = torch.eye(CROSS_HEADS, dtype=k.dtype, device=k.device)
+        eye = torch.eye(heads, dtype=k.dtype, device=k.device)
         blocks = k.permute(0, 2, 1, 3)[:, :, :, None, :] * eye[None, :, None, :, None]  # (N, 8, T, 8, 16)
-        scores = blocks.reshape(n, CROSS_HEADS * t, -1) @ image_q.transpose(1, 2)
+        scores = blocks.reshape(n, heads * t, -1) @ image_q.transpose(1, 2)
     else:
-        u = torch.einsum("nihd,hdc->nhic", k, _per_head(attention.q_proj.weight)).reshape(n, CROSS_HEADS * t, -1)
-        bias = torch.einsum("nihd,hd->nhi", k, attention.q_proj.bias.reshape(CROSS_HEADS, HEAD_DIM))
-        scores = u @ image_q.transpose(1, 2) + bias.reshape(n, CROSS_HEADS * t, 1)
-    weights = torch.softmax(scores.reshape(n, CROSS_HEADS, t, -1), dim=2).reshape(n, CROSS_HEADS * t, -1)
-    out_weight = attention.out_proj.weight.reshape(-1, CROSS_HEADS, HEAD_DIM)  # (256, 8, 16)
-    mixed = torch.einsum("nihd,chd->nhic", v, out_weight).reshape(n, CROSS_HEADS * t, -1)  # (N, 8 T, 256)
+        u = torch.einsum("nihd,hdc->nhic", k, _per_head(attention.q_proj.weight, heads)).reshape(n, heads * t, -1)
+        bias = torch.einsum("nihd,hd->nhi", k, attention.q_proj.bias.reshape(heads, dim))
+        scores = u @ image_q.transpose(1, 2) + bias.reshape(n, heads * t, 1)
+    weights = torch.softmax(scores.reshape(n, heads, t, -1), dim=2).reshape(n, heads * t, -1)
+    out_weight = attention.out_proj.weight.reshape(-1, heads, dim)  # (256, 8, 16)
+    mixed = torch.einsum("nihd,chd->nhic", v, out_weight).reshape(n, heads * t, -1)  # (N, 8 T, 256)
     return weights.transpose(1, 2) @ mixed + attention.out_proj.bias
 
 
@@ -144,8 +145,9 @@ class DecoderImageGraph(nn.Module):
         keys = (embedding + prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)).flatten(2).permute(0, 2, 1)
         keys_pe = keys + prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
         to_image = layer.cross_attn_token_to_image
-        k = to_image.k_proj(keys_pe).reshape(1, -1, CROSS_HEADS, HEAD_DIM).permute(0, 2, 3, 1)
-        v = to_image.v_proj(keys).reshape(1, -1, CROSS_HEADS, HEAD_DIM).permute(0, 2, 1, 3)
+        heads, dim = _heads(to_image)
+        k = to_image.k_proj(keys_pe).reshape(1, -1, heads, dim).permute(0, 2, 3, 1)
+        v = to_image.v_proj(keys).reshape(1, -1, heads, dim).permute(0, 2, 1, 3)
         return keys, k, v, layer.cross_attn_image_to_token.q_proj(keys_pe)
 
 
@@ -168,7 +170,7 @@ class DecoderBoxGraph(nn.Module):
       channel-first reorders of the 8 MB upscaled tensor, which took ~30 % of a box in OpenVINO).
 
     OpenVINO f32, 2 threads: 14.0 ms a box against 27.7 ms for the module-by-module graph (measured
-    side by side; docs/benchmark_inference). The TorchScript artifact and ``--backend torch`` keep
+    side by side; docs/backends/README.md). The TorchScript artifact and ``--backend torch`` keep
     :class:`DecoderGraph`, the exact reference.
     """
 
@@ -193,9 +195,10 @@ class DecoderBoxGraph(nn.Module):
         first = transformer.layers[0]  # TwoWayAttentionBlock with skip_first_layer_pe
         queries = first.norm1(first.self_attn(q=tokens, k=tokens, v=tokens))
         to_image = first.cross_attn_token_to_image  # its image projections k1 / v1 come in per head
-        q = to_image.q_proj(queries + tokens).reshape(n, -1, CROSS_HEADS, HEAD_DIM).transpose(1, 2)
-        weights = torch.softmax((q @ k1) / HEAD_DIM ** 0.5, dim=-1)  # (N, 8, 7, 4096)
-        queries = first.norm2(queries + to_image.out_proj((weights @ v1).transpose(1, 2).reshape(n, -1, EMBED_DIM // 2)))
+        heads, dim = _heads(to_image)
+        q = to_image.q_proj(queries + tokens).reshape(n, -1, heads, dim).transpose(1, 2)
+        weights = torch.softmax((q @ k1) / dim ** 0.5, dim=-1)  # (N, 8, 7, 4096)
+        queries = first.norm2(queries + to_image.out_proj((weights @ v1).transpose(1, 2).reshape(n, -1, heads * dim)))
         queries = first.norm3(queries + first.mlp(queries))
         keys = first.norm4(keys + _image_to_token(first.cross_attn_image_to_token, q1, queries + tokens, queries,
                                                   projected=True))

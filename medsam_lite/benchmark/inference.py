@@ -23,7 +23,6 @@ image tiled to 1024 x 1024 with 241 boxes.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -154,6 +153,10 @@ def cpu_peak_gflops(threads: int) -> Dict[str, Any]:
     return out
 
 
+EXAMPLE_BOX = ((40.0, 50.0, 120.0, 140.0),)
+"""The (1, 4) XYXY model-frame box the decoder is timed and its FLOPs counted on."""
+
+
 def count_gflops(model: MedSAMLite) -> Tuple[float, float]:
     """(encoder GFLOPs per (1, 3, 256, 256) call, decoder GFLOPs per box), counted on the eager model."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -162,7 +165,7 @@ def count_gflops(model: MedSAMLite) -> Tuple[float, float]:
         with FlopCounterMode(display=False) as enc:
             emb = model.encode(torch.zeros(1, 3, 256, 256))
         with FlopCounterMode(display=False) as dec:
-            model.decode(emb, torch.tensor([[40.0, 50.0, 120.0, 140.0]]))
+            model.decode(emb, torch.tensor(EXAMPLE_BOX))
     return enc.get_total_flops() / 1e9, dec.get_total_flops() / 1e9
 
 
@@ -177,7 +180,7 @@ def count_split_decoder_gflops(model: MedSAMLite) -> Tuple[float, float]:
         with FlopCounterMode(display=False) as image:
             parts = DecoderImageGraph(model)(torch.zeros(1, 256, 64, 64))
         with FlopCounterMode(display=False) as box:
-            DecoderBoxGraph(model)(*parts, torch.tensor([[40.0, 50.0, 120.0, 140.0]]))
+            DecoderBoxGraph(model)(*parts, torch.tensor(EXAMPLE_BOX))
     return image.get_total_flops() / 1e9, box.get_total_flops() / 1e9
 
 
@@ -248,7 +251,7 @@ def decoder_batches(backend: Any, embedding: torch.Tensor, repeats: int) -> Dict
     ``"1_new_embedding"``: one box per call on a different embedding each call (3D propagation's
     common case, where nothing box-independent can be reused)."""
     generator = torch.Generator().manual_seed(1)
-    boxes = torch.tensor([[40.0, 50.0, 120.0, 140.0]]) + torch.randint(0, 60, (max(DECODE_BATCHES), 1),
+    boxes = torch.tensor(EXAMPLE_BOX) + torch.randint(0, 60, (max(DECODE_BATCHES), 1),
                                                                           generator=generator).float()
     out: Dict[str, float] = {}
     for batch in DECODE_BATCHES:
@@ -307,7 +310,7 @@ def run_inference_bench(cfg: InferenceBenchConfig, log: Callable[[str], None] = 
             with torch.inference_mode():
                 emb = backend.encode(x)
                 enc_s, _ = median_seconds(lambda: backend.encode(x), cfg.repeats, warmup=1)
-                box = torch.tensor([[40.0, 50.0, 120.0, 140.0]])
+                box = torch.tensor(EXAMPLE_BOX)
                 dec_s, _ = median_seconds(lambda: backend.decode(emb, box), cfg.repeats, warmup=1)
                 batches = decoder_batches(backend, emb, cfg.repeats)
             section["configs"][key] = {"requested": config, "startup_s": startup, "encoder_ms": enc_s * 1000,
