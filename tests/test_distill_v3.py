@@ -327,12 +327,23 @@ def test_campaign_end_to_end_and_resume(pack, tiny_teacher, tmp_path, tiny, caps
     info = json.loads((out / "campaign.json").read_text())
     assert len(info["sessions"]) == 2 and info["sessions"][1]["epochs_done"] > first["sessions"][0]["epochs_done"]
     assert info["distill"]["online_views"] and info["distill"]["prompt_boxes"] == "teacher"
+    assert info["config"]["lr"] is None and info["train"]["lr"] == 0.005  # from scratch: the recipe's rate
     run = json.loads((out / "run.json").read_text())
     assert [s["resumed_from"] for s in run["sessions"]][1] == {"epoch": first["sessions"][0]["epochs_done"], "step": 0}
     assert sorted(p.name for p in out.iterdir()) == ["best.pth", "campaign.json", "last.pth", "log.csv", "loss.png",
                                                     "run.json", "student.pth"]
     assert main(["campaign", "run", "--pack", str(tmp_path), "-o", str(tmp_path / "x")]) == 2
     assert "not a views pack" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_campaign_learning_rate_follows_the_warm_start() -> None:
+    """A warm start gets the 10x lower rate the second CPU campaign measured; a given --lr is kept as given."""
+    from medsam_lite.distill.campaign import CampaignConfig, campaign_configs
+
+    lr = lambda **kw: campaign_configs(CampaignConfig(device="cpu", **kw))[1].lr  # noqa: E731
+    assert lr() == 0.005
+    assert lr(init_student="repvit_m0_6_lite") == 0.0005
+    assert lr(init_student="repvit_m0_6_lite", lr=0.002) == 0.002 and lr(lr=0.0001) == 0.0001
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import os
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    from medsam_lite.distill.campaign import CampaignConfig
+    from medsam_lite.distill.campaign import SCRATCH_LR, WARM_START_LR, CampaignConfig
     from medsam_lite.distill.options import AMP_CHOICES, DEVICE_CHOICES, PROMPT_BOX_CHOICES, TEACHER_BACKEND_CHOICES
 
     d = CampaignConfig()
@@ -31,7 +31,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     r.add_argument("--batch-size", type=int, help="images per step per process (default 8 on CPU, 64 on CUDA)")
     r.add_argument("--views-per-epoch", type=int, help="fresh views per epoch (default 64 on CPU, 16 global batches on CUDA)")
     r.add_argument("--val-views", type=int, default=d.val_views, help=f"fixed validation views (default {d.val_views})")
-    r.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
+    r.add_argument("--lr", type=float, help=f"AdamW learning rate (default {WARM_START_LR:g} with --init-student, "
+                                          f"else {SCRATCH_LR:g})")
     r.add_argument("--mask-loss-weight", type=float, default=d.mask_loss_weight,
                    help=f"weight of the mask term (default {d.mask_loss_weight}; 0 = embedding MSE only)")
     r.add_argument("--mask-boxes", type=int, default=d.mask_boxes, help=f"candidate boxes per view (default {d.mask_boxes})")

@@ -27,6 +27,8 @@ from .options import DistillConfig, TrainConfig
 
 PathLike = Union[str, Path]
 CAMPAIGN_FILE = "campaign.json"
+SCRATCH_LR = 0.005
+WARM_START_LR = 0.0005
 
 
 @dataclass
@@ -38,6 +40,9 @@ class CampaignConfig:
         batch_size: images per step per process (None: 8 on CPU, 64 on CUDA).
         views_per_epoch: fresh views per epoch, all processes together (None: 64 on CPU, 16 steps of
             the global batch on CUDA); validation and checkpoints follow each epoch.
+        lr: AdamW learning rate (None: :data:`WARM_START_LR` with ``init_student``, else :data:`SCRATCH_LR`;
+            the second CPU campaign, docs/distill/v3_campaign, measured 0.005 pulling a warm-started
+            student off its start once the mask term is on, 0.0005 keeping and improving it).
         checkpoint_every: also write last.pth every this many steps.
         mask_loss_weight, mask_boxes, prompt_boxes, mask_fraction: the mask term
             (:mod:`medsam_lite.distill.mask_kd`); ``mask_fraction`` None: 0.25 of the views on CPU (the
@@ -50,7 +55,7 @@ class CampaignConfig:
     batch_size: Optional[int] = None
     views_per_epoch: Optional[int] = None
     val_views: int = 16
-    lr: float = 0.005
+    lr: Optional[float] = None
     schedule: str = "plateau"
     mask_loss_weight: float = 0.01
     mask_boxes: int = 4
@@ -87,10 +92,17 @@ def campaign_configs(cfg: CampaignConfig, world_size: int = 1) -> "tuple[Distill
                             prompt_boxes=cfg.prompt_boxes,
                             mask_fraction=(1.0 if cuda else 0.25) if cfg.mask_fraction is None else cfg.mask_fraction, init_student=cfg.init_student,
                             teacher_backend=cfg.teacher_backend)
-    train = TrainConfig(epochs=cfg.max_epochs, batch_size=batch, lr=cfg.lr, schedule=cfg.schedule, seed=cfg.seed,
+    train = TrainConfig(epochs=cfg.max_epochs, batch_size=batch, lr=campaign_lr(cfg), schedule=cfg.schedule, seed=cfg.seed,
                         device=cfg.device, amp=cfg.amp, workers=cfg.workers, resume=cfg.resume,
                         checkpoint_every=cfg.checkpoint_every, progress=cfg.progress, time_limit=cfg.minutes)
     return options, train
+
+
+def campaign_lr(cfg: CampaignConfig) -> float:
+    """The learning rate of a campaign: ``cfg.lr`` when given, else by warm start (:class:`CampaignConfig`)."""
+    if cfg.lr is not None:
+        return cfg.lr
+    return WARM_START_LR if cfg.init_student else SCRATCH_LR
 
 
 def pack(shared: PathLike, out_dir: PathLike) -> Path:
