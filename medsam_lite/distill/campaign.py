@@ -27,7 +27,7 @@ from .options import DistillConfig, TrainConfig
 
 PathLike = Union[str, Path]
 CAMPAIGN_FILE = "campaign.json"
-SCRATCH_LR = 0.005
+SCRATCH_LR = TrainConfig.lr  # the LiteMedSAM recipe's rate, one definition (options.TrainConfig)
 WARM_START_LR = 0.0005
 
 
