@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
+from dataclasses import dataclass
+from types import MappingProxyType
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 
@@ -48,16 +50,41 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class PretrainedEntry:
+    """One pretrained model: ``file()`` locates its weights (InputError when absent, nothing checked yet),
+    ``sha256`` is their recorded digest, ``loader(path)`` builds the model from the verified file."""
+
+    name: str
+    file: Callable[[], Path]
+    sha256: str
+    loader: Callable[[Path], "MedSAMLite"]
+
+
+_PRETRAINED: Dict[str, PretrainedEntry] = {}
+
+
+def register_pretrained(name: str, file: Callable[[], Path], sha256: str,
+                        loader: Callable[[Path], "MedSAMLite"]) -> PretrainedEntry:
+    """Add a pretrained model (timm-style: the name carries its weights file, digest and builder)."""
+    if name in _PRETRAINED:
+        raise ValueError(f"pretrained model {name!r} is already registered")
+    entry = PretrainedEntry(name, file, sha256, loader)
+    _PRETRAINED[name] = entry
+    return entry
+
+
+def pretrained_names() -> "tuple[str, ...]":
+    """Registered pretrained model names."""
+    return tuple(_PRETRAINED)
+
+
 def pretrained_file(name: str) -> "tuple[Path, str]":
-    """(weights file, its recorded SHA-256) of a :data:`PRETRAINED` name; nothing is checked yet."""
-    if name == "lite_medsam":
-        return _lite_medsam_file(), LITE_MEDSAM_SHA256
-    if name == "repvit_m0_6_lite":
-        if not STUDENT_PATH.is_file():
-            raise InputError("the distilled student is not shipped in this version; use --model lite_medsam",
-                             "repvit_m0_6_lite")
-        return STUDENT_PATH, STUDENT_SHA256
-    raise InputError(f"unknown pretrained model {name!r}; valid names: {', '.join(sorted(PRETRAINED))}")
+    """(weights file, its recorded SHA-256) of a registered pretrained name; nothing is checked yet."""
+    if name not in _PRETRAINED:
+        raise InputError(f"unknown pretrained model {name!r}; valid names: {', '.join(sorted(_PRETRAINED))}")
+    entry = _PRETRAINED[name]
+    return entry.file(), entry.sha256
 
 
 def lite_medsam_weights_path() -> Path:
@@ -65,9 +92,10 @@ def lite_medsam_weights_path() -> Path:
     return verified(*pretrained_file("lite_medsam"))
 
 
-def load_lite_medsam() -> MedSAMLite:
-    """LiteMedSAM (TinyViT) with its real weights, loaded strictly, in eval mode."""
-    state = lite_medsam_state()
+def load_lite_medsam(path: Optional[Path] = None) -> MedSAMLite:
+    """LiteMedSAM (TinyViT) with its real weights (``path``: the verified ``lite_medsam.pth``; None: the
+    registered one), loaded strictly, in eval mode."""
+    state = lite_medsam_state(path)
     with torch.random.fork_rng(devices=[]):
         from .model import build_medsam
 
@@ -177,14 +205,18 @@ def load_checkpoint(path: Union[str, Path]) -> MedSAMLite:
     return model.eval()
 
 
-def _load_student() -> MedSAMLite:
-    return load_checkpoint(verified(*pretrained_file("repvit_m0_6_lite")))
+def _student_file() -> Path:
+    if not STUDENT_PATH.is_file():
+        raise InputError("the distilled student is not shipped in this version; use --model lite_medsam",
+                         "repvit_m0_6_lite")
+    return STUDENT_PATH
 
 
-PRETRAINED: Dict[str, Callable[[], MedSAMLite]] = {
-    "lite_medsam": load_lite_medsam,
-    "repvit_m0_6_lite": _load_student,
-}
+register_pretrained("lite_medsam", _lite_medsam_file, LITE_MEDSAM_SHA256, load_lite_medsam)
+register_pretrained("repvit_m0_6_lite", _student_file, STUDENT_SHA256, load_checkpoint)
+
+PRETRAINED = MappingProxyType(_PRETRAINED)
+"""Read-only view of the pretrained registry: name -> :class:`PretrainedEntry`."""
 
 
 def default_model_name() -> str:
@@ -219,4 +251,6 @@ def _checked_spec(name_or_path: Optional[str]) -> str:
 def load_model(name_or_path: Optional[str] = None) -> MedSAMLite:
     """A pretrained model by name (see ``PRETRAINED``) or a checkpoint path; None = default model."""
     name = _checked_spec(name_or_path)
-    return PRETRAINED[name]() if name in PRETRAINED else load_checkpoint(name)
+    if name in _PRETRAINED:
+        return _PRETRAINED[name].loader(verified(*pretrained_file(name)))
+    return load_checkpoint(name)

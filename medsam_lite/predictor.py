@@ -110,31 +110,18 @@ class Predictor:
         embedding_cache: Optional[Union[str, "os.PathLike[str]", object]] = None,
         threads: Optional[int] = None,
     ) -> None:
-        module: Optional[MedSAMLite] = None
         if isinstance(backend, str):
-            from .backends import make_backend, resolve
+            from .backends import create_backend
 
-            name, precision = resolve(backend, precision)
-            if name == "openvino" and not isinstance(model, nn.Module):
-                from .backends.openvino import OpenVINOBackend
-
-                backend = OpenVINOBackend.from_weights(model, precision, threads=threads)  # no torch model when cached
-            else:
-                from .checkpoint import load_model
-
-                module = model if isinstance(model, nn.Module) else load_model(model)
-                backend = make_backend(module, name, precision, threads=threads)
+            backend = create_backend(model, backend, precision, threads=threads)
         self.backend = backend
         self.embedding_cache = _open_cache(embedding_cache)
         if self.embedding_cache is not None and not getattr(backend, "weights_sha256", None):
             raise InputError("embedding_cache needs a backend that states its weights_sha256 (every registry "
                              "backend does)")
-        if (module is not None and getattr(backend, "name", None) == "torch" and self.embedding_cache is None):
-            from .encoders import inference_encoder
-            from .model import DecoderGraph
-
-            encoder: nn.Module = inference_encoder(module.image_encoder)  # the reference path: no wrapper
-            decoder: nn.Module = DecoderGraph(module).eval()
+        reference = getattr(backend, "reference_modules", None)
+        if reference is not None and self.embedding_cache is None:
+            encoder, decoder = reference()  # the eager reference path: the modules themselves, no wrapper
         else:
             encoder = BackendEncoder(backend, self.embedding_cache, getattr(backend, "weights_sha256", ""))
             decoder = BackendDecoder(backend)

@@ -223,6 +223,17 @@ class OpenVINOBackend:
         self._open(key, entry, precision, threads)
 
     @classmethod
+    def from_model(cls, model: "MedSAMLite", precision: str = "fp32", cache_dir: Optional[Union[str, Path]] = None,
+                   threads: Optional[int] = None) -> "OpenVINOBackend":
+        """The registry's constructor (:func:`medsam_lite.backends.create_backend`)."""
+        return cls(model, precision=precision, cache_dir=cache_dir, threads=threads)
+
+    @staticmethod
+    def auto_precision() -> str:
+        """The precision ``auto`` runs at on this CPU (:func:`auto_precision`)."""
+        return auto_precision()
+
+    @classmethod
     def from_weights(cls, name_or_path: Optional[str] = None, precision: str = "fp32",
                      cache_dir: Optional[Union[str, Path]] = None, threads: Optional[int] = None) -> "OpenVINOBackend":
         """The backend of a pretrained name or checkpoint path (:func:`medsam_lite.checkpoint.load_model`

@@ -1,9 +1,10 @@
 """The eager PyTorch backend: the exact fp32 reference every other backend is measured against."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+from torch import nn
 
 from ..encoders import inference_encoder
 from ..model import MedSAMLite
@@ -23,6 +24,22 @@ class TorchBackend:
         self.model = model.eval()
         self.encoder = inference_encoder(model.image_encoder)
         self._sha: Optional[str] = None
+
+    @classmethod
+    def from_model(cls, model: MedSAMLite, precision: str = "fp32", cache_dir: Optional[object] = None,
+                   threads: Optional[int] = None) -> "TorchBackend":
+        """The registry's constructor (:func:`medsam_lite.backends.create_backend`): fp32 only; ``cache_dir`` and
+        ``threads`` do not apply (torch's thread pool is the process's, set by the entry point)."""
+        if precision != "fp32":
+            raise ValueError(f"the torch backend is the exact eager fp32 reference, not {precision!r}")
+        return cls(model)
+
+    def reference_modules(self) -> Tuple[nn.Module, nn.Module]:
+        """(encoder, decoder) as the reference path runs them, for :class:`~medsam_lite.propagation.Propagator`:
+        the fused image encoder and :class:`~medsam_lite.model.DecoderGraph` (no wrapper in between)."""
+        from ..model import DecoderGraph
+
+        return self.encoder, DecoderGraph(self.model).eval()
 
     @property
     def weights_sha256(self) -> str:

@@ -50,7 +50,8 @@ def lite_medsam_file() -> Path:
     return path
 
 
-def lite_medsam_state() -> Dict[str, torch.Tensor]:
-    """The LiteMedSAM state dict as stored (MobileSAM key names), SHA-256 checked, ``weights_only`` load."""
-    path = verified(lite_medsam_file(), LITE_MEDSAM_SHA256)
+def lite_medsam_state(path: Union[str, Path, None] = None) -> Dict[str, torch.Tensor]:
+    """The LiteMedSAM state dict as stored (MobileSAM key names), ``weights_only`` load; ``path``: an already
+    verified file (None: the installed one, SHA-256 checked here)."""
+    path = path if path is not None else verified(lite_medsam_file(), LITE_MEDSAM_SHA256)
     return torch.load(str(path), map_location="cpu", weights_only=True)
