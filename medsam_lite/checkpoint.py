@@ -53,23 +53,25 @@ def state_sha256(model: nn.Module) -> str:
 @dataclass(frozen=True)
 class PretrainedEntry:
     """One pretrained model: ``file()`` locates its weights (InputError when absent, nothing checked yet),
-    ``sha256`` is their recorded digest, ``loader(path)`` builds the model from the verified file."""
+    ``sha256()`` gives their recorded digest (read when checked, so the module constant is the one truth),
+    ``loader(path)`` builds the model from the verified file."""
 
     name: str
     file: Callable[[], Path]
-    sha256: str
+    sha256: Callable[[], str]
     loader: Callable[[Path], "MedSAMLite"]
 
 
 _PRETRAINED: Dict[str, PretrainedEntry] = {}
 
 
-def register_pretrained(name: str, file: Callable[[], Path], sha256: str,
+def register_pretrained(name: str, file: Callable[[], Path], sha256: Union[str, Callable[[], str]],
                         loader: Callable[[Path], "MedSAMLite"]) -> PretrainedEntry:
     """Add a pretrained model (timm-style: the name carries its weights file, digest and builder)."""
     if name in _PRETRAINED:
         raise ValueError(f"pretrained model {name!r} is already registered")
-    entry = PretrainedEntry(name, file, sha256, loader)
+    digest = sha256 if callable(sha256) else (lambda: str(sha256))
+    entry = PretrainedEntry(name, file, digest, loader)
     _PRETRAINED[name] = entry
     return entry
 
@@ -84,7 +86,7 @@ def pretrained_file(name: str) -> "tuple[Path, str]":
     if name not in _PRETRAINED:
         raise InputError(f"unknown pretrained model {name!r}; valid names: {', '.join(sorted(_PRETRAINED))}")
     entry = _PRETRAINED[name]
-    return entry.file(), entry.sha256
+    return entry.file(), entry.sha256()
 
 
 def lite_medsam_weights_path() -> Path:
@@ -212,8 +214,8 @@ def _student_file() -> Path:
     return STUDENT_PATH
 
 
-register_pretrained("lite_medsam", _lite_medsam_file, LITE_MEDSAM_SHA256, load_lite_medsam)
-register_pretrained("repvit_m0_6_lite", _student_file, STUDENT_SHA256, load_checkpoint)
+register_pretrained("lite_medsam", _lite_medsam_file, lambda: LITE_MEDSAM_SHA256, load_lite_medsam)
+register_pretrained("repvit_m0_6_lite", _student_file, lambda: STUDENT_SHA256, load_checkpoint)
 
 PRETRAINED = MappingProxyType(_PRETRAINED)
 """Read-only view of the pretrained registry: name -> :class:`PretrainedEntry`."""
