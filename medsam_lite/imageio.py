@@ -50,6 +50,14 @@ def suffix_of(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def stem_of(path: Path) -> str:
+    """The name without a known suffix (``a.nii.gz`` -> ``a``). An unknown "suffix" is part of the name:
+    ``CT.1.3.12.2.1107.5.1.4.95642`` (a DICOM file named by its UID) keeps all of it."""
+    suffix = suffix_of(path)
+    known = suffix in (".npz",) + IMAGE_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES + ITK_SUFFIXES
+    return path.name[: len(path.name) - len(suffix)] if suffix and known else path.name
+
+
 KNOWN_SUFFIXES = (".npz",) + IMAGE_SUFFIXES + NIFTI_SUFFIXES + ITK_SUFFIXES
 """Suffixes read by suffix; any other file is looked at by content (DICOM exports often have no suffix,
 or a UID-like name such as ``CT.1.3.12.2.1107.5.1.4.95642`` whose "suffix" is a number)."""
@@ -532,14 +540,14 @@ def _header_name(cell: str) -> Optional[str]:
     return _HEADER_ALIASES.get(key.replace("_", ""))
 
 
-def _parse_rows(rows: Sequence[Sequence[Any]], path: Path, first_row: int = 1) -> np.ndarray:
+def _parse_rows(rows: Sequence[Sequence[Any]], path: Path, first_row: int = 1, text_cells: bool = True) -> np.ndarray:
     """Rows of 4 or 6 numbers, all the same width -> (N, 4|6) float64; a bad row is named. Cells are
     text (CSV) or JSON numbers; JSON ``true`` / ``false`` / ``null`` / strings are refused, not taken as 1 / 0."""
     out: List[List[float]] = []
     for n, row in enumerate(rows, start=first_row):
         values = []
         for cell in row:
-            if isinstance(cell, bool) or not isinstance(cell, (str, int, float)):
+            if isinstance(cell, bool) or not isinstance(cell, (str, int, float) if text_cells else (int, float)):
                 raise InputError(f"row {n}: {json.dumps(cell)} is not a number", path)
             try:
                 value = float(cell)
@@ -582,14 +590,21 @@ def read_boxes_file(path: PathLike) -> np.ndarray:
         rows = data.get("boxes") if isinstance(data, dict) else data
         if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
             raise InputError('JSON must be a list of boxes or {"boxes": [[...], ...]}', path)
-        return _parse_rows(rows, path, first_row=0)
+        return _parse_rows(rows, path, first_row=0, text_cells=False)
+    return _read_csv_boxes(text, path)
+
+
+def _read_csv_boxes(text: str, path: Path) -> np.ndarray:
+    """CSV rows -> (N, 4|6) float64 (:func:`read_boxes_file`); linear in the rows: one vectorised parse,
+    and the row-by-row parse only to name the first bad row."""
     import csv as _csv
 
     lines = [(n, ln) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise InputError("no boxes in the file", path)
     delimiter = "\t" if "\t" in lines[0][1] else (";" if ";" in lines[0][1] and "," not in lines[0][1] else ",")
-    parsed = [(n, [c.strip() for c in next(_csv.reader([ln], delimiter=delimiter))]) for n, ln in lines]
+    cells_of = _csv.reader((ln for _, ln in lines), delimiter=delimiter)
+    parsed = [(n, [c.strip() for c in cells]) for (n, _), cells in zip(lines, cells_of)]
     parsed = [(n, [c for c in cells if c != ""] if delimiter == "\t" else cells) for n, cells in parsed]
     order: Optional[List[int]] = None
     names = [_header_name(c) for c in parsed[0][1]]
@@ -597,8 +612,18 @@ def read_boxes_file(path: PathLike) -> np.ndarray:
             and set(names) == set(BOX_COLUMNS[len(names)]):
         order = [names.index(c) for c in BOX_COLUMNS[len(names)]]
         parsed = parsed[1:]
+    if not parsed:
+        raise InputError("no boxes in the file (only a header)", path)
+    widths = {len(cells) for _, cells in parsed}
+    if len(widths) == 1 and widths <= {4, 6} and (order is None or widths == {len(order)}):
+        try:
+            boxes = np.array([cells for _, cells in parsed], dtype=np.float64)
+        except ValueError:
+            boxes = None
+        if boxes is not None and np.isfinite(boxes).all():
+            return boxes[:, order] if order is not None else boxes
     rows: List[np.ndarray] = []
-    for n, cells in parsed:  # one list, stacked once: linear in the number of rows
+    for n, cells in parsed:  # some row is bad: find and name it
         row = _parse_rows([cells], path, first_row=n)[0]
         if order is not None:
             if len(row) != len(order):
@@ -607,9 +632,7 @@ def read_boxes_file(path: PathLike) -> np.ndarray:
         if rows and len(row) != len(rows[0]):
             raise InputError(f"row {n}: {len(row)} values, earlier rows have {len(rows[0])}", path)
         rows.append(row)
-    if not rows:
-        raise InputError("no boxes in the file (only a header)", path)
-    return np.stack(rows)
+    return np.stack(rows)  # pragma: no cover - a bad row raised above
 
 
 # ------------------------------------------------------------------ writing masks
@@ -627,8 +650,7 @@ def mask_path_for(case: Case, out_dir: Path, key: Optional[str] = None, fmt: str
     if case.kind == "npz":
         return out_dir / case.path.name
     suffix = suffix_of(case.path)
-    stem = case.path.name[: len(case.path.name) - len(suffix)] if suffix else case.path.name
-    key = key or stem
+    key = key or stem_of(case.path)
     if fmt == "dicom-seg":
         if case.kind != "dicom_series":
             raise InputError("--format dicom-seg needs a DICOM series folder as input", case.path)
@@ -644,6 +666,26 @@ def mask_path_for(case: Case, out_dir: Path, key: Optional[str] = None, fmt: str
     else:
         ext = ".png"  # lossless, also for JPEG and DICOM inputs
     return out_dir / f"{key}_mask{ext}"
+
+
+def expected_mask_paths(path: Path, out_dir: Path, key: Optional[str] = None, fmt: str = "auto") -> List[Path]:
+    """Every path :func:`mask_path_for` can give the input at ``path`` before it is read: one, or two
+    where only the content decides (a TIFF or DICOM file may be a stack -> NIfTI). For checking, before
+    any work, that no output overwrites an input or another output."""
+    key = key or stem_of(path)
+    nifti = out_dir / f"{key}_mask.nii.gz"
+    if path.is_dir() or path.name.upper() == "DICOMDIR":
+        return [out_dir / f"{key}_seg.dcm"] if fmt == "dicom-seg" else [nifti]
+    suffix = suffix_of(path)
+    if suffix == ".npz":
+        return [out_dir / path.name]
+    if suffix in NIFTI_SUFFIXES:
+        return [out_dir / f"{key}_mask{suffix}"]
+    if suffix in ITK_SUFFIXES:
+        return [out_dir / f"{key}_mask{ {'.mhd': '.mha', '.nhdr': '.nrrd'}.get(suffix, suffix)}"]
+    if suffix in (".tif", ".tiff"):
+        return [out_dir / f"{key}_mask{suffix}", nifti]
+    return [out_dir / f"{key}_mask.png", nifti]
 
 
 def write_mask(case: Case, mask: np.ndarray, path: PathLike, labels: Optional[Sequence[str]] = None) -> Path:
