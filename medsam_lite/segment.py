@@ -5,9 +5,10 @@ MHA / NRRD volumes, DICOM series folders, and PNG / JPG / TIFF / DICOM images ta
 caller (same boxes for every case in a folder). Box coordinates are voxel / pixel indices of the
 file's own grid: 2D ``[x_min, y_min, x_max, y_max]``, 3D ``[x_min, y_min, z_min, x_max, y_max, z_max]``.
 
-Folders: a folder whose visible files are all DICOM is one DICOM series (one case); any other folder
-is a folder of cases, each supported file (and each DICOM-series sub-folder) its own case, decided
-file by file: a stray ``.dcm`` among ``.npz`` cases is one more (2D DICOM) case, not a series.
+Folders: a folder whose visible files are all DICOM (by content: any name, see
+:func:`medsam_lite.imageio.is_dicom_file`), or that holds a ``DICOMDIR``, is one DICOM series (one case);
+any other folder is a folder of cases, each supported file (and each DICOM-series sub-folder) its own
+case, decided file by file: a stray ``.dcm`` among ``.npz`` cases is one more (2D DICOM) case, not a series.
 
 Intensities (:func:`model_input`) follow the one table of training prep, :mod:`medsam_lite.normalize`:
 
