@@ -548,7 +548,8 @@ def _parse_rows(rows: Sequence[Sequence[Any]], path: Path, first_row: int = 1, t
         values = []
         for cell in row:
             if isinstance(cell, bool) or not isinstance(cell, (str, int, float) if text_cells else (int, float)):
-                raise InputError(f"row {n}: {json.dumps(cell)} is not a number", path)
+                shown = repr(cell) if isinstance(cell, str) else json.dumps(cell)  # JSON true / null as written
+                raise InputError(f"row {n}: {shown} is not a number", path)
             try:
                 value = float(cell)
             except (TypeError, ValueError):

@@ -297,7 +297,7 @@ def test_box_limits_before_the_model_and_linear_csv(tmp_path, capsys) -> None:
     with pytest.raises(InputError, match=r"t\.json: row 0: true is not a number"):
         read_boxes_file(tmp_path / "t.json")
     (tmp_path / "s.json").write_text('{"boxes": [[10, 10, "60", 80]]}')
-    with pytest.raises(InputError, match=r's\.json: row 0: "60" is not a number'):
+    with pytest.raises(InputError, match=r"s\.json: row 0: '60' is not a number"):
         read_boxes_file(tmp_path / "s.json")
 
 
