@@ -151,10 +151,13 @@ def run(args: argparse.Namespace) -> int:
                              series_uid=args.series, labels=args.label, progress=not args.no_progress,
                              dicom_series=args.dicom_series, backend=args.backend, precision=args.precision,
                              threads=args.threads, baseline=args.baseline,
-                             embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None)
+                             embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None,
+                             boxes_file=Path(args.boxes) if args.boxes else None)
     result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, options=options,
                            on_message=lambda line: print(line, file=sys.stderr, flush=True))
     for out in result.outputs:
         print(f"wrote {out}")
-    return report_failures("segment", (message for _, message in result.failures),
-                           total=len(result.times))
+    code = report_failures("segment", (message for _, message in result.failures), total=len(result.times))
+    for line in result.errors:  # run-level (timing.csv), not a case
+        print(f"medsam-lite segment: error: {line}", file=sys.stderr)
+    return 1 if result.errors else code
