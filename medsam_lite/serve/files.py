@@ -24,7 +24,10 @@ SHOWN_CHARS = 200
 def shown(text: object, limit: int = SHOWN_CHARS) -> str:
     """``text`` as one line of at most ``limit`` characters (longer: cut, with the full length said)."""
     line = " ".join(str(text).split())
-    return line if len(line) <= limit else f"{line[:limit]}... ({len(line)} characters)"
+    if len(line) <= limit:
+        return line
+    tail = f"... ({len(line)} characters)"
+    return line[:max(limit - len(tail), 0)] + tail
 
 
 def _check_text(path: str | os.PathLike, what: str) -> str:

@@ -2,13 +2,15 @@
 
 Details are one line of at most :data:`DETAIL_CHARS` characters (echoed paths / values are cut), so a
 huge bogus value never comes back whole. Bad input (:class:`~medsam_lite.errors.InputError`) is 400,
-an unknown case / object / job (``KeyError``) 404, a full case store 409, malformed requests 422.
+an unknown case / object / job (``KeyError``) 404, a full case store 409, malformed requests 422,
+a client that went away mid-body 400 (logged by nobody: nothing is wrong with the server).
 """
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from ..errors import InputError
@@ -40,6 +42,10 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
 
+async def _disconnect(_: Request, exc: ClientDisconnect) -> JSONResponse:
+    return error(400, "client disconnected before the request body was complete")  # nobody reads it
+
+
 async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
     parts = []
     for err in exc.errors()[:3]:
@@ -55,3 +61,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CaseLimitError, _case_limit)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ClientDisconnect, _disconnect)

@@ -26,7 +26,7 @@ Starlette's plain-text ``Invalid host header``).
 from __future__ import annotations
 
 import ipaddress
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from fastapi import HTTPException
 from starlette.datastructures import Headers, MutableHeaders
@@ -119,30 +119,30 @@ class CrossSiteGuard:
 
 
 class BodyTooLarge(HTTPException):
-    """413, raised from the wrapped ``receive`` when a streamed body passes its limit."""
+    """413, raised from the wrapped ``receive`` when a streamed upload passes its limit."""
 
 
 class BodyLimit:
-    """413 for a request body over its limit: by Content-Length up front, and by counting streamed bytes."""
+    """413 for a request body over its limit, for every content type and casing.
+
+    ``Content-Length`` over the limit: refused before anything is read. An upload is counted as it
+    streams (the upload route reads it all); any other body is read up front, at most ``other_bytes``
+    (small), and replayed to the app, so an oversized body is refused even where no route reads it.
+    """
 
     def __init__(self, app: ASGIApp, upload_bytes: int, other_bytes: int) -> None:
         self.app = app
         self.upload_bytes = upload_bytes
         self.other_bytes = other_bytes
 
-    def limit(self, scope: Scope, headers: Headers) -> tuple:
-        if is_upload(scope, headers):
-            return self.upload_bytes, "upload"
-        return self.other_bytes, "request body"
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        limit, what = self.limit(scope, headers)
-        too_large = f"{what} exceeds the {limit / 2**20:.3g} MiB limit" if limit >= 2**20 else \
-            f"{what} exceeds the {limit / 2**10:.3g} KiB limit"
+        upload = is_upload(scope, headers)
+        limit = self.upload_bytes if upload else self.other_bytes
+        too_large = f"{'upload' if upload else 'request body'} exceeds the {_size(limit)} limit"
         lengths = headers.getlist("content-length")
         if any(not v.strip().isdigit() for v in lengths) or len(set(lengths)) > 1:
             await _refuse(scope, receive, send, 400, "bad Content-Length header")
@@ -150,18 +150,66 @@ class BodyLimit:
         if lengths and int(lengths[0]) > limit:
             await _refuse(scope, receive, send, 413, too_large)
             return
-        received = 0
+        if upload:
+            await self.app(scope, _counted(receive, limit, too_large), send)
+            return
+        if not (lengths and int(lengths[0]) > 0) and "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        outcome, body = await _read_at_most(receive, limit)
+        if outcome == "too large":
+            await _refuse(scope, receive, send, 413, too_large)
+        elif outcome == "ok":
+            await self.app(scope, _replay(body, receive), send)
+        # "gone": the client disconnected mid-body; nobody to answer
 
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(413, too_large)
-            return message
 
-        await self.app(scope, counted, send)
+def _size(limit: int) -> str:
+    return f"{limit / 2**20:.3g} MiB" if limit >= 2**20 else f"{limit / 2**10:.3g} KiB"
+
+
+def _counted(receive: Receive, limit: int, too_large: str) -> Receive:
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(413, too_large)
+        return message
+
+    return counted
+
+
+async def _read_at_most(receive: Receive, limit: int) -> Tuple[str, bytes]:
+    """``("ok", body)``, ``("too large", b"")`` once past ``limit``, or ``("gone", b"")`` on disconnect."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return "gone", b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return "too large", b""
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return "ok", b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class SecurityHeaders:
