@@ -430,9 +430,10 @@ def snapshot(server) -> tuple:
     for s in server.cases.all():
         with s.lock:
             cases.append((s.id, json.dumps([o.to_json() for o in s.objects.values()]),
-                          hashlib.sha1(s.labels.tobytes()).hexdigest(), len(s.undo), len(s.redo), s.version,
-                          s.saved_version, s.name))
-    jobs = sorted((j.id, j.cancel.is_set()) for j in server.jobs.all())
+                          hashlib.sha1(s.labels.tobytes()).hexdigest(), len(s.undo), len(s.redo),
+                          getattr(s, "version", None), getattr(s, "saved_version", None), s.name))
+    table = server.jobs.all() if hasattr(server.jobs, "all") else list(server.jobs.values())  # (old: a dict)
+    jobs = sorted((j.id, j.cancel.is_set()) for j in table)
     tmp = sorted(str(p) for p in server.tmp.rglob("*") if not p.relative_to(server.tmp).parts[0].startswith("dl-"))
     out = sorted(str(p) for p in server.output_root.rglob("*"))
     return cases, jobs, tmp, out
@@ -451,9 +452,8 @@ def heal(client, server, ids: dict) -> None:
         r = client.post(f"/api/cases/{state.id}/segment", json={"box": BOX, "z": 0})
         assert r.status_code == 200, r.text
     ids["oid"] = next(iter(state.objects))
-    try:
-        server.jobs.get(ids["job"])
-    except KeyError:
+    table = server.jobs.all() if hasattr(server.jobs, "all") else list(server.jobs.values())
+    if ids["job"] not in [j.id for j in table]:
         ids["job"] = state.embed_job.id
 
 

@@ -49,7 +49,7 @@ from .server import Server
 def create_app(config: ServeConfig, backend: Any = None) -> FastAPI:
     """The app for ``config``. ``backend``: a ready Backend to share (default: built from ``config.model``)."""
     server = Server(config, backend)
-    app = FastAPI(title="medsam-lite serve", docs_url=None, redoc_url=None, openapi_url=None,
+    app = FastAPI(title="medsam-lite serve", docs_url=None, redoc_url=None,
                   description=__doc__, on_shutdown=[server.close])
     app.state.server = server
     http_errors.install(app)
