@@ -164,6 +164,17 @@ def test_allowed_host_option(backend, roots):
         assert c.get("/api/info", headers={"host": "192.168.7.7:8765"}).status_code == 200
 
 
+def test_cli_allowed_host(capsys):
+    from medsam_lite.cli.main import build_parser, main
+
+    args = build_parser().parse_args(["serve", "--allowed-host", "annotator.lan", "--allowed-host", "10.0.0.5"])
+    assert args.allowed_host == ["annotator.lan", "10.0.0.5"]
+    for bad in ("*", "*.example.com", "evil.example:8765", "a b"):
+        assert main(["serve", "--allowed-host", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "not a host name" in err
+
+
 def test_cross_site_requests_are_refused_and_change_nothing(client, roots):
     path = str(roots["root"] / NUCLEI)
     body = json.dumps({"path": path})

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..serve.app import serve
     from ..serve.config import ServeConfig
+    from ..serve.security import allowed_hosts
 
     roots = []
     for raw in args.paths:
@@ -57,12 +58,14 @@ def run(args: argparse.Namespace) -> int:
         loopback = args.host == "localhost"
     if not loopback:
         print(f"medsam-lite serve: warning: binding to {args.host}: other machines can reach this server and read "
-              "files under the given paths", file=sys.stderr)
+              "files under the given paths; it answers only the Host names 127.0.0.1, localhost, [::1], --host and "
+              "--allowed-host", file=sys.stderr)
     config = ServeConfig(roots=roots, output_root=Path(args.output_root), model=args.model, backend=args.backend,
                          precision=args.precision,
                          host=args.host, port=args.port, allowed_hosts=tuple(args.allowed_host),
                          max_upload_mb=args.max_upload_mb,
                          embedding_cache_mb=args.embedding_cache_mb)
+    allowed_hosts(config)  # a bad --allowed-host is one line now, not after the model loaded
     print(f"medsam-lite serve: http://{args.host}:{args.port}/  (Ctrl+C stops)", file=sys.stderr)
     serve(config)
     return 0

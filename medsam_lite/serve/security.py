@@ -26,6 +26,7 @@ Starlette's plain-text ``Invalid host header``).
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import List, Optional, Tuple
 
 from fastapi import HTTPException
@@ -34,9 +35,12 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import InputError
 from .config import ServeConfig
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*")
+"""A DNS host name, lower case (what ``--allowed-host`` accepts besides IP addresses)."""
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 UPLOAD_PATH = "/api/cases"
 JSON_TYPES = frozenset({"application/json"})
@@ -53,19 +57,23 @@ SECURITY_HEADERS = {
 
 def allowed_hosts(config: ServeConfig) -> List[str]:
     """Host header names (no port) the server answers: loopback, ``config.host`` unless it is a
-    wildcard address (0.0.0.0, ::), and ``config.allowed_hosts``; IPv6 literals in brackets."""
+    wildcard address (0.0.0.0, ::), and ``config.allowed_hosts``; IPv6 literals in brackets.
+    InputError for a name that is neither a host name nor an IP address (no wildcards)."""
     names = list(LOOPBACK_HOSTS)
-    for name in (config.host, *config.allowed_hosts):
-        name = name.strip().lower()
+    for given in (config.host, *config.allowed_hosts):
+        name = given.strip().lower()
         try:
             address = ipaddress.ip_address(name.strip("[]"))
         except ValueError:
             address = None
+            if not HOST_NAME.fullmatch(name):
+                raise InputError(f"--allowed-host / --host {given!r} is not a host name or an IP address "
+                                 "(no wildcards, no port)") from None
         if address is not None and address.is_unspecified:
             continue
         if address is not None and address.version == 6:
             name = f"[{address.compressed}]"
-        if name and name not in names:
+        if name not in names:
             names.append(name)
     return names
 

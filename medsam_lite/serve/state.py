@@ -20,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,7 +28,9 @@ from ..errors import InputError
 from ..imageio import Case
 from ..normalize import CT_WINDOWS, Window, parse_window, percentile_bounds, scale_to_unit, unit_to_uint8, window_bounds
 from .config import ServeConfig  # noqa: F401  (re-exported: ``from medsam_lite.serve.state import ServeConfig``)
-from .jobs import Job
+
+if TYPE_CHECKING:
+    from .jobs import Job
 
 COLOURS: Tuple[Tuple[int, int, int], ...] = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -89,7 +91,7 @@ class CaseState:
         self.redo: List[Tuple[np.ndarray, Dict[int, SegObject]]] = []
         self.raw_is_uint8 = case.array.dtype == np.uint8
         self._percentiles: Optional[Tuple[float, float]] = None
-        self.embed_job: Optional[Job] = None
+        self.embed_job: Optional["Job"] = None
         self.embedded: set = set()
         self.opened = time.perf_counter()
         self.first_mask_s: Optional[float] = None
