@@ -134,7 +134,8 @@ def no_tracebacks(caplog):
     """Fails the test if anything logged a traceback or an error (uvicorn logs 500s at ERROR)."""
     caplog.set_level(logging.WARNING)
     yield caplog
-    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()]
+    records = caplog.get_records("setup") + caplog.get_records("call")  # (caplog.records is teardown's here)
+    bad = [r for r in records if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()]
     assert not bad, [f"{r.name}: {r.getMessage()[:200]}" for r in bad]
 
 
