@@ -1,5 +1,9 @@
 """Request guards of ``medsam-lite serve`` (ASGI middleware), outermost first:
 
+0. :class:`SecurityHeaders`: ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``, a
+   same-origin ``Content-Security-Policy`` with ``frame-ancestors 'none'``,
+   ``Cross-Origin-Resource-Policy: same-origin`` (no cross-site ``<img>`` of a slice),
+   ``Referrer-Policy: no-referrer`` on every response.
 1. Host allow-list (Starlette's :class:`~starlette.middleware.trustedhost.TrustedHostMiddleware`):
    only ``127.0.0.1``, ``localhost``, ``[::1]`` (any port), the ``--host`` address and the
    ``--allowed-host`` names; anything else is 400. This defeats DNS rebinding (a page on
@@ -13,12 +17,10 @@
    with an ``Origin``; no CORS headers are ever sent, so a cross-site page can neither send JSON nor
    read a response.
 3. :class:`BodyLimit`: 413 when a body is larger than its limit (``--max-upload-mb`` for the upload,
-   ``max_json_kb`` for everything else), by ``Content-Length`` before anything is read and by
-   counting the bytes as they stream in (chunked bodies, a lying header), for every content type.
-0. :class:`SecurityHeaders` (outermost): ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``, a
-   same-origin ``Content-Security-Policy`` with ``frame-ancestors 'none'``,
-   ``Cross-Origin-Resource-Policy: same-origin`` (no cross-site ``<img>`` of a slice),
-   ``Referrer-Policy: no-referrer`` on every response.
+   ``max_json_kb`` for everything else), for every content type and casing: by ``Content-Length``
+   before anything is read, else by counting the bytes as they stream in (chunked bodies); a body
+   other than the upload is read up front (at most ``max_json_kb``) so even a route that ignores
+   its body never serves an oversized request.
 
 Refusals are ``{"detail": "<one line>"}`` JSON like every other API error (the Host refusal is
 Starlette's plain-text ``Invalid host header``).
