@@ -306,16 +306,15 @@ class CachedEncoder(nn.Module):
         """The stored (1, 256, 64, 64) embedding of one input, or None."""
         return None if self.store is None else self.store.get(self.key(image))
 
-    def encode_one(self, image: torch.Tensor, run: Any = None) -> torch.Tensor:
-        """(1, 3, 256, 256) -> (1, 256, 64, 64): the stored embedding, else ``run(image)`` (default: the
-        backend's ``encode``), stored."""
+    def encode_one(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, 256, 256) -> (1, 256, 64, 64): the stored embedding, else the backend's ``encode``, stored."""
         key = self.key(image) if self.store is not None else ""
         if self.store is not None:
             hit = self.store.get(key)
             if hit is not None:
                 self.hits += 1
                 return hit
-        embedding = (run or self.backend.encode)(image)
+        embedding = self.backend.encode(image)
         self.runs += 1
         if self.store is not None:
             embedding = embedding.detach().clone()

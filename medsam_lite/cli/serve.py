@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..backends import PRECISIONS, choices  # the registry: no runtime is imported, --help stays light
+
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser(
@@ -22,9 +24,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "e.g. this machine's name when binding to 0.0.0.0). Other names are refused (DNS rebinding)")
     p.add_argument("--model", default=None,
                    help="pretrained name (lite_medsam, repvit_m0_6_lite) or checkpoint path; default: best shipped")
-    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+    p.add_argument("--backend", choices=choices(), default="auto", metavar="BACKEND[:PRECISION]",
                    help="inference backend, as for 'medsam-lite segment' (default auto)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+    p.add_argument("--precision", choices=("auto",) + PRECISIONS, default="auto",
                    help="precision, as for 'medsam-lite segment' (default auto: what the agreement gate allows)")
     p.add_argument("--output-root", default=".", metavar="DIR",
                    help="masks may be saved only in folders under DIR (default: the current folder)")

@@ -17,7 +17,8 @@ from fastapi import Depends, Request
 from ..normalize import parse_window
 from ..transforms import preprocess_image
 from .config import ServeConfig
-from .embeddings import CachingBackend, MemoryEmbeddingStore
+from ..embedding_cache import MemoryEmbeddingStore
+from .embeddings import CachingBackend
 from .files import open_case_file
 from .jobs import Cancelled, Job, JobTable, embedding_order, run_job
 from .state import CaseState, CaseStore
