@@ -196,7 +196,15 @@ def _subparser(name: str):
 
 
 def _options(name: str) -> set:
-    return {s for a in _subparser(name)._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    """Each option of a subcommand by its long name, or its short one when that is how the README writes it
+    (``-o`` for ``--output``)."""
+    return {next((s for s in a.option_strings if s.startswith("--")), a.option_strings[0])
+            for a in _subparser(name)._actions if a.option_strings and "--help" not in a.option_strings}
+
+
+def _short_of(name: str) -> dict:
+    return {long: short for a in _subparser(name)._actions for long in a.option_strings if long.startswith("--")
+            for short in a.option_strings if not short.startswith("--")}
 
 
 def _command_block() -> str:
@@ -216,6 +224,8 @@ def test_readme_command_block_lists_every_option_and_no_other(command) -> None:
         if inside:
             own.append(ln.split("#")[0])
     documented = set(re.findall(r"--[a-z][a-z0-9-]*", " ".join(own)))
+    shorts = set(re.findall(r"(?<![\w-])-[a-zA-Z](?![\w-])", " ".join(own)))
+    documented |= {long for long, short in _short_of(command).items() if short in shorts}
     parser_options = _options(command)
     tables = set(re.findall(r"`(--[a-z][a-z0-9-]*)", text))  # also documented in a table / text
     assert parser_options <= documented | tables, sorted(parser_options - documented - tables)
@@ -248,5 +258,6 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch) -> None:
     blocks = _runnable_blocks()
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme"}  # one after the other, as a reader runs them
     for code in blocks:
-        exec(compile(code, str(README), "exec"), {"__name__": "readme"})  # noqa: S102 - the README's own code
+        exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - the README's own code
