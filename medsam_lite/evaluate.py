@@ -390,6 +390,19 @@ def _write_report_files(result: EvaluationResult) -> None:
         _named(result.boxplot_png, lambda: _write_boxplot(tmp_plot, result.cases))
 
 
+def _check_options(spacing_order: str, tolerance: float) -> float:
+    """The tolerance as a float, after checking both options (one-line InputError)."""
+    if spacing_order not in SPACING_ORDERS:
+        raise InputError(f"spacing_order must be one of {', '.join(SPACING_ORDERS)}, got {spacing_order!r}")
+    try:
+        tolerance = float(tolerance)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"tolerance {tolerance!r} is not a number") from exc
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise InputError(f"tolerance must be finite and >= 0, got {tolerance}")
+    return tolerance
+
+
 def evaluate_dirs(pred_dir: PathLike, gt_dir: PathLike, out_dir: Optional[PathLike] = None,
                   spacing_order: str = "zyx", tolerance: float = 2.0,
                   label_map: Union[None, str, LabelMap] = None,
@@ -416,14 +429,7 @@ def evaluate_dirs(pred_dir: PathLike, gt_dir: PathLike, out_dir: Optional[PathLi
 
     ``pred_dir`` / ``gt_dir`` may be NIfTI / MHA / NRRD files or folders of them (module doc, :data:`PAIRING_RULE`).
     """
-    if spacing_order not in SPACING_ORDERS:
-        raise InputError(f"spacing_order must be one of {', '.join(SPACING_ORDERS)}, got {spacing_order!r}")
-    try:
-        tolerance = float(tolerance)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"tolerance {tolerance!r} is not a number") from exc
-    if not math.isfinite(tolerance) or tolerance < 0:
-        raise InputError(f"tolerance must be finite and >= 0, got {tolerance}")
+    tolerance = _check_options(spacing_order, tolerance)
     pred = Path(pred_dir)
     gt = Path(gt_dir)
     if not (gt.is_dir() or _is_volume(gt)):

@@ -10,18 +10,22 @@ if TYPE_CHECKING:  # heavy imports stay inside run(): ``medsam-lite --help`` is 
 from ..backends import PRECISIONS, choices  # the registry: no runtime is imported, --help stays light
 
 
+DESCRIPTION = (
+    "Segment a challenge .npz case (or a folder of them) with its own boxes, or a NIfTI/MHA/NRRD volume, DICOM "
+    "series folder, PNG/JPG/TIFF/DICOM image with boxes given here. Box coordinates are pixel/voxel indices of the "
+    "file's grid, both ends inclusive: 2D x_min y_min x_max y_max, 3D x_min y_min z_min x_max y_max z_max. For "
+    "NIfTI, x / y / z are the file's voxel axes i / j / k as nibabel reads them (img.get_fdata()[x, y, z]; what "
+    "ITK-SNAP / 3D Slicer show as voxel coordinates), for MHA / NRRD / DICOM SimpleITK's (x, y, z) index, z = "
+    "slice. A box's mask can depend on its place in the list: later boxes win where masks overlap, and in 3D the "
+    "next slice's prompt is the box of the previous slice's mask resized to 256 px with the box's label value (its "
+    "place in the list), as the LiteMedSAM baseline does.")
+
+
 def register(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser(
         "segment",
         help="segment cases with box prompts",
-        description="Segment a challenge .npz case (or a folder of them) with its own boxes, or a NIfTI/MHA/NRRD "
-        "volume, DICOM series folder, PNG/JPG/TIFF/DICOM image with boxes given here. Box coordinates are pixel/voxel "
-        "indices of the file's grid, both ends inclusive: 2D x_min y_min x_max y_max, 3D x_min y_min z_min x_max "
-        "y_max z_max. For NIfTI, x / y / z are the file's voxel axes i / j / k as nibabel reads them "
-        "(img.get_fdata()[x, y, z]; what ITK-SNAP / 3D Slicer show as voxel coordinates), for MHA / NRRD / DICOM "
-        "SimpleITK's (x, y, z) index, z = slice. A box's mask can depend on its place in the list: later boxes "
-        "win where masks overlap, and in 3D the next slice's prompt is the box of the previous slice's mask resized "
-        "to 256 px with the box's label value (its place in the list), as the LiteMedSAM baseline does.",
+        description=DESCRIPTION,
     )
     p.add_argument("input", help="case file or folder of cases")
     p.add_argument("-o", "--output", required=True, help="output folder (masks + timing.csv)")
