@@ -557,10 +557,13 @@ def _score_volume_case(gt_path: Path, pred_path: Optional[Path], tolerance: floa
             result.missing_prediction, result.error = True, "missing prediction (scored 0)"
             mapping, names = _mapping_for(gt_path, gt_path, label_map, gt_names_file)
         else:
-            segs, _ = _read_labels(pred_path)
+            segs, pred_spacing = _read_labels(pred_path)
             if segs.shape != gts.shape:
                 raise InputError(f"prediction shape {segs.shape} (z, y, x) does not match the ground truth's "
                                  f"{gts.shape}", pred_path)
+            if not np.allclose(pred_spacing, spacing, rtol=1e-3):
+                raise InputError(f"prediction spacing {pred_spacing} (z, y, x) mm does not match the ground "
+                                 f"truth's {spacing}: not the same grid", pred_path)
             mapping, names = _mapping_for(pred_path, gt_path, label_map, gt_names_file)
         if mapping is not None:
             segs, gts = apply_label_map(segs, gts, mapping)

@@ -17,6 +17,10 @@ Rules (:data:`MODALITY_TABLE`, :data:`CT_WINDOWS`):
 
 Unknown modality names are an :class:`InputError` listing the known ones, never a silent default.
 
+Inference input (:func:`model_input_uint8`): the one mapping of ``medsam-lite segment`` / ``serve`` and of
+``Predictor(modality=..., window=...)``: a modality -> its rule above; none -> uint8 unchanged, other dtypes by
+the generic grey rule (with a notice when the values look like HU).
+
 CT sanity check (:func:`check_ct_range`): a CT volume must hold finite values inside
 [-3100, 30000] HU after the reader's rescale. -3024 / -2048 / -2000 are real "outside the scan
 field" fill values and extended-scale metal reaches ~30000, but an int16 wrap-around (-32768 ...)

@@ -27,7 +27,9 @@ other non-uint8 images / volumes                generic grey rule: 0.5 / 99.5 pe
 ``--window`` without ``--modality`` means CT.
 
 Outputs: every file atomically; a case that fails removes its own stale output from an earlier run;
-two inputs sharing a stem (``a.png``, ``a.bmp``) get ``a_png_mask.png`` / ``a_bmp_mask.png``.
+two inputs sharing a stem (``a.png``, ``a.bmp``) get ``a_png_mask.png`` / ``a_bmp_mask.png``; a run with object
+names (``SegmentOptions.labels`` / ``colors``) writes ``<key>.labels.json`` beside each mask (label value -> name,
+colour; :func:`medsam_lite.imageio.write_label_table`).
 
 The shape is nnU-Net v2's predictor (``predict_from_files`` -> ``_manage_input_and_output_lists`` ->
 ``predict_from_data_iterator`` -> ``export_prediction``): :func:`segment_paths` first resolves every input

@@ -125,6 +125,12 @@ def test_evaluate_errors_state_the_naming_rule(tmp_path, capsys) -> None:
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(pred2 / "b_mask.nii.gz"))
     assert main(["evaluate", "--pred", str(pred2), "--gt", str(gt2), "--out", str(tmp_path / "r2")]) == 2
     assert "<stem>_mask.<ext>" in capsys.readouterr().err
+    nib.save(nib.Nifti1Image(vol, np.diag([1.0, 1.0, 2.5, 1.0])), str(pred2 / "a_mask.nii.gz"))
+    assert main(["evaluate", "--pred", str(pred2), "--gt", str(gt2), "--out", str(tmp_path / "r3")]) == 1
+    assert "does not match the ground truth's" in capsys.readouterr().err  # another grid: a failed case
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(pred2 / "a_mask.nii.gz"))
+    assert main(["evaluate", "--pred", str(pred2), "--gt", str(gt2), "--out", str(tmp_path / "r4")]) == 0
+    assert "DSC 1.0000" in capsys.readouterr().out
     from medsam_lite.evaluate import parse_label_map
 
     assert parse_label_map("1=5, 2=7") == {1: 5, 2: 7}
