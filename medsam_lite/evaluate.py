@@ -33,7 +33,9 @@ prediction values to ground-truth values (unmapped prediction values become back
 mapped ground-truth labels are scored); without it, when the prediction has a names sidecar
 (``<case>.labels.json``, written by ``segment``) and the ground truth one (``<stem>.labels.json``, or
 ``label_names.json`` in its folder, or ``gt_names``), labels are mapped by name; otherwise values are
-compared as they are. Per-label rows carry the ground-truth label name when known.
+compared as they are. Per-label rows carry the ground-truth label name when known. A DICOM-SEG prediction
+(``<stem>_seg.dcm``) is scored against a DICOM-SEG ground truth of the same series, read by highdicom
+(frames aligned by their positions, segments matched by ``SegmentLabel`` unless ``label_map`` is given).
 
 Outputs in ``out_dir`` (default: ``<pred_dir>_evaluation`` beside the prediction folder), each
 written atomically: ``metrics.csv``, ``per_label.csv``, ``summary.md``, ``dsc_boxplot.png``.
@@ -60,9 +62,10 @@ PathLike = Union[str, Path]
 SPACING_ORDERS = ("zyx", "xyz")
 METRICS_COLUMNS = ("case", "modality", "dim", "n_labels", "dsc", "nsd", "error")
 PER_LABEL_COLUMNS = ("case", "label", "dsc", "nsd")
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".nrrd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".nrrd", ".dcm")
 PAIRING_RULE = ("a ground truth <stem>.<ext> pairs with the prediction <stem>_mask.<ext>, <stem>_0000_mask.<ext> "
-                "or <stem>.<ext> (.nii, .nii.gz, .mha, .nrrd); or give one file to each of --pred and --gt; "
+                "or <stem>.<ext> (.nii, .nii.gz, .mha, .nrrd; DICOM-SEG <stem>_seg.dcm with <stem>_seg.dcm or "
+                "<stem>.dcm); or give one file to each of --pred and --gt; "
                 "challenge .npz cases pair by the same file name, and a name starting with '3D' is a volume")
 LabelMap = Dict[int, int]
 
@@ -542,11 +545,48 @@ def _read_labels(path: Path) -> Tuple[np.ndarray, Tuple[float, ...]]:
     return labels, tuple(float(s) for s in spacing)
 
 
+def _read_dicom_seg(path: Path) -> Tuple[np.ndarray, np.ndarray, Dict[int, str]]:
+    """A DICOM-SEG as (label map (slices, rows, cols), 4x4 index -> patient affine, segment number -> label)."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+        volume = seg.get_volume(combine_segments=True)
+    except Exception as exc:  # noqa: BLE001 - pydicom / highdicom raise many types for a bad file
+        raise InputError(f"cannot read DICOM-SEG as a volume ({type(exc).__name__}: {exc})", path) from None
+    names = {int(d.SegmentNumber): str(d.SegmentLabel) for d in seg.SegmentSequence}
+    return np.asarray(volume.array).astype(np.int32), np.asarray(volume.affine, dtype=np.float64), names
+
+
+def _dicom_seg_pair(pred_path: Path, gt_path: Path) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...], LabelMap]:
+    """Two DICOM-SEGs of one series on one grid (empty frames may be omitted in either: they are aligned by
+    their affines) -> (segs, gts, spacing (slice, row, column) mm, prediction -> ground-truth value by name)."""
+    segs, affine_p, names_p = _read_dicom_seg(pred_path)
+    gts, affine_g, names_g = _read_dicom_seg(gt_path)
+    if not np.allclose(affine_p[:3, :3], affine_g[:3, :3], atol=1e-3):
+        raise InputError("prediction and ground truth DICOM-SEGs are not on one grid (orientation / spacing)", pred_path)
+    offset = np.linalg.solve(affine_g, affine_p[:, 3])[:3]
+    if not np.allclose(offset, np.round(offset), atol=1e-2):
+        raise InputError("prediction frames do not fall on the ground truth's slices", pred_path)
+    off = np.round(offset).astype(int)
+    lo = np.minimum(0, off)
+    hi = np.maximum(gts.shape, off + np.array(segs.shape))
+    canvas_p, canvas_g = np.zeros(hi - lo, np.int32), np.zeros(hi - lo, np.int32)
+    canvas_g[tuple(slice(-a, -a + n) for a, n in zip(lo, gts.shape))] = gts
+    canvas_p[tuple(slice(o - a, o - a + n) for o, a, n in zip(off, lo, segs.shape))] = segs
+    spacing = tuple(float(np.linalg.norm(affine_g[:3, i])) for i in range(3))
+    by_name = {_norm_name(n): v for v, n in names_g.items()}
+    mapping = {v: by_name[_norm_name(n)] for v, n in names_p.items() if _norm_name(n) in by_name}
+    return canvas_p, canvas_g, spacing, mapping
+
+
 def _score_volume_case(gt_path: Path, pred_path: Optional[Path], tolerance: float, label_map: Optional[LabelMap],
                        gt_names_file: Optional[Path], messages: List[str]) -> CaseResult:
     """One NIfTI / MHA / NRRD case; ``pred_path`` None = missing prediction (scored 0, :data:`PAIRING_RULE`)."""
     result = CaseResult(case=gt_path.name, modality=modality_of(gt_path.name), dim=3)
     try:
+        if suffix_of(gt_path) == ".dcm" or (pred_path is not None and suffix_of(pred_path) == ".dcm"):
+            return _score_dicom_seg_case(result, gt_path, pred_path, tolerance, label_map)
         gts, spacing = _read_labels(gt_path)
         result.dim = gts.ndim
         if pred_path is None:
@@ -579,6 +619,27 @@ def _score_volume_case(gt_path: Path, pred_path: Optional[Path], tolerance: floa
     return result
 
 
+def _score_dicom_seg_case(result: CaseResult, gt_path: Path, pred_path: Optional[Path], tolerance: float,
+                          label_map: Optional[LabelMap]) -> CaseResult:
+    """A DICOM-SEG prediction against a DICOM-SEG ground truth of the same series; labels by segment label
+    (``label_map`` overrides)."""
+    if pred_path is None or suffix_of(pred_path) != ".dcm" or suffix_of(gt_path) != ".dcm":
+        raise InputError("a DICOM-SEG is scored against a DICOM-SEG of the same series (give both as DICOM-SEG)",
+                         pred_path or gt_path)
+    segs, gts, spacing, by_name = _dicom_seg_pair(pred_path, gt_path)
+    mapping = label_map if label_map is not None else (by_name or None)
+    if mapping is not None:
+        segs, gts = apply_label_map(segs, gts, mapping)
+    names = _read_dicom_seg(gt_path)[2]
+    try:
+        dsc, nsd_value, per_label = case_scores(segs, gts, spacing, tolerance)
+    except InputError as exc:
+        raise exc.with_source(gt_path) from None
+    result.n_labels, result.dsc, result.nsd, result.labels = len(per_label), dsc, nsd_value, per_label
+    result.label_names = {s.label: names[s.label] for s in per_label if s.label in names}
+    return result
+
+
 def pair_volume_files(pred: Path, gt: Path) -> List[Tuple[Path, Optional[Path]]]:
     """(ground truth, prediction or None) pairs by :data:`PAIRING_RULE`; two files are one pair."""
     if gt.is_file():
@@ -593,7 +654,9 @@ def pair_volume_files(pred: Path, gt: Path) -> List[Tuple[Path, Optional[Path]]]
     pairs = []
     for g in gts:
         stem = stem_of(g)
-        match = next((preds[s] for s in (f"{stem}_mask", f"{stem}_0000_mask", stem) if s in preds), None)
+        bare = stem[:-4] if stem.endswith("_seg") else stem
+        match = next((preds[s] for s in (f"{stem}_mask", f"{stem}_0000_mask", stem, f"{bare}_seg", bare)
+                      if s in preds), None)
         pairs.append((g, match))
     return pairs
 

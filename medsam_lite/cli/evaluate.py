@@ -20,7 +20,8 @@ by name: ground truth <stem>.nii.gz <-> prediction <stem>_mask.nii.gz (what 'seg
 prediction values to ground-truth values (only the mapped ground-truth labels are scored); without
 it, when the prediction has its names table (<case>.labels.json, written by 'segment' for named
 boxes) and the ground truth one (<stem>.labels.json or label_names.json beside it, or --gt-names),
-labels are matched by name; otherwise values are compared as they are."""
+labels are matched by name; otherwise values are compared as they are. DICOM-SEG: a prediction
+<stem>_seg.dcm is scored against a DICOM-SEG of the same series, segments matched by label."""
 
 
 def register(subparsers: Any) -> None:
