@@ -296,3 +296,20 @@ def test_evaluate_dicom_seg_matches_segments_by_name(tmp_path) -> None:
     assert rows == {"spleen": pytest.approx(dice(pred == 2, gt == 1), abs=1e-6),
                     "liver": pytest.approx(dice(pred == 1, gt == 2), abs=1e-6)}
     assert 0.3 < rows["liver"] < 1
+
+
+@pytest.mark.parametrize("fixture, modality, window", [("ct_small.dcm", "CT", "chest"),
+                                                       ("nuclei_crop_image.tif", "Microscopy", None)])
+def test_predictor_2d_input_is_the_cli_model_input(fixture, modality, window) -> None:
+    """set_image maps a raw 2D image exactly as segment's model_input does (one code path)."""
+    from medsam_lite.imageio import read_case
+    from medsam_lite.normalize import parse_window
+    from medsam_lite.predictor import Predictor
+    from medsam_lite.segment import model_input
+
+    case = read_case(REPO / "tests" / "fixtures" / fixture)
+    assert case.array.dtype != np.uint8
+    p = Predictor(backend="torch", modality=modality, window=window)
+    expected, _, _ = model_input(case, modality, parse_window(window))
+    got = p._to_uint8(case.array, is_rgb=False)
+    assert got.dtype == np.uint8 and np.array_equal(got, expected) and len(np.unique(got)) > 20
