@@ -21,6 +21,22 @@ DSC = NSD = 0 with a warning (:class:`EvaluationWarning`). Cases that cannot be 
 mismatch, unreadable or truncated file, missing key, bad spacing) are *failed*: their one-line
 error is recorded, they are left out of the means, and :attr:`EvaluationResult.ok` is False.
 
+Volume files (NIfTI / MHA / NRRD)
+---------------------------------
+``--pred`` and ``--gt`` may also be volume files (``.nii``, ``.nii.gz``, ``.mha``, ``.nrrd``, read by
+:func:`medsam_lite.imageio.read_case`, so in the files' own axes and spacing: no transposing, no
+``3D`` prefix, no ``spacing`` key). Two files are one case. Two folders are paired by name
+(:data:`PAIRING_RULE`): a ground truth ``<stem>.<ext>`` pairs with the prediction ``<stem>_mask.<ext>``
+(what ``medsam-lite segment`` writes), ``<stem>_0000_mask.<ext>`` (an nnU-Net image name) or
+``<stem>.<ext>``, in any of the volume formats. Labels: ``label_map`` (``--map PRED=GT,...``) maps
+prediction values to ground-truth values (unmapped prediction values become background and only the
+mapped ground-truth labels are scored); without it, when the prediction has a names sidecar
+(``<case>.labels.json``, written by ``segment``) and the ground truth one (``<stem>.labels.json``, or
+``label_names.json`` in its folder, or ``gt_names``), labels are mapped by name; otherwise values are
+compared as they are. Per-label rows carry the ground-truth label name when known. A DICOM-SEG prediction
+(``<stem>_seg.dcm``) is scored against a DICOM-SEG ground truth of the same series, read by highdicom
+(frames aligned by their positions, segments matched by ``SegmentLabel`` unless ``label_map`` is given).
+
 Outputs in ``out_dir`` (default: ``<pred_dir>_evaluation`` beside the prediction folder), each
 written atomically: ``metrics.csv``, ``per_label.csv``, ``summary.md``, ``dsc_boxplot.png``.
 """
@@ -33,11 +49,12 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import InputError
+from .imageio import NIFTI_SUFFIXES, read_case, read_label_names, stem_of, suffix_of
 from .io_utils import atomic_path, check_output_folder
 from .metrics import NSD_MIN_DSC, LabelScore, case_scores
 
@@ -45,6 +62,12 @@ PathLike = Union[str, Path]
 SPACING_ORDERS = ("zyx", "xyz")
 METRICS_COLUMNS = ("case", "modality", "dim", "n_labels", "dsc", "nsd", "error")
 PER_LABEL_COLUMNS = ("case", "label", "dsc", "nsd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".nrrd", ".dcm")
+PAIRING_RULE = ("a ground truth <stem>.<ext> pairs with the prediction <stem>_mask.<ext>, <stem>_0000_mask.<ext> "
+                "or <stem>.<ext> (.nii, .nii.gz, .mha, .nrrd; DICOM-SEG <stem>_seg.dcm with <stem>_seg.dcm or "
+                "<stem>.dcm); or give one file to each of --pred and --gt; "
+                "challenge .npz cases pair by the same file name, and a name starting with '3D' is a volume")
+LabelMap = Dict[int, int]
 
 
 class EvaluationWarning(UserWarning):
@@ -65,6 +88,7 @@ class CaseResult:
     failed: bool = False
     missing_prediction: bool = False
     labels: List[LabelScore] = field(default_factory=list)
+    label_names: Dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,7 +211,8 @@ def _score_case(gt_path: Path, pred_path: Path, spacing_order: str, tolerance: f
         gts = _load_key(gt_path, "gts")
         if gts.ndim != dim:
             raise InputError(f"gts has shape {gts.shape}, expected {dim}D for a "
-                             f"{'3D' if dim == 3 else '2D'} case", gt_path)
+                             f"{'3D' if dim == 3 else '2D'} case (challenge naming rule: a name starting with "
+                             f"'3D' is a volume; NIfTI / MHA / NRRD files can be given as they are)", gt_path)
         spacing = _case_spacing(gt_path, dim, spacing_order)
         if pred_path.is_file():
             segs = _load_key(pred_path, "segs")
@@ -213,6 +238,20 @@ def _score_case(gt_path: Path, pred_path: Path, spacing_order: str, tolerance: f
     result.n_labels = len(per_label)
     result.dsc, result.nsd, result.labels = dsc, nsd_value, per_label
     return result
+
+
+def _npz_cases(pred: Path, gt_files: Sequence[Path], spacing_order: str, tolerance: float,
+               messages: List[str]) -> List[CaseResult]:
+    """Challenge cases: the prediction of ``gt/<name>.npz`` is ``pred/<name>.npz``."""
+    cases = [_score_case(g, pred / g.name, spacing_order, tolerance, messages) for g in gt_files]
+    gt_names = {g.name for g in gt_files}
+    extra = sorted(p.name for p in pred.glob("*.npz") if p.name not in gt_names)
+    if extra:
+        msg = (f"{pred}: {len(extra)} prediction file(s) without ground truth ignored "
+               f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''})")
+        messages.append(msg)
+        warnings.warn(msg, EvaluationWarning, stacklevel=3)
+    return cases
 
 
 def _summaries(cases: Sequence[CaseResult]) -> List[ModalitySummary]:
@@ -345,32 +384,17 @@ def _write_report_files(result: EvaluationResult) -> None:
         _named(result.metrics_csv, lambda: _write_csv(
             tmp_metrics, METRICS_COLUMNS, [(c.case, c.modality, c.dim, c.n_labels, _fmt(c.dsc, 6), _fmt(c.nsd, 6),
                                             c.error) for c in result.cases]))
+        named = any(c.label_names for c in result.cases)  # a name column only where names are known
         _named(result.per_label_csv, lambda: _write_csv(
-            tmp_labels, PER_LABEL_COLUMNS, [(c.case, s.label, _fmt(s.dsc, 6), _fmt(s.nsd, 6))
-                                            for c in result.cases for s in c.labels]))
+            tmp_labels, PER_LABEL_COLUMNS + (("name",) if named else ()),
+            [(c.case, s.label, _fmt(s.dsc, 6), _fmt(s.nsd, 6)) + ((c.label_names.get(s.label, ""),) if named else ())
+             for c in result.cases for s in c.labels]))
         _named(result.summary_md, lambda: tmp_summary.write_text(_summary_markdown(result), encoding="utf-8"))
         _named(result.boxplot_png, lambda: _write_boxplot(tmp_plot, result.cases))
 
 
-def evaluate_dirs(pred_dir: PathLike, gt_dir: PathLike, out_dir: Optional[PathLike] = None,
-                  spacing_order: str = "zyx", tolerance: float = 2.0) -> EvaluationResult:
-    """Score every ground-truth case in ``gt_dir`` against ``pred_dir`` and write the report.
-
-    Args:
-        pred_dir: folder of prediction ``.npz`` files (key ``segs``), named like the ground truth.
-        gt_dir: folder of ground-truth ``.npz`` files (``gts``; 3D also ``spacing``).
-        out_dir: report folder; default ``<pred_dir>_evaluation`` (see :func:`default_out_dir`).
-        spacing_order: ``"zyx"`` uses the stored 3D spacing as (z, y, x); ``"xyz"`` reverses it.
-        tolerance: NSD tolerance, mm for 3D cases and pixels for 2D cases.
-
-    Returns:
-        The :class:`EvaluationResult`; ``result.ok`` is False when a case failed (its error is in
-        ``result.failures`` and in ``metrics.csv``). Missing predictions are scored 0, listed in
-        ``result.warnings`` and emitted as :class:`EvaluationWarning`.
-
-    Raises:
-        InputError: a folder is missing, no ground-truth case is found, or an option is invalid.
-    """
+def _check_options(spacing_order: str, tolerance: float) -> float:
+    """The tolerance as a float, after checking both options (one-line InputError)."""
     if spacing_order not in SPACING_ORDERS:
         raise InputError(f"spacing_order must be one of {', '.join(SPACING_ORDERS)}, got {spacing_order!r}")
     try:
@@ -379,27 +403,56 @@ def evaluate_dirs(pred_dir: PathLike, gt_dir: PathLike, out_dir: Optional[PathLi
         raise InputError(f"tolerance {tolerance!r} is not a number") from exc
     if not math.isfinite(tolerance) or tolerance < 0:
         raise InputError(f"tolerance must be finite and >= 0, got {tolerance}")
+    return tolerance
+
+
+def evaluate_dirs(pred_dir: PathLike, gt_dir: PathLike, out_dir: Optional[PathLike] = None,
+                  spacing_order: str = "zyx", tolerance: float = 2.0,
+                  label_map: Union[None, str, LabelMap] = None,
+                  gt_names: Optional[PathLike] = None) -> EvaluationResult:
+    """Score every ground-truth case in ``gt_dir`` against ``pred_dir`` and write the report.
+
+    Args:
+        pred_dir: folder of prediction ``.npz`` files (key ``segs``), named like the ground truth.
+        gt_dir: folder of ground-truth ``.npz`` files (``gts``; 3D also ``spacing``).
+        out_dir: report folder; default ``<pred_dir>_evaluation`` (see :func:`default_out_dir`).
+        spacing_order: ``"zyx"`` uses the stored 3D spacing as (z, y, x); ``"xyz"`` reverses it.
+        tolerance: NSD tolerance, mm for 3D cases and pixels for 2D cases.
+        label_map: volume files only: prediction value -> ground-truth value (``"1=1,2=5"`` or a dict);
+            None: by the names sidecars when both exist, else values as they are (module doc).
+        gt_names: volume files only: JSON names of the ground-truth labels (default: the sidecar beside it).
+
+    Returns:
+        The :class:`EvaluationResult`; ``result.ok`` is False when a case failed (its error is in
+        ``result.failures`` and in ``metrics.csv``). Missing predictions are scored 0, listed in
+        ``result.warnings`` and emitted as :class:`EvaluationWarning`.
+
+    Raises:
+        InputError: a folder is missing, no ground-truth case is found, or an option is invalid.
+
+    ``pred_dir`` / ``gt_dir`` may be NIfTI / MHA / NRRD files or folders of them (module doc, :data:`PAIRING_RULE`).
+    """
+    tolerance = _check_options(spacing_order, tolerance)
     pred = Path(pred_dir)
     gt = Path(gt_dir)
-    if not gt.is_dir():
-        raise InputError("ground-truth folder does not exist", gt)
-    if not pred.is_dir():
-        raise InputError("prediction folder does not exist", pred)
+    if not (gt.is_dir() or _is_volume(gt)):
+        raise InputError("ground-truth folder does not exist" if not gt.exists() else
+                         f"ground truth is neither a folder nor a volume file ({PAIRING_RULE})", gt)
+    if not (pred.is_dir() or _is_volume(pred)):
+        raise InputError("prediction folder does not exist" if not pred.exists() else
+                         f"prediction is neither a folder nor a volume file ({PAIRING_RULE})", pred)
     out = Path(out_dir) if out_dir is not None else default_out_dir(pred)
     check_output_folder(out, "report folder")  # before scoring: --out FILE / read-only is one line
-    gt_files = sorted(p for p in gt.glob("*.npz") if p.is_file())
-    if not gt_files:
-        raise InputError("no ground-truth .npz cases found", gt)
-
+    gt_files = sorted(p for p in gt.glob("*.npz") if p.is_file()) if gt.is_dir() else []
     messages: List[str] = []
-    cases = [_score_case(g, pred / g.name, spacing_order, tolerance, messages) for g in gt_files]
-    gt_names = {g.name for g in gt_files}
-    extra = sorted(p.name for p in pred.glob("*.npz") if p.name not in gt_names)
-    if extra:
-        msg = (f"{pred}: {len(extra)} prediction file(s) without ground truth ignored "
-               f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''})")
-        messages.append(msg)
-        warnings.warn(msg, EvaluationWarning, stacklevel=2)
+    mapping = parse_label_map(label_map)
+    if gt_files:
+        if not pred.is_dir():
+            raise InputError(f"the ground truth is challenge .npz cases, so --pred must be a folder ({PAIRING_RULE})",
+                             pred)
+        cases = _npz_cases(pred, gt_files, spacing_order, tolerance, messages)
+    else:
+        cases = _volume_cases(pred, gt, tolerance, mapping, Path(gt_names) if gt_names else None, messages)
 
     modalities = _summaries(cases)
     scored = [m for m in modalities if m.n_cases]
@@ -411,3 +464,208 @@ def evaluate_dirs(pred_dir: PathLike, gt_dir: PathLike, out_dir: Optional[PathLi
         warnings=messages)
     write_report(result)
     return result
+
+
+# ------------------------------------------------------------------ volume files (NIfTI / MHA / NRRD)
+def parse_label_map(text: Union[None, str, LabelMap]) -> Optional[LabelMap]:
+    """``"1=1,2=5"`` (prediction value = ground-truth value, comma separated) -> {1: 1, 2: 5}."""
+    if text is None or isinstance(text, dict):
+        return text
+    out: LabelMap = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        try:
+            pred, gt = (int(v) for v in item.split("="))
+        except ValueError:
+            raise InputError(f"--map item {item!r} is not PRED=GT (two label values, e.g. 1=5)") from None
+        if pred <= 0 or gt <= 0 or pred in out:
+            raise InputError(f"--map item {item!r}: values must be > 0 and each prediction value mapped once")
+        out[pred] = gt
+    if not out:
+        raise InputError("--map is empty: give PRED=GT,...")
+    return out
+
+
+def _is_volume(path: Path) -> bool:
+    return path.is_file() and suffix_of(path) in VOLUME_SUFFIXES
+
+
+def _names_beside(path: Path, extra: Sequence[str] = ()) -> Optional[Path]:
+    """The names sidecar of a label file: ``<stem>.labels.json`` (also without ``_mask``), then ``extra`` names."""
+    stem = stem_of(path)
+    candidates = [f"{stem}.labels.json"] + ([f"{stem[:-5]}.labels.json"] if stem.endswith("_mask") else [])
+    for name in candidates + list(extra):
+        if (path.parent / name).is_file():
+            return path.parent / name
+    return None
+
+
+def _norm_name(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
+def _mapping_for(pred_path: Path, gt_path: Path, label_map: Optional[LabelMap], gt_names_file: Optional[Path],
+                 ) -> Tuple[Optional[LabelMap], Dict[int, str]]:
+    """(prediction value -> ground-truth value, or None = as is; ground-truth value -> name)."""
+    gt_file = gt_names_file or _names_beside(gt_path, ("label_names.json",))
+    gt_names = read_label_names(gt_file) if gt_file is not None else {}
+    if label_map is not None:
+        return label_map, gt_names
+    pred_file = _names_beside(pred_path)
+    if pred_file is None or not gt_names:
+        return None, gt_names
+    by_name = {_norm_name(n): v for v, n in gt_names.items()}
+    mapping: LabelMap = {}
+    for value, name in read_label_names(pred_file).items():
+        if _norm_name(name) not in by_name:
+            raise InputError(f"label {value} '{name}' has no ground-truth label of that name in {gt_file.name}; "
+                             f"give --map PRED=GT", pred_file)
+        mapping[value] = by_name[_norm_name(name)]
+    return mapping, gt_names
+
+
+def apply_label_map(segs: np.ndarray, gts: np.ndarray, mapping: LabelMap) -> Tuple[np.ndarray, np.ndarray]:
+    """Prediction values renumbered to ground-truth values (unmapped -> 0); ground truth kept only at the
+    mapped values (the others -> 0), so only the mapped objects are scored."""
+    out = np.zeros(segs.shape, dtype=np.int32)
+    for pred, gt in mapping.items():
+        out[segs == pred] = gt
+    kept = np.where(np.isin(gts, list(mapping.values())), gts, 0).astype(np.int32)
+    return out, kept
+
+
+def _read_labels(path: Path) -> Tuple[np.ndarray, Tuple[float, ...]]:
+    """Integer label map of a volume file in its own (z, y, x) voxel order, and its spacing (mm)."""
+    case = read_case(path)
+    labels = case.array
+    if labels.dtype.kind == "f":
+        if not np.array_equal(labels, np.round(labels)):
+            raise InputError("holds non-integer values: not a label map", path)
+        labels = labels.astype(np.int32)
+    spacing = case.spacing_zyx if case.is_3d and case.spacing_zyx is not None else (1.0,) * labels.ndim
+    return labels, tuple(float(s) for s in spacing)
+
+
+def _read_dicom_seg(path: Path) -> Tuple[np.ndarray, np.ndarray, Dict[int, str]]:
+    """A DICOM-SEG as (label map (slices, rows, cols), 4x4 index -> patient affine, segment number -> label)."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+        volume = seg.get_volume(combine_segments=True)
+    except Exception as exc:  # noqa: BLE001 - pydicom / highdicom raise many types for a bad file
+        raise InputError(f"cannot read DICOM-SEG as a volume ({type(exc).__name__}: {exc})", path) from None
+    names = {int(d.SegmentNumber): str(d.SegmentLabel) for d in seg.SegmentSequence}
+    return np.asarray(volume.array).astype(np.int32), np.asarray(volume.affine, dtype=np.float64), names
+
+
+def _dicom_seg_pair(pred_path: Path, gt_path: Path) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...], LabelMap]:
+    """Two DICOM-SEGs of one series on one grid (empty frames may be omitted in either: they are aligned by
+    their affines) -> (segs, gts, spacing (slice, row, column) mm, prediction -> ground-truth value by name)."""
+    segs, affine_p, names_p = _read_dicom_seg(pred_path)
+    gts, affine_g, names_g = _read_dicom_seg(gt_path)
+    if not np.allclose(affine_p[:3, :3], affine_g[:3, :3], atol=1e-3):
+        raise InputError("prediction and ground truth DICOM-SEGs are not on one grid (orientation / spacing)", pred_path)
+    offset = np.linalg.solve(affine_g, affine_p[:, 3])[:3]
+    if not np.allclose(offset, np.round(offset), atol=1e-2):
+        raise InputError("prediction frames do not fall on the ground truth's slices", pred_path)
+    off = np.round(offset).astype(int)
+    lo = np.minimum(0, off)
+    hi = np.maximum(gts.shape, off + np.array(segs.shape))
+    canvas_p, canvas_g = np.zeros(hi - lo, np.int32), np.zeros(hi - lo, np.int32)
+    canvas_g[tuple(slice(-a, -a + n) for a, n in zip(lo, gts.shape))] = gts
+    canvas_p[tuple(slice(o - a, o - a + n) for o, a, n in zip(off, lo, segs.shape))] = segs
+    spacing = tuple(float(np.linalg.norm(affine_g[:3, i])) for i in range(3))
+    by_name = {_norm_name(n): v for v, n in names_g.items()}
+    mapping = {v: by_name[_norm_name(n)] for v, n in names_p.items() if _norm_name(n) in by_name}
+    return canvas_p, canvas_g, spacing, mapping
+
+
+def _score_volume_case(gt_path: Path, pred_path: Optional[Path], tolerance: float, label_map: Optional[LabelMap],
+                       gt_names_file: Optional[Path], messages: List[str]) -> CaseResult:
+    """One NIfTI / MHA / NRRD case; ``pred_path`` None = missing prediction (scored 0, :data:`PAIRING_RULE`)."""
+    result = CaseResult(case=gt_path.name, modality=modality_of(gt_path.name), dim=3)
+    try:
+        if suffix_of(gt_path) == ".dcm" or (pred_path is not None and suffix_of(pred_path) == ".dcm"):
+            return _score_dicom_seg_case(result, gt_path, pred_path, tolerance, label_map)
+        gts, spacing = _read_labels(gt_path)
+        result.dim = gts.ndim
+        if pred_path is None:
+            msg = f"{gt_path}: no prediction file found ({PAIRING_RULE}); case scored DSC 0, NSD 0"
+            messages.append(msg)
+            warnings.warn(msg, EvaluationWarning, stacklevel=3)
+            segs = np.zeros(gts.shape, dtype=np.uint8)
+            result.missing_prediction, result.error = True, "missing prediction (scored 0)"
+            mapping, names = _mapping_for(gt_path, gt_path, label_map, gt_names_file)
+        else:
+            segs, pred_spacing = _read_labels(pred_path)
+            if segs.shape != gts.shape:
+                raise InputError(f"prediction shape {segs.shape} (z, y, x) does not match the ground truth's "
+                                 f"{gts.shape}", pred_path)
+            if not np.allclose(pred_spacing, spacing, rtol=1e-3):
+                raise InputError(f"prediction spacing {pred_spacing} (z, y, x) mm does not match the ground "
+                                 f"truth's {spacing}: not the same grid", pred_path)
+            mapping, names = _mapping_for(pred_path, gt_path, label_map, gt_names_file)
+        if mapping is not None:
+            segs, gts = apply_label_map(segs, gts, mapping)
+        try:
+            dsc, nsd_value, per_label = case_scores(segs, gts, spacing, tolerance)
+        except InputError as exc:
+            raise exc.with_source(gt_path) from None
+    except InputError as exc:
+        result.error, result.failed, result.missing_prediction = str(exc), True, False
+        return result
+    result.n_labels, result.dsc, result.nsd, result.labels = len(per_label), dsc, nsd_value, per_label
+    result.label_names = {s.label: names[s.label] for s in per_label if s.label in names}
+    return result
+
+
+def _score_dicom_seg_case(result: CaseResult, gt_path: Path, pred_path: Optional[Path], tolerance: float,
+                          label_map: Optional[LabelMap]) -> CaseResult:
+    """A DICOM-SEG prediction against a DICOM-SEG ground truth of the same series; labels by segment label
+    (``label_map`` overrides)."""
+    if pred_path is None or suffix_of(pred_path) != ".dcm" or suffix_of(gt_path) != ".dcm":
+        raise InputError("a DICOM-SEG is scored against a DICOM-SEG of the same series (give both as DICOM-SEG)",
+                         pred_path or gt_path)
+    segs, gts, spacing, by_name = _dicom_seg_pair(pred_path, gt_path)
+    mapping = label_map if label_map is not None else (by_name or None)
+    if mapping is not None:
+        segs, gts = apply_label_map(segs, gts, mapping)
+    names = _read_dicom_seg(gt_path)[2]
+    try:
+        dsc, nsd_value, per_label = case_scores(segs, gts, spacing, tolerance)
+    except InputError as exc:
+        raise exc.with_source(gt_path) from None
+    result.n_labels, result.dsc, result.nsd, result.labels = len(per_label), dsc, nsd_value, per_label
+    result.label_names = {s.label: names[s.label] for s in per_label if s.label in names}
+    return result
+
+
+def pair_volume_files(pred: Path, gt: Path) -> List[Tuple[Path, Optional[Path]]]:
+    """(ground truth, prediction or None) pairs by :data:`PAIRING_RULE`; two files are one pair."""
+    if gt.is_file():
+        if not pred.is_file():
+            raise InputError(f"--gt is a file, so --pred must be one too ({PAIRING_RULE})", pred)
+        return [(gt, pred)]
+    gts = sorted(p for p in gt.iterdir() if _is_volume(p))
+    preds = {}
+    for p in sorted(pred.iterdir()):
+        if _is_volume(p):
+            preds.setdefault(stem_of(p), p)
+    pairs = []
+    for g in gts:
+        stem = stem_of(g)
+        bare = stem[:-4] if stem.endswith("_seg") else stem
+        match = next((preds[s] for s in (f"{stem}_mask", f"{stem}_0000_mask", stem, f"{bare}_seg", bare)
+                      if s in preds), None)
+        pairs.append((g, match))
+    return pairs
+
+
+def _volume_cases(pred: Path, gt: Path, tolerance: float, label_map: Optional[LabelMap],
+                  gt_names: Optional[Path], messages: List[str]) -> List[CaseResult]:
+    pairs = pair_volume_files(pred, gt)
+    if not pairs:
+        raise InputError(f"no ground-truth .npz cases found, nor .nii(.gz) / .mha / .nrrd files ({PAIRING_RULE})", gt)
+    if all(p is None for _, p in pairs):
+        raise InputError(f"no prediction pairs with any ground truth: {PAIRING_RULE}", pred)
+    return [_score_volume_case(g, p, tolerance, label_map, gt_names, messages) for g, p in pairs]

@@ -567,15 +567,31 @@ def _parse_rows(rows: Sequence[Sequence[Any]], path: Path, first_row: int = 1, t
     return np.asarray(out, dtype=np.float64)
 
 
+@dataclass
+class BoxObjects:
+    """Boxes of a box file with their optional names and colours: ``boxes`` (N, 4|6) as
+    :func:`read_boxes_file` returns them, ``names[i]`` / ``colors[i]`` (``"#rrggbb"``) of box i or None."""
+
+    boxes: np.ndarray
+    names: List[Optional[str]]
+    colors: List[Optional[str]]
+
+
 def read_boxes_file(path: PathLike) -> np.ndarray:
     """Boxes from JSON or CSV; returns (N, 4) XYXY or (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max].
 
-    * JSON: ``[[...], ...]`` or ``{"boxes": [[...], ...]}``.
+    * JSON: ``[[...], ...]`` or ``{"boxes": [[...], ...]}``; a box may also be an object
+      ``{"box": [...], "name": "spleen", "color": "#ff8800"}`` (names: :func:`read_box_objects`).
     * CSV: comma-, semicolon- or tab-separated rows of 4 or 6 numbers. A first row is a header only
       when every cell is a column name (``x_min, y_min, [z_min,] x_max, y_max, [z_max]``; also
       ``xmin`` / ``x0`` / ``x1`` ...), and then columns may come in any order. Any other row that is not
       all numbers is an error naming it (a typo in the first row is never taken as a header).
     """
+    return read_box_objects(path).boxes
+
+
+def read_box_objects(path: PathLike) -> BoxObjects:
+    """:func:`read_boxes_file` with each box's ``name`` and ``color`` (JSON objects; CSV boxes have none)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("boxes file not found", path)
@@ -583,16 +599,104 @@ def read_boxes_file(path: PathLike) -> np.ndarray:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read boxes file ({type(exc).__name__})", path) from None
-    if path.suffix.lower() == ".json":
+    if path.suffix.lower() != ".json":
+        boxes = _read_csv_boxes(text, path)
+        return BoxObjects(boxes, [None] * len(boxes), [None] * len(boxes))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc})", path) from None
+    rows = data.get("boxes") if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not all(isinstance(r, (list, dict)) for r in rows):
+        raise InputError('JSON must be a list of boxes or {"boxes": [[...], ...]}; a box is a list of numbers or '
+                         '{"box": [...], "name": "...", "color": "#rrggbb"}', path)
+    names: List[Optional[str]] = []
+    colors: List[Optional[str]] = []
+    coords = []
+    for n, row in enumerate(rows):
+        if isinstance(row, dict):
+            row, name, color = _box_object(row, n, path)
+        else:
+            name, color = None, None
+        coords.append(row)
+        names.append(name)
+        colors.append(color)
+    return BoxObjects(_parse_rows(coords, path, first_row=0, text_cells=False), names, colors)
+
+
+def _box_object(obj: Dict[str, Any], n: int, path: Path) -> Tuple[Any, Optional[str], Optional[str]]:
+    """``{"box": [...], "name": ..., "color": ...}`` -> (coordinates, name, "#rrggbb" colour)."""
+    unknown = sorted(set(obj) - {"box", "name", "color", "colour"})
+    if unknown or not isinstance(obj.get("box"), list):
+        raise InputError(f'row {n}: a box object needs "box": [numbers] (and optional "name", "color"); '
+                         f'got keys {sorted(obj)}', path)
+    name = obj.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InputError(f"row {n}: name {json.dumps(name)} is not a non-empty text", path)
+    return obj["box"], name.strip() if name else None, _parse_color(obj.get("color", obj.get("colour")), n, path)
+
+
+def _parse_color(value: Any, n: int, path: Path) -> Optional[str]:
+    """``"#rrggbb"`` or ``[r, g, b]`` (0..255) -> ``"#rrggbb"``; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) == 7 and value[0] == "#":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc})", path) from None
-        rows = data.get("boxes") if isinstance(data, dict) else data
-        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
-            raise InputError('JSON must be a list of boxes or {"boxes": [[...], ...]}', path)
-        return _parse_rows(rows, path, first_row=0, text_cells=False)
-    return _read_csv_boxes(text, path)
+            int(value[1:], 16)
+            return value.lower()
+        except ValueError:
+            pass
+    if isinstance(value, list) and len(value) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+        return "#%02x%02x%02x" % tuple(value)
+    raise InputError(f'row {n}: color {json.dumps(value)} is not "#rrggbb" or [r, g, b] in 0..255', path)
+
+
+def default_color(label: int) -> str:
+    """The colour of label ``label`` (1-based) where none is given: the overlay PNG's (HSV circle), "#rrggbb"."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb(((label * 47) % 180) / 180.0, 220 / 255, 1.0)
+    return "#%02x%02x%02x" % (round(r * 255), round(g * 255), round(b * 255))
+
+
+def label_table_path(out_dir: Path, key: str) -> Path:
+    """Where the label table of a case's mask goes: ``<out_dir>/<key>.labels.json``."""
+    return out_dir / f"{key}.labels.json"
+
+
+def write_label_table(path: PathLike, n_labels: int, names: Optional[Sequence[Optional[str]]] = None,
+                      colors: Optional[Sequence[Optional[str]]] = None) -> Path:
+    """Write ``{"1": {"name": ..., "color": "#rrggbb"}, ...}`` for label values 1..n_labels atomically:
+    label i is box i, named ``names[i-1]`` (default ``box <i>``), coloured ``colors[i-1]`` (default
+    :func:`default_color`)."""
+    names, colors = list(names or []), list(colors or [])
+    table = {str(i): {"name": (names[i - 1] if i - 1 < len(names) and names[i - 1] else f"box {i}"),
+                      "color": (colors[i - 1] if i - 1 < len(colors) and colors[i - 1] else default_color(i))}
+             for i in range(1, n_labels + 1)}
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def read_label_names(path: PathLike) -> Dict[int, str]:
+    """Label value -> name from a JSON table: ``{"1": "spleen", ...}`` (TotalSegmentator's
+    ``label_names.json``) or ``{"1": {"name": "spleen", "color": ...}, ...}`` (:func:`write_label_table`)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read label names ({type(exc).__name__})", path) from None
+    if not isinstance(data, dict):
+        raise InputError('label names must be a JSON object {"1": "name", ...}', path)
+    out: Dict[int, str] = {}
+    for key, value in data.items():
+        name = value.get("name") if isinstance(value, dict) else value
+        try:
+            out[int(key)] = str(name)
+        except ValueError:
+            raise InputError(f"label {key!r} is not an integer value", path) from None
+    return out
 
 
 def _read_csv_boxes(text: str, path: Path) -> np.ndarray:
@@ -738,7 +842,8 @@ def write_dicom_seg(case: Case, mask: np.ndarray, path: PathLike, labels: Option
     One segment per label id 1..max (a box), named ``labels[i-1]`` (default ``box <i>``), referencing
     the source series' SOP instances frame by frame (slice z of the mask is ``case.meta["files"][z]``);
     empty frames are omitted. The conventions 3D Slicer / dcmqi read: ``SegmentationType BINARY``, one
-    segment per label with ``SegmentLabel``, algorithm type AUTOMATIC (medsam-lite).
+    segment per label with ``SegmentLabel``, algorithm type SEMIAUTOMATIC (a person drew each box;
+    algorithm medsam-lite).
     """
     import highdicom as hd
     import pydicom
@@ -763,7 +868,7 @@ def write_dicom_seg(case: Case, mask: np.ndarray, path: PathLike, labels: Option
         hd.seg.SegmentDescription(
             segment_number=i, segment_label=names[i - 1] if i - 1 < len(names) else f"box {i}",
             segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm_identification=algorithm)
         for i in range(1, n_labels + 1)
     ]
     onehot = np.stack([mask == i for i in range(1, n_labels + 1)], axis=-1).astype(np.uint8)

@@ -17,6 +17,10 @@ Rules (:data:`MODALITY_TABLE`, :data:`CT_WINDOWS`):
 
 Unknown modality names are an :class:`InputError` listing the known ones, never a silent default.
 
+Inference input (:func:`model_input_uint8`): the one mapping of ``medsam-lite segment`` / ``serve`` and of
+``Predictor(modality=..., window=...)``: a modality -> its rule above; none -> uint8 unchanged, other dtypes by
+the generic grey rule (with a notice when the values look like HU).
+
 CT sanity check (:func:`check_ct_range`): a CT volume must hold finite values inside
 [-3100, 30000] HU after the reader's rescale. -3024 / -2048 / -2000 are real "outside the scan
 field" fill values and extended-scale metal reaches ~30000, but an int16 wrap-around (-32768 ...)
@@ -256,3 +260,41 @@ def normalize_to_uint8(array: np.ndarray, modality: str, window: Optional[Window
 def unit_to_uint8(unit: np.ndarray) -> np.ndarray:
     """[0, 1] -> uint8 0..255, rounded half to even (``np.round``); 4x smaller than float32 on disk."""
     return np.round(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+GENERIC_GREY = "MR"
+"""The table entry of the generic grey rule (0.5 / 99.5 percentiles of the non-zero voxels)."""
+
+HU_HINT_MIN = -500.0
+"""A grey non-uint8 input whose minimum is at or below this looks like CT in HU (notice only)."""
+
+
+def model_input_uint8(array: np.ndarray, modality: Optional[str] = None, window: Optional[Window] = None,
+                      is_rgb: bool = False, source: Optional[object] = None) -> Tuple[np.ndarray, str, Optional[str]]:
+    """The uint8 array the model sees, its normalisation text, and a notice (or None): the one mapping
+    of ``medsam-lite segment`` / ``serve`` and :class:`medsam_lite.predictor.Predictor`.
+
+    Args:
+        array: grey (D, H, W) / (H, W), or colour (H, W, 3) when ``is_rgb``, any real dtype.
+        modality: a :data:`MODALITY_TABLE` name or alias; None: uint8 stays unchanged and any other dtype
+            takes the generic grey rule (with a notice when its values look like CT Hounsfield units).
+        window: CT (level, width); given without ``modality`` it means CT.
+        source: file named in errors.
+    """
+    if modality is None and window is not None:
+        modality = "CT"
+    if modality is None:
+        if array.dtype == np.uint8:
+            return array, "unchanged-uint8", None
+        notice = None
+        low = float(np.min(array))
+        if not is_rgb and low <= HU_HINT_MIN:
+            notice = (f"values {low:g}..{float(np.max(array)):g} look like CT Hounsfield units; mapped by the "
+                      f"generic percentile rule: give --modality CT (L40/W400, or --window) for the CT window")
+        out = normalize_to_uint8(array, GENERIC_GREY, is_rgb=is_rgb, source=source)
+        return out, describe(GENERIC_GREY, None, is_rgb), notice
+    rule = modality_rule(modality, source)
+    if window is not None and rule.grey != "window":
+        raise InputError(f"--window applies to CT only, not to modality {rule.name}", source)
+    out = normalize_to_uint8(array, rule.name, window, is_rgb=is_rgb, source=source)
+    return out, describe(rule.name, window, is_rgb), None

@@ -39,10 +39,23 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, boxes: Optional[np.nda
     return canvas
 
 
+def draw_caption(canvas: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in the top-left corner of a BGR canvas (white on a black band, readable on any image)."""
+    scale = max(0.4, max(canvas.shape[:2]) / 700)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(canvas, (0, 0), (w + 6, h + base + 6), (0, 0, 0), -1)
+    cv2.putText(canvas, text, (3, h + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
 def write_overlay(path: Union[str, Path], image: np.ndarray, labels: np.ndarray,
-                  boxes: Optional[np.ndarray] = None, box_ids: Optional[Sequence[int]] = None) -> Path:
-    """Render and write the overlay PNG atomically (``path`` should end in .png)."""
+                  boxes: Optional[np.ndarray] = None, box_ids: Optional[Sequence[int]] = None,
+                  caption: Optional[str] = None) -> Path:
+    """Render and write the overlay PNG atomically (``path`` should end in .png), with ``caption`` drawn
+    in its top-left corner when given."""
     canvas = render_overlay(image, labels, boxes, box_ids)
+    if caption:
+        draw_caption(canvas, caption)
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), canvas):
             raise OSError(f"could not write overlay {path}")
@@ -51,9 +64,11 @@ def write_overlay(path: Union[str, Path], image: np.ndarray, labels: np.ndarray,
 
 def write_volume_overlay(path: Union[str, Path], volume: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -> Path:
     """Overlay of the (D, H, W) volume's slice with the largest mask area; shows the 3D boxes
-    (N, 6) whose z range covers that slice."""
+    (N, 6) whose z range covers that slice, and says which slice it is (``slice z = <z> of <D>`` drawn
+    in the corner; z = the index of the box's third number)."""
     areas = (labels > 0).reshape(labels.shape[0], -1).sum(axis=1)
     z = int(np.argmax(areas)) if areas.max() > 0 else labels.shape[0] // 2
     ids = [i for i, b in enumerate(boxes, start=1) if b[2] <= z <= b[5]]
     on_slice = np.array([boxes[i - 1][[0, 1, 3, 4]] for i in ids]).reshape(-1, 4)
-    return write_overlay(path, to_uint8(volume)[z], labels[z], on_slice, ids)
+    return write_overlay(path, to_uint8(volume)[z], labels[z], on_slice, ids,
+                         caption=f"slice z = {z} of {labels.shape[0]} (0-based)")

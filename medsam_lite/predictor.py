@@ -11,6 +11,7 @@ z = slice index. Pixel coordinates are indices; both ends of a range are inclusi
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 import numpy as np
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from .embedding_cache import CachedEncoder, EmbeddingStore, open_store
 from .errors import InputError
+from .normalize import Window, model_input_uint8, modality_rule, parse_window
 from .propagation import Propagator
 from .transforms import get_preprocess_shape, scale_boxes
 from .validation import MAX_LABELS, as_uint8, check_boxes_2d, check_boxes_3d, check_image, check_volume
@@ -75,6 +77,12 @@ class Predictor:
             slices are still encoded once per ``predict_volume`` call).
         threads: intra-op threads of a non-torch runtime (None: its default; torch's own pool is the
             process's, set by the entry point).
+        modality: intensity mapping of ``set_image`` / ``predict_volume`` inputs, as ``medsam-lite segment
+            --modality`` (the same code: :func:`medsam_lite.normalize.model_input_uint8`): ``"CT"`` windows raw
+            HU (L40/W400 or ``window``), ``"MR"`` / ``"US"`` / ... clip to the 0.5-99.5 percentiles of the
+            non-zero voxels. None (default): uint8 input is used as is; other dtypes are min-max scaled to
+            uint8, with a warning (raw CT then loses most of its contrast: give ``modality="CT"``).
+        window: CT ``(level, width)`` or a preset name / ``"L,W"`` text (``"abdomen"``, ``"40,400"``); implies CT.
     """
 
     def __init__(
@@ -85,7 +93,13 @@ class Predictor:
         precision: str = "auto",
         embedding_cache: Optional[Union[str, "os.PathLike[str]", EmbeddingStore]] = None,
         threads: Optional[int] = None,
+        modality: Optional[str] = None,
+        window: Union[None, str, Window] = None,
     ) -> None:
+        self.window = parse_window(window)
+        self.modality = modality
+        if modality is not None and modality_rule(modality).grey != "window" and self.window is not None:
+            raise InputError(f"window applies to CT only, not to modality {modality}")  # unknown names fail above
         if isinstance(backend, str):
             from .backends import create_backend
 
@@ -121,11 +135,23 @@ class Predictor:
     def set_image(self, image: np.ndarray) -> None:
         """Encode and cache an (H, W) or (H, W, 3) image (uint8 as in the challenge; other real dtypes
         are min-max scaled to uint8 first, like a uint8 image after the baseline's min-max)."""
-        image = as_uint8(check_image(image))
+        image = check_image(image)
+        image = self._to_uint8(image, is_rgb=image.ndim == 3 and image.shape[-1] == 3)
         with torch.inference_mode():
             self._embedding, new_h, new_w = self.propagator.encode_image(torch.from_numpy(image))
         self._resized_hw = (new_h, new_w)
         self._original_hw = (image.shape[0], image.shape[1])
+
+    def _to_uint8(self, array: np.ndarray, is_rgb: bool) -> np.ndarray:
+        """The model's uint8 input: the ``modality`` / ``window`` mapping of ``segment``, or (neither given)
+        uint8 as is and other dtypes min-max scaled, with a one-line warning."""
+        if self.modality is None and self.window is None:
+            if array.dtype != np.uint8:
+                warnings.warn(f"{array.dtype} input min-max scaled to uint8: give Predictor(modality=...) (e.g. "
+                              f"'CT' for Hounsfield units) for the intensity mapping of medsam-lite segment",
+                              UserWarning, stacklevel=3)
+            return as_uint8(array)
+        return np.ascontiguousarray(model_input_uint8(array, self.modality, self.window, is_rgb=is_rgb)[0])
 
     @property
     def is_image_set(self) -> bool:
@@ -177,7 +203,7 @@ class Predictor:
 
         Returns: (D, H, W) uint8 label map, value i+1 for box i, later boxes win.
         """
-        volume = as_uint8(check_volume(volume))
+        volume = self._to_uint8(check_volume(volume), is_rgb=False)
         boxes = check_boxes_3d(boxes, volume.shape)
         _check_label_count(len(boxes))
         total = int(sum(b[5] - b[2] + 1 for b in boxes.astype(np.int64)))

@@ -27,7 +27,9 @@ other non-uint8 images / volumes                generic grey rule: 0.5 / 99.5 pe
 ``--window`` without ``--modality`` means CT.
 
 Outputs: every file atomically; a case that fails removes its own stale output from an earlier run;
-two inputs sharing a stem (``a.png``, ``a.bmp``) get ``a_png_mask.png`` / ``a_bmp_mask.png``.
+two inputs sharing a stem (``a.png``, ``a.bmp``) get ``a_png_mask.png`` / ``a_bmp_mask.png``; a run with object
+names (``SegmentOptions.labels`` / ``colors``) writes ``<key>.labels.json`` beside each mask (label value -> name,
+colour; :func:`medsam_lite.imageio.write_label_table`).
 
 The shape is nnU-Net v2's predictor (``predict_from_files`` -> ``_manage_input_and_output_lists`` ->
 ``predict_from_data_iterator`` -> ``export_prediction``): :func:`segment_paths` first resolves every input
@@ -52,15 +54,13 @@ import numpy as np
 
 from .errors import InputError
 from .imageio import (GENERIC_GREY, OUTPUT_FORMATS, Case, expected_mask_paths, is_dicom_series_dir, is_supported,
-                      mask_path_for, read_case, stem_of, suffix_of, write_mask)
+                      label_table_path, mask_path_for, read_case, stem_of, suffix_of, write_label_table, write_mask)
 from .io_utils import atomic_path, check_output_folder, link_problem, real_path, remove_dead_temporaries
-from .normalize import Window, canonical_modality, describe, modality_rule, normalize_to_uint8
+from .normalize import HU_HINT_MIN  # noqa: F401 - re-exported (its home was here)
+from .normalize import Window, canonical_modality, describe, model_input_uint8, modality_rule
 
 if False:  # pragma: no cover - typing only; the predictor (torch) is imported when the model is built
     from .predictor import Predictor
-
-HU_HINT_MIN = -500.0
-"""A grey non-uint8 input whose minimum is at or below this looks like CT in HU (notice only)."""
 
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".nii.gz", ".nii", ".mha", ".nrrd")
 
@@ -72,8 +72,9 @@ class SegmentOptions:
     ``modality``: a :data:`medsam_lite.normalize.MODALITY_TABLE` name; None = default per format
     (module doc). ``window``: CT (level, width). ``fmt``: one of :data:`OUTPUT_FORMATS` (``dicom-seg``
     for DICOM series inputs). ``series_uid``: which series of a DICOM folder that holds several.
-    ``overlay``: a PNG path (one case) or a folder (a folder of cases). ``labels``: segment names for
-    DICOM-SEG, box i -> ``labels[i-1]``. ``dicom_series``: read the input folder as one DICOM series
+    ``overlay``: a PNG path (one case) or a folder (a folder of cases). ``labels``: object names, box i ->
+    ``labels[i-1]`` (DICOM-SEG segment labels, and the ``<key>.labels.json`` table written beside each mask of a
+    run with names or colours: label value -> name, colour); ``colors``: their ``"#rrggbb"`` colours in that table (None: the overlay's). ``dicom_series``: read the input folder as one DICOM series
     even when it holds other files too (otherwise only an all-DICOM folder is a series).
     ``backend`` / ``precision``: the inference backend (:mod:`medsam_lite.backends`; ``auto`` = the fastest
     installed, at the precision the agreement gate allows). ``threads``: threads of a non-torch runtime.
@@ -87,7 +88,8 @@ class SegmentOptions:
     modality: Optional[str] = None
     fmt: str = "auto"
     series_uid: Optional[str] = None
-    labels: Optional[Sequence[str]] = None
+    labels: Optional[Sequence[Optional[str]]] = None
+    colors: Optional[Sequence[Optional[str]]] = None
     progress: bool = True
     dicom_series: bool = False
     backend: str = "auto"
@@ -180,42 +182,27 @@ def case_keys(paths: Sequence[Path]) -> Dict[Path, str]:
 def _possible_outputs(path: Path, key: str, out_dir: Path) -> List[Path]:
     """Every name a mask of this input could have (to remove a stale one when the case fails)."""
     if suffix_of(path) == ".npz":
-        return [out_dir / path.name]
-    return [out_dir / f"{key}_mask{ext}" for ext in MASK_EXTENSIONS] + [out_dir / f"{key}_seg.dcm"]
+        return [out_dir / path.name, label_table_path(out_dir, key)]
+    return [out_dir / f"{key}_mask{ext}" for ext in MASK_EXTENSIONS] + [out_dir / f"{key}_seg.dcm",
+                                                                        label_table_path(out_dir, key)]
 
 
 def model_input(case: Case, modality: Optional[str] = None,
                 window: Optional[Window] = None) -> Tuple[np.ndarray, str, Optional[str]]:
     """The uint8 array the model sees, its normalisation text, and a notice (or None).
 
-    Table in the module doc; every mapping goes through :func:`medsam_lite.normalize.normalize_to_uint8`.
+    Table in the module doc; the mapping is :func:`medsam_lite.normalize.model_input_uint8` (the Predictor's too).
     """
     array = case.array
     is_rgb = (not case.is_3d) and array.ndim == 3 and array.shape[-1] == 3
     if case.kind == "npz":
         return array, describe(GENERIC_GREY, None, is_rgb, precomputed=True), None
-    if modality is None and window is not None:
-        modality = "CT"
-    if modality is None and case.meta.get("modality"):
+    if modality is None and window is None and case.meta.get("modality"):
         try:
             modality = canonical_modality(case.meta["modality"])
         except InputError:
             modality = None  # e.g. "OT" / "SC": no table entry, fall back to the per-format default
-    if modality is None:
-        if array.dtype == np.uint8:
-            return array, "unchanged-uint8", None
-        notice = None
-        low = float(np.min(array))
-        if not is_rgb and low <= HU_HINT_MIN:
-            notice = (f"values {low:g}..{float(np.max(array)):g} look like CT Hounsfield units; mapped by the "
-                      f"generic percentile rule: give --modality CT (L40/W400, or --window) for the CT window")
-        out = normalize_to_uint8(array, GENERIC_GREY, is_rgb=is_rgb, source=case.path)
-        return out, describe(GENERIC_GREY, None, is_rgb), notice
-    rule = modality_rule(modality, case.path)
-    if window is not None and rule.grey != "window":
-        raise InputError(f"--window applies to CT only, not to modality {rule.name}", case.path)
-    out = normalize_to_uint8(array, rule.name, window, is_rgb=is_rgb, source=case.path)
-    return out, describe(rule.name, window, is_rgb), None
+    return model_input_uint8(array, modality, window, is_rgb=is_rgb, source=case.path)
 
 
 def resolve_boxes(case: Case, boxes: Optional[np.ndarray]) -> np.ndarray:
@@ -403,7 +390,7 @@ def _plan_tasks(input_path: Path, out_dir: Path, opts: SegmentOptions) -> Tuple[
     if overlay is not None:
         folders.append(overlay if many else overlay.parent)
         check_output_folder(folders[-1], "overlay folder")
-    tasks = [CaseTask(p, keys[p], expected_mask_paths(p, out_dir, keys[p], opts.fmt),
+    tasks = [CaseTask(p, keys[p], expected_mask_paths(p, out_dir, keys[p], opts.fmt) + [label_table_path(out_dir, keys[p])],
                       (overlay / f"{keys[p]}.png" if many else overlay) if overlay is not None else None)
              for p in paths]
     return tasks, folders, many
@@ -540,6 +527,10 @@ def _run_task(predictor: "Predictor", task: CaseTask, plan: RunPlan, opts: Segme
             case, out, array, used = _load_task(task, plan, opts, say)
             mask = _predict(predictor, case, array, used, opts.progress)
             export_prediction(case, mask, out, opts.labels)
+            if opts.labels or opts.colors:  # named objects (tables beside unnamed outputs would change their lists)
+                write_label_table(label_table_path(plan.out_dir, task.key), len(used), opts.labels, opts.colors)
+            else:  # no stale table of an earlier named run beside this mask
+                _unlink_quietly([label_table_path(plan.out_dir, task.key)], plan.inputs)
         for w in caught:
             say(f"warning: {task.path}: {w.message}")
         elapsed = time.perf_counter() - start

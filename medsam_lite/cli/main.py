@@ -26,8 +26,19 @@ SUBCOMMANDS = {
 }
 
 
+DESCRIPTION = """\
+Box-prompted medical image segmentation (LiteMedSAM) on a CPU: segment NIfTI / MHA / NRRD volumes,
+DICOM series, images and challenge .npz cases from boxes, score the masks against labels, or
+annotate in the browser. Start with: medsam-lite segment --help"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medsam-lite", description=__doc__.splitlines()[0])
+    """The ``medsam-lite`` parser with every subcommand (their modules' ``register``)."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="medsam-lite", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"medsam-lite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS.values():
         importlib.import_module(module).register(sub)

@@ -10,13 +10,22 @@ if TYPE_CHECKING:  # heavy imports stay inside run(): ``medsam-lite --help`` is 
 from ..backends import PRECISIONS, choices  # the registry: no runtime is imported, --help stays light
 
 
+DESCRIPTION = (
+    "Segment a challenge .npz case (or a folder of them) with its own boxes, or a NIfTI/MHA/NRRD volume, DICOM "
+    "series folder, PNG/JPG/TIFF/DICOM image with boxes given here. Box coordinates are pixel/voxel indices of the "
+    "file's grid, both ends inclusive: 2D x_min y_min x_max y_max, 3D x_min y_min z_min x_max y_max z_max. For "
+    "NIfTI, x / y / z are the file's voxel axes i / j / k as nibabel reads them (img.get_fdata()[x, y, z]; what "
+    "ITK-SNAP / 3D Slicer show as voxel coordinates), for MHA / NRRD / DICOM SimpleITK's (x, y, z) index, z = "
+    "slice. A box's mask can depend on its place in the list: later boxes win where masks overlap, and in 3D the "
+    "next slice's prompt is the box of the previous slice's mask resized to 256 px with the box's label value (its "
+    "place in the list), as the LiteMedSAM baseline does.")
+
+
 def register(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser(
         "segment",
         help="segment cases with box prompts",
-        description="Segment a challenge .npz case (or a folder of them) with its own boxes, or a NIfTI/MHA/NRRD "
-        "volume, DICOM series folder, PNG/JPG/TIFF/DICOM image with boxes given here. Box coordinates are pixel/voxel "
-        "indices of the file's grid: 2D x_min y_min x_max y_max, 3D x_min y_min z_min x_max y_max z_max.",
+        description=DESCRIPTION,
     )
     p.add_argument("input", help="case file or folder of cases")
     p.add_argument("-o", "--output", required=True, help="output folder (masks + timing.csv)")
@@ -25,7 +34,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--box", type=float, nargs="+", action="append", metavar="V",
                    help="one box (4 numbers 2D, 6 numbers 3D); repeat for more boxes")
     p.add_argument("--boxes", help="JSON or CSV file of boxes (rows of 4 or 6 numbers; comma, semicolon or tab "
-                   "separated; an optional header names the columns: x_min,y_min[,z_min],x_max,y_max[,z_max])")
+                   "separated; an optional header names the columns: x_min,y_min[,z_min],x_max,y_max[,z_max]). "
+                   'JSON boxes may be objects {"box": [...], "name": "spleen", "color": "#ff8800"}: the names go to '
+                   "DICOM-SEG segments and to <case>.labels.json beside the mask")
     p.add_argument("--modality", default=None,
                    help="modality for the intensity mapping, same names as 'medsam-lite prep' (CT, MR, PET, US, "
                         "XRay, Microscopy, ...). Default per input: DICOM -> its Modality tag; .npz and uint8 "
@@ -42,7 +53,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                         "only a folder of DICOM files alone is a series; any other folder is a folder of cases, "
                         "each file its own case)")
     p.add_argument("--label", action="append", metavar="NAME", default=None,
-                   help="segment name for DICOM-SEG, one per box in order (default: box 1, box 2, ...)")
+                   help="object name, one per box in order (default: the --boxes JSON names, else box 1, box 2, ...): "
+                        "DICOM-SEG segment labels and <case>.labels.json (label value -> name, colour)")
     p.add_argument("--overlay", help="PNG to write (a folder when the input is a folder)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--backend", choices=choices(), default="auto", metavar="BACKEND[:PRECISION]",
@@ -114,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..errors import InputError
-    from ..imageio import read_boxes_file
+    from ..imageio import read_box_objects
     from ..segment import SegmentOptions, segment_paths
 
     window = _window(args.window)
@@ -129,9 +141,10 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline and (args.onnx_dir or not is_reference(args.backend, args.precision)):
         raise InputError("--baseline is the eager fp32 LiteMedSAM algorithm: it takes no --backend / --precision / "
                          "--onnx-dir")
-    boxes = None
+    boxes, names, colors = None, [], []
     if args.boxes:
-        boxes = read_boxes_file(args.boxes)
+        objects = read_box_objects(args.boxes)
+        boxes, names, colors = objects.boxes, objects.names, objects.colors
     if args.box:
         widths = {len(b) for b in args.box}
         if len(widths) != 1 or next(iter(widths)) not in (4, 6):
@@ -141,9 +154,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--boxes {args.boxes} holds {boxes.shape[1]}-number boxes but --box gives {width} "
                              f"numbers; use one kind")
         boxes = np.asarray(args.box, dtype=np.float64) if boxes is None else np.vstack([boxes, args.box])
+    labels = args.label or (names if any(names) else None)  # --label wins over the JSON names
     predictor = _predictor(args.backend, args.precision, args.onnx_dir, args.model)
     options = SegmentOptions(overlay=args.overlay, window=window, modality=args.modality, fmt=args.fmt,
-                             series_uid=args.series, labels=args.label, progress=not args.no_progress,
+                             series_uid=args.series, labels=labels, colors=colors if any(colors) else None, progress=not args.no_progress,
                              dicom_series=args.dicom_series, backend=args.backend, precision=args.precision,
                              threads=args.threads, baseline=args.baseline,
                              embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None,
