@@ -33,9 +33,7 @@ must never train on it; this module measures on it. Usage::
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
@@ -64,10 +62,6 @@ PathLike = Union[str, Path]
 NOISE_SIGMA = 2.0
 #: A box is "stable" when the teacher's masks with and without that noise have at least this IoU.
 STABLE_IOU = 0.9
-
-
-SHARED_ENV = "MEDSAM_LITE_SHARED"
-"""Environment variable a command line may take the shared data folder from (no default path)."""
 
 
 def load_held_out(shared: PathLike, items: Sequence[HeldOut] = HELD_OUT) -> List[Tuple[HeldOut, str, np.ndarray]]:
@@ -605,17 +599,3 @@ def fidelity_report(students: Union[str, Sequence[str]], teacher: str, shared: P
     if out_dir is not None:
         write_report(result, out_dir)
     return result
-
-
-def add_report_args(p: argparse.ArgumentParser, report: str, several: bool = False) -> None:
-    """--student, --teacher, --shared and -o/--out (``report``.json / .md) for the held-out reports
-    (``several``: --student may be repeated)."""
-    if several:
-        p.add_argument("--student", required=True, action="append",
-                       help="student model name or checkpoint path; repeat to compare several side by side")
-    else:
-        p.add_argument("--student", required=True, help="student model name or checkpoint path")
-    p.add_argument("--teacher", default="lite_medsam", help="teacher model name or checkpoint path")
-    p.add_argument("--shared", default=os.environ.get(SHARED_ENV), required=not os.environ.get(SHARED_ENV),
-                   help=f"the shared data folder (default: ${SHARED_ENV})")
-    p.add_argument("-o", "--out", default=None, help=f"write {report}.json / {report}.md here")
