@@ -274,20 +274,20 @@ def _log(message: str) -> None:
 
 
 def _measure(model: MedSAMLite, choice: str, ref: Outputs, cases_2d: Sequence[Case], cases_3d: Sequence[Case],
-             cfg: GateConfig, log: Any) -> Optional[Dict[str, Any]]:
-    """One variant's metrics against the reference outputs (:func:`compare` + ``passes``), or None when the
-    registry cannot build it here (the reason is logged)."""
+             cfg: GateConfig, log: Any) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """(report key ``backend/precision``, metrics against the reference outputs: :func:`compare` + ``passes``)
+    of one variant, or None when the registry cannot build it here (the reason is logged)."""
     from ..backends import installed, parse_choice
 
-    backend, precision = parse_choice(choice)
-    if not installed(backend):
-        log(f"{backend}: not installed, skipped")
-        return None
-    log(f"{backend} {precision} ...")
     try:
+        backend, precision = parse_choice(choice)
+        if not installed(backend):
+            log(f"{backend}: not installed, skipped")
+            return None
+        log(f"{backend} {precision} ...")
         variant = make_variant(model, backend, precision, cfg)
     except InputError as exc:
-        log(f"{backend} {precision}: skipped ({exc})")
+        log(f"{choice}: skipped ({exc})")
         return None
     out = run_backend(variant, cases_2d, cases_3d)
     del variant
@@ -297,7 +297,7 @@ def _measure(model: MedSAMLite, choice: str, ref: Outputs, cases_2d: Sequence[Ca
         f"min {metrics['box_iou_min']:.4f}, 3D label DSC vs fp32 {metrics['label_dsc_vs_fp32_mean']:.4f}, "
         f"GT DSC delta 2D {metrics['gt_dsc_2d_delta']:+.4f} 3D {metrics['gt_dsc_3d_delta']:+.4f} "
         f"-> {'pass' if metrics['passes'] else 'fail'}")
-    return metrics
+    return f"{backend}/{precision}", metrics
 
 
 def run_gate(model: MedSAMLite, cfg: GateConfig, log: Any = _log) -> Dict[str, Any]:
@@ -314,9 +314,9 @@ def run_gate(model: MedSAMLite, cfg: GateConfig, log: Any = _log) -> Dict[str, A
     log(f"{REFERENCE}: {ref.seconds:.0f} s, GT DSC 2D {np.mean(r2):.4f} 3D {np.mean(r3):.4f}")
     results: Dict[str, Any] = {}
     for choice in cfg.variants:
-        metrics = _measure(model, choice, ref, cases_2d, cases_3d, cfg, log)
-        if metrics is not None:
-            results["/".join(parse_choice(choice))] = metrics
+        measured = _measure(model, choice, ref, cases_2d, cases_3d, cfg, log)
+        if measured is not None:
+            results[measured[0]] = measured[1]
     ref_backend, ref_precision = parse_choice(REFERENCE)
     return {
         "cpu": cpu_name(), "native_bf16": native_bf16(), "torch": torch.__version__,
