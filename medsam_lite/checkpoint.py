@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -53,23 +54,25 @@ def state_sha256(model: nn.Module) -> str:
 @dataclass(frozen=True)
 class PretrainedEntry:
     """One pretrained model: ``file()`` locates its weights (InputError when absent, nothing checked yet),
-    ``sha256`` is their recorded digest, ``loader(path)`` builds the model from the verified file."""
+    ``sha256()`` gives their recorded digest (read when checked, so the module constant is the one truth),
+    ``loader(path)`` builds the model from the verified file."""
 
     name: str
     file: Callable[[], Path]
-    sha256: str
+    sha256: Callable[[], str]
     loader: Callable[[Path], "MedSAMLite"]
 
 
 _PRETRAINED: Dict[str, PretrainedEntry] = {}
 
 
-def register_pretrained(name: str, file: Callable[[], Path], sha256: str,
+def register_pretrained(name: str, file: Callable[[], Path], sha256: Union[str, Callable[[], str]],
                         loader: Callable[[Path], "MedSAMLite"]) -> PretrainedEntry:
     """Add a pretrained model (timm-style: the name carries its weights file, digest and builder)."""
     if name in _PRETRAINED:
         raise ValueError(f"pretrained model {name!r} is already registered")
-    entry = PretrainedEntry(name, file, sha256, loader)
+    digest = sha256 if callable(sha256) else (lambda: str(sha256))
+    entry = PretrainedEntry(name, file, digest, loader)
     _PRETRAINED[name] = entry
     return entry
 
@@ -84,7 +87,7 @@ def pretrained_file(name: str) -> "tuple[Path, str]":
     if name not in _PRETRAINED:
         raise InputError(f"unknown pretrained model {name!r}; valid names: {', '.join(sorted(_PRETRAINED))}")
     entry = _PRETRAINED[name]
-    return entry.file(), entry.sha256
+    return entry.file(), entry.sha256()
 
 
 def lite_medsam_weights_path() -> Path:
@@ -123,11 +126,27 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unpickler_reason(exc: BaseException) -> str:
-    """The useful line of torch's weights-only error (``Unsupported global: GLOBAL os.system ...``)."""
+    """The useful line of torch's weights-only error, without its boilerplate about changed defaults:
+    ``Unsupported global: GLOBAL os.system ...`` (torch < 2.7), ``Trying to load unsupported GLOBAL
+    posix.system whose module posix is blocked.`` (later), ``Unsupported operand 149`` ..."""
     text = str(exc).split("WeightsUnpickler error:", 1)[-1]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    reason = lines[0] if lines else type(exc).__name__
+    useful = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unsupported" in ln]
+    reason = (useful or lines or [type(exc).__name__])[0]
     return reason.split(" was not an allowed global")[0][:200]
+
+
+def _blocked_globals(path: Path, reason: str) -> List[str]:
+    """The callables a refused pickle would have called (``posix.system``), found without unpickling:
+    torch's own scan of the checkpoint's pickle, else the name in torch's error line."""
+    try:
+        found = [str(g) for g in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))]
+    except Exception:  # not a torch.save zip, or an older torch
+        found = []
+    if not found:
+        match = re.search(r"GLOBAL ([\w.]+)", reason)
+        found = [match.group(1)] if match else []
+    return found
 
 
 def _read_payload(path: Path) -> Any:
@@ -138,11 +157,13 @@ def _read_payload(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(exc)
-        if "Unsupported global" in reason:
+        if "GLOBAL" in reason or "global" in reason:
             # weights_only refuses every global outside torch's allow-list: a pickle that would build
             # arbitrary objects (and so could run code) ends here without executing anything
-            raise InputError(f"refused: the checkpoint holds objects other than tensors and plain data, which "
-                             f"are never unpickled ({reason})", path) from None
+            calls = ", ".join(_blocked_globals(path, reason)) or "an unknown global"
+            raise InputError(f"refused: the checkpoint holds objects other than tensors and plain data: loading it "
+                             f"would call {calls}, which is outside torch's weights-only allow-list (a pickle "
+                             f"can run any code that way); nothing was unpickled or run", path) from None
         raise InputError(f"not a readable PyTorch checkpoint ({reason})", path) from None
     except Exception as exc:  # torch raises many types for corrupt / foreign files
         raise InputError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})",
@@ -212,8 +233,8 @@ def _student_file() -> Path:
     return STUDENT_PATH
 
 
-register_pretrained("lite_medsam", _lite_medsam_file, LITE_MEDSAM_SHA256, load_lite_medsam)
-register_pretrained("repvit_m0_6_lite", _student_file, STUDENT_SHA256, load_checkpoint)
+register_pretrained("lite_medsam", _lite_medsam_file, lambda: LITE_MEDSAM_SHA256, load_lite_medsam)
+register_pretrained("repvit_m0_6_lite", _student_file, lambda: STUDENT_SHA256, load_checkpoint)
 
 PRETRAINED = MappingProxyType(_PRETRAINED)
 """Read-only view of the pretrained registry: name -> :class:`PretrainedEntry`."""

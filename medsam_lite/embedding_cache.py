@@ -1,35 +1,60 @@
-"""Persistent slice-embedding cache: (1, 256, 64, 64) float32 image embeddings on disk.
+"""The one embedding path: slice embeddings keyed once, kept in memory or on disk, reached through one encoder.
 
-Re-running a case (another box, another threshold, a re-opened viewer) then skips the encoder for
-every slice already seen. A key (:func:`embedding_key`) is the SHA-256 of
+As micro-sam's ``precompute_image_embeddings`` is the one embedding path of its annotators, evaluation and
+inference, every caller of the image encoder that wants reuse goes through this module: the Predictor (a
+persistent ``--embedding-cache`` folder, or a memory store), the annotator's server (a bounded memory store
+shared by every case) and the fidelity report (a memory store cleared per volume).
 
-* the encoder input: the preprocessed (1, 3, 256, 256) model-frame tensor bytes, or the raw slice
-  bytes with dtype and shape (:func:`input_digest`),
-* the model fingerprint (:func:`medsam_lite.checkpoint.state_sha256`),
-* the backend name and precision (an OpenVINO bf16 embedding is not an eager fp32 one).
+* :func:`embedding_key`, the one key: the SHA-256 of
 
-Entries are ``<key>.npy`` files written atomically (temporary name + rename), read back with
-``np.load(allow_pickle=False)`` (never unpickled), and validated (shape, dtype, finite); a corrupt or
-truncated entry is removed and treated as a miss. The folder is kept under ``max_bytes`` by deleting
-the least recently used entries (by modification time; a hit refreshes it).
+  * the encoder input, the preprocessed (1, 3, 256, 256) model-frame tensor (:func:`input_digest` of its
+    dtype, shape and bytes),
+  * the model fingerprint (the backend's ``weights_sha256``),
+  * the backend name and precision (an OpenVINO bf16 embedding is not an eager fp32 one).
+
+* :class:`EmbeddingStore`, the one protocol (``get(key)`` -> (1, 256, 64, 64) float32 tensor or None,
+  ``put(key, embedding)``), with two implementations: :class:`MemoryEmbeddingStore` (LRU, bounded in bytes,
+  thread-safe) and :class:`DiskEmbeddingStore` (a folder, bounded in bytes, LRU by modification time).
+* :class:`CachedEncoder`, the one way to run a backend's encoder behind a store.
+
+Disk entries are ``<key>.emb`` files written atomically (temporary name + rename): a magic line, an
+HMAC-SHA256 tag and the ``.npy`` bytes. The tag binds the embedding to its key under a per-user secret
+(:func:`user_secret`: 32 random bytes in the user config folder, mode 0600), so an entry crafted by someone
+who can write to a shared cache folder but cannot read the user's secret is a miss, never trusted. Entries
+are read back with ``np.load(allow_pickle=False)`` (never unpickled) and validated (shape, dtype, finite); an
+unreadable entry is removed, a foreign or forged one is ignored (and replaced on the next ``put``).
+
+The :class:`~medsam_lite.propagation.Propagator` keeps one more, deliberately: the per-call working set of
+a volume's slice embeddings inside the TorchScript algorithm (a local dict, dropped once no later box
+visits a slice). It is part of the exported algorithm, not a store: a TorchScript module cannot call back
+into Python stores.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
+import io
 import os
-from dataclasses import dataclass
+import secrets
+import threading
+from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import torch
+from torch import nn
 
 from .io_utils import atomic_path
 
 EMBEDDING_SHAPE: Tuple[int, int, int, int] = (1, 256, 64, 64)
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
-"""Default size bound: 2 GiB (~500 slice embeddings of 4 MiB)."""
-SUFFIX = ".npy"
+"""Default size bound of either store: 2 GiB (~500 slice embeddings of 4 MiB)."""
+SUFFIX = ".emb"
+MAGIC = b"medsam-lite-embedding-v2\n"
+TAG_BYTES = 32
+SECRET_ENV = "MEDSAM_LITE_SECRET_FILE"
+"""Environment variable naming the secret file (default: ``embedding-cache.key`` in the user config folder)."""
 
 
 def input_digest(array: Union[np.ndarray, torch.Tensor]) -> str:
@@ -43,41 +68,155 @@ def input_digest(array: Union[np.ndarray, torch.Tensor]) -> str:
 
 
 def embedding_key(input_sha256: str, model_sha256: str, backend: str, precision: str) -> str:
-    """Cache key (hex SHA-256) of one slice embedding; see the module docstring."""
+    """The key (hex SHA-256) of one slice embedding; see the module docstring."""
     text = f"medsam-lite-embedding-v1|{input_sha256}|{model_sha256}|{backend}|{precision}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass
-class EmbeddingCache:
-    """A folder of ``<key>.npy`` embeddings bounded to ``max_bytes`` (LRU eviction by mtime).
+def _check_embedding(embedding: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
+    tensor = embedding if isinstance(embedding, torch.Tensor) else torch.from_numpy(np.asarray(embedding))
+    if tuple(tensor.shape) != EMBEDDING_SHAPE:
+        raise ValueError(f"embedding must be {EMBEDDING_SHAPE}, got {tuple(tensor.shape)}")
+    return tensor
+
+
+class EmbeddingStore(Protocol):
+    """Where slice embeddings live: ``get(key)`` -> (1, 256, 64, 64) float32 tensor or None; ``put(key, emb)``."""
+
+    def get(self, key: str) -> Optional[torch.Tensor]: ...
+
+    def put(self, key: str, embedding: torch.Tensor) -> None: ...
+
+
+class MemoryEmbeddingStore:
+    """LRU in-memory store of (1, 256, 64, 64) float32 embeddings, bounded to ``max_bytes`` (thread-safe).
+    The entry just stored is evicted last, so one entry larger than the bound still round-trips."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self._items: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Optional[torch.Tensor]:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: str, embedding: torch.Tensor) -> None:
+        tensor = _check_embedding(embedding)
+        size = tensor.element_size() * tensor.nelement()
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = tensor
+            self._bytes += size
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.element_size() * old.nelement()
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def size_bytes(self) -> int:
+        """Bytes held now."""
+        with self._lock:
+            return self._bytes
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+def _secret_path() -> Path:
+    named = os.environ.get(SECRET_ENV)
+    if named:
+        return Path(named)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("medsam-lite")) / "embedding-cache.key"
+
+
+def user_secret(path: Optional[Path] = None) -> bytes:
+    """The per-user 32-byte secret that tags disk entries, created on first use (mode 0600, never
+    overwritten: created under a temporary name and linked into place)."""
+    path = Path(path) if path is not None else _secret_path()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(TAG_BYTES))
+        try:
+            os.link(tmp, path)  # fails if another process created it first: then theirs is the secret
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        data = path.read_bytes()
+    if len(data) != TAG_BYTES:
+        raise ValueError(f"{path}: the embedding-cache secret must be {TAG_BYTES} bytes (delete it to renew)")
+    return data
+
+
+class DiskEmbeddingStore:
+    """A folder of ``<key>.emb`` entries bounded to ``max_bytes`` (LRU eviction by mtime), each bound to its
+    key by an HMAC under ``secret`` (default: :func:`user_secret`); see the module docstring.
 
     ``get(key)`` -> (1, 256, 64, 64) float32 tensor or None; ``put(key, embedding)`` stores one.
     """
 
-    folder: Path
-    max_bytes: int = DEFAULT_MAX_BYTES
-
-    def __post_init__(self) -> None:
-        self.folder = Path(self.folder)
-        if self.max_bytes <= 0:
-            raise ValueError(f"max_bytes must be positive, got {self.max_bytes}")
+    def __init__(self, folder: Union[str, Path], max_bytes: int = DEFAULT_MAX_BYTES,
+                 secret: Optional[bytes] = None) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.folder = Path(folder)
+        self.max_bytes = int(max_bytes)
+        self._secret = secret if secret is not None else user_secret()
 
     def _path(self, key: str) -> Path:
         if not key or not all(c in "0123456789abcdef" for c in key):
             raise ValueError(f"embedding cache keys are lower-case hex digests, got {key!r}")
         return self.folder / f"{key}{SUFFIX}"
 
+    def _tag(self, key: str, payload: bytes) -> bytes:
+        return hmac.new(self._secret, key.encode() + b"|" + payload, hashlib.sha256).digest()
+
     def get(self, key: str) -> Optional[torch.Tensor]:
-        """The cached (1, 256, 64, 64) float32 embedding of ``key``, or None (missing, corrupt: removed)."""
+        """The stored (1, 256, 64, 64) float32 embedding of ``key``, or None (missing; unreadable: removed;
+        tagged by another secret or forged: ignored)."""
         path = self._path(key)
         try:
-            array = np.load(path, allow_pickle=False)
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, EOFError):
+        except OSError:
+            return None
+        head = len(MAGIC) + TAG_BYTES
+        if not data.startswith(MAGIC) or len(data) <= head:
             path.unlink(missing_ok=True)
             return None
+        tag, payload = data[len(MAGIC):head], data[head:]
+        try:
+            array = np.load(io.BytesIO(payload), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            path.unlink(missing_ok=True)  # unreadable: corrupt or truncated
+            return None
+        if not hmac.compare_digest(tag, self._tag(key, payload)):
+            return None  # well-formed but not ours (another user's secret, or forged): never trusted, kept
         if array.shape != EMBEDDING_SHAPE or array.dtype != np.float32 or not np.isfinite(array).all():
             path.unlink(missing_ok=True)
             return None
@@ -87,15 +226,17 @@ class EmbeddingCache:
             pass
         return torch.from_numpy(np.ascontiguousarray(array))
 
-    def put(self, key: str, embedding: torch.Tensor) -> None:
+    def put(self, key: str, embedding: Union[torch.Tensor, np.ndarray]) -> None:
         """Store a (1, 256, 64, 64) embedding atomically, then evict LRU entries beyond ``max_bytes``."""
-        array = embedding.detach().cpu().numpy() if isinstance(embedding, torch.Tensor) else np.asarray(embedding)
-        if tuple(array.shape) != EMBEDDING_SHAPE:
-            raise ValueError(f"embedding must be {EMBEDDING_SHAPE}, got {tuple(array.shape)}")
+        tensor = _check_embedding(embedding)
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32), allow_pickle=False)
+        payload = buffer.getvalue()
         path = self._path(key)
+        self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+                fh.write(MAGIC + self._tag(key, payload) + payload)
         self.evict(keep=path)
 
     def _entries(self) -> Iterator[Tuple[float, int, Path]]:
@@ -128,3 +269,60 @@ class EmbeddingCache:
 
     def __contains__(self, key: str) -> bool:
         return self._path(key).is_file()
+
+
+EmbeddingCache = DiskEmbeddingStore
+"""The former name of :class:`DiskEmbeddingStore` (the ``--embedding-cache`` folder)."""
+
+
+def open_store(store: Any) -> Optional[EmbeddingStore]:
+    """A store for a folder path (:class:`DiskEmbeddingStore`); None stays None; a store is used as it is."""
+    if store is None or not isinstance(store, (str, os.PathLike)):
+        return store
+    return DiskEmbeddingStore(Path(store))
+
+
+class CachedEncoder(nn.Module):
+    """A backend's ``encode`` behind an :class:`EmbeddingStore`: (B, 3, 256, 256) model-frame inputs ->
+    (B, 256, 64, 64) embeddings, each image looked up by :meth:`key` and encoded only on a miss (the result
+    equals the backend's exactly). ``store=None``: no reuse, a plain call. ``hits`` / ``runs`` count lookups
+    answered by the store and encoder runs. A module, so :class:`~medsam_lite.propagation.Propagator` can
+    run it as its encoder.
+    """
+
+    def __init__(self, backend: Any, store: Optional[EmbeddingStore] = None) -> None:
+        super().__init__()
+        self.backend, self.store = backend, store
+        self.hits = 0
+        self.runs = 0
+
+    def key(self, image: torch.Tensor) -> str:
+        """The :func:`embedding_key` of one (3, 256, 256) or (1, 3, 256, 256) model-frame input."""
+        image = image if image.dim() == 4 else image[None]
+        return embedding_key(input_digest(image), str(getattr(self.backend, "weights_sha256", "") or ""),
+                             str(getattr(self.backend, "name", "")), str(getattr(self.backend, "precision", "")))
+
+    def lookup(self, image: torch.Tensor) -> Optional[torch.Tensor]:
+        """The stored (1, 256, 64, 64) embedding of one input, or None."""
+        return None if self.store is None else self.store.get(self.key(image))
+
+    def encode_one(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, 256, 256) -> (1, 256, 64, 64): the stored embedding, else the backend's ``encode``, stored."""
+        key = self.key(image) if self.store is not None else ""
+        if self.store is not None:
+            hit = self.store.get(key)
+            if hit is not None:
+                self.hits += 1
+                return hit
+        embedding = self.backend.encode(image)
+        self.runs += 1
+        if self.store is not None:
+            embedding = embedding.detach().clone()
+            self.store.put(key, embedding)
+        return embedding
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.store is None:
+            self.runs += 1
+            return self.backend.encode(images)
+        return torch.cat([self.encode_one(images[i : i + 1]) for i in range(images.shape[0])])

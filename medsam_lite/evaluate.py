@@ -29,10 +29,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -305,29 +306,50 @@ def _write_boxplot(path: Path, cases: Sequence[CaseResult]) -> None:
     fig.savefig(path, format="png", dpi=100)
 
 
+def _named(target: Path, write: Callable[[], None]) -> None:
+    """Run ``write``; an OSError without a file name (ENOSPC from ``write()``) is raised naming ``target``."""
+    try:
+        write()
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+        raise
+
+
 def write_report(result: EvaluationResult) -> None:
     """Write ``metrics.csv``, ``per_label.csv``, ``summary.md`` and ``dsc_boxplot.png``.
 
     All four are first written to temporary files beside their targets and renamed only once
-    every one of them was written, so a failure leaves no partial or mixed report behind.
+    every one of them was written, so a failure leaves no partial or mixed report behind (and no
+    report folder this call created). A write error (full disk) is an OSError naming the file.
     """
+    created = not result.out_dir.exists()
     try:
         result.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create report folder ({exc.strerror or exc})", result.out_dir) from None
+    try:
+        _write_report_files(result)
+    except OSError:
+        if created:
+            shutil.rmtree(result.out_dir, ignore_errors=True)
+        raise
+
+
+def _write_report_files(result: EvaluationResult) -> None:
     with contextlib.ExitStack() as stack:
         tmp_metrics = stack.enter_context(atomic_path(result.metrics_csv))
         tmp_labels = stack.enter_context(atomic_path(result.per_label_csv))
         tmp_summary = stack.enter_context(atomic_path(result.summary_md))
         tmp_plot = stack.enter_context(atomic_path(result.boxplot_png))
-        _write_csv(tmp_metrics, METRICS_COLUMNS,
-                   [(c.case, c.modality, c.dim, c.n_labels, _fmt(c.dsc, 6), _fmt(c.nsd, 6), c.error)
-                    for c in result.cases])
-        _write_csv(tmp_labels, PER_LABEL_COLUMNS,
-                   [(c.case, s.label, _fmt(s.dsc, 6), _fmt(s.nsd, 6))
-                    for c in result.cases for s in c.labels])
-        tmp_summary.write_text(_summary_markdown(result), encoding="utf-8")
-        _write_boxplot(tmp_plot, result.cases)
+        _named(result.metrics_csv, lambda: _write_csv(
+            tmp_metrics, METRICS_COLUMNS, [(c.case, c.modality, c.dim, c.n_labels, _fmt(c.dsc, 6), _fmt(c.nsd, 6),
+                                            c.error) for c in result.cases]))
+        _named(result.per_label_csv, lambda: _write_csv(
+            tmp_labels, PER_LABEL_COLUMNS, [(c.case, s.label, _fmt(s.dsc, 6), _fmt(s.nsd, 6))
+                                            for c in result.cases for s in c.labels]))
+        _named(result.summary_md, lambda: tmp_summary.write_text(_summary_markdown(result), encoding="utf-8"))
+        _named(result.boxplot_png, lambda: _write_boxplot(tmp_plot, result.cases))
 
 
 def evaluate_dirs(pred_dir: PathLike, gt_dir: PathLike, out_dir: Optional[PathLike] = None,

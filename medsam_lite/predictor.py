@@ -11,7 +11,6 @@ z = slice index. Pixel coordinates are indices; both ends of a range are inclusi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .embedding_cache import CachedEncoder, EmbeddingStore, open_store
 from .errors import InputError
 from .propagation import Propagator
 from .transforms import get_preprocess_shape, scale_boxes
@@ -28,33 +28,6 @@ if TYPE_CHECKING:  # building a torch model imports segment-anything / timm; a c
     from .model import MedSAMLite
 
 Embedding = torch.Tensor
-
-
-class BackendEncoder(nn.Module):
-    """A backend's ``encode`` as a module for :class:`Propagator`, with the optional persistent
-    embedding cache in front of it (key: :func:`medsam_lite.embedding_cache.embedding_key` of the
-    (1, 3, 256, 256) model-frame input, the model's weights SHA-256, the backend name and precision)."""
-
-    def __init__(self, backend: Any, cache: Any = None, model_sha256: str = "") -> None:
-        super().__init__()
-        self.backend, self.cache, self.model_sha256 = backend, cache, model_sha256
-        self.hits = 0
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.cache is None:
-            return self.backend.encode(images)
-        from .embedding_cache import embedding_key, input_digest
-
-        key = embedding_key(input_digest(images), self.model_sha256, str(getattr(self.backend, "name", "")),
-                            str(getattr(self.backend, "precision", "")))
-        hit = self.cache.get(key)
-        if hit is not None:
-            self.hits += 1
-        if hit is not None:
-            return hit
-        embedding = self.backend.encode(images)
-        self.cache.put(key, embedding)
-        return embedding
 
 
 class BackendDecoder(nn.Module):
@@ -90,13 +63,16 @@ class Predictor:
             one box per call). None (default): the backend's ``decode_batch`` attribute, else 1 (eager torch:
             batching is no faster per box on 2 CPU cores; OpenVINO's token-major decoder: 4, 0-15 % less
             time a box than one per call, docs/benchmark_inference).
-        backend: a registry name (``auto`` (default: the fastest installed, OpenVINO fp32 unless the gate
-            allows a reduced precision), ``torch`` (the exact eager fp32 reference), ``onnxruntime``, ``openvino``; see
-            :mod:`medsam_lite.backends`) built from ``model``, or a ready :class:`~medsam_lite.backends.Backend`
-            object (then ``model`` is ignored).
-        precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (non-torch backends).
-        embedding_cache: folder of the persistent slice-embedding cache, or an
-            :class:`~medsam_lite.embedding_cache.EmbeddingCache` (None: in-memory only, per call).
+        backend: a registry spec ``BACKEND[:PRECISION]`` (:func:`medsam_lite.backends.parse_choice`: ``auto``
+            (default: the preferred installed backend, OpenVINO fp32 unless the gate allows a reduced precision),
+            ``torch`` (the exact eager fp32 reference), ``onnxruntime``, ``openvino``, or e.g. ``openvino:bf16``)
+            built from ``model`` by :func:`medsam_lite.backends.create_backend`, or a ready
+            :class:`~medsam_lite.backends.Backend` object (then ``model`` is ignored).
+        precision: ``auto`` or one of the backend's registered precisions (``fp32``, ``bf16``, ``int8``, ...).
+        embedding_cache: folder of the persistent slice-embedding store, or any
+            :class:`~medsam_lite.embedding_cache.EmbeddingStore` (e.g. a bounded
+            :class:`~medsam_lite.embedding_cache.MemoryEmbeddingStore`); None: no reuse across calls (a volume's
+            slices are still encoded once per ``predict_volume`` call).
         threads: intra-op threads of a non-torch runtime (None: its default; torch's own pool is the
             process's, set by the entry point).
     """
@@ -107,7 +83,7 @@ class Predictor:
         decode_batch: Optional[int] = None,
         backend: Union[str, object] = "auto",
         precision: str = "auto",
-        embedding_cache: Optional[Union[str, "os.PathLike[str]", object]] = None,
+        embedding_cache: Optional[Union[str, "os.PathLike[str]", EmbeddingStore]] = None,
         threads: Optional[int] = None,
     ) -> None:
         if isinstance(backend, str):
@@ -115,7 +91,7 @@ class Predictor:
 
             backend = create_backend(model, backend, precision, threads=threads)
         self.backend = backend
-        self.embedding_cache = _open_cache(embedding_cache)
+        self.embedding_cache = open_store(embedding_cache)
         if self.embedding_cache is not None and not getattr(backend, "weights_sha256", None):
             raise InputError("embedding_cache needs a backend that states its weights_sha256 (every registry "
                              "backend does)")
@@ -123,7 +99,7 @@ class Predictor:
         if reference is not None and self.embedding_cache is None:
             encoder, decoder = reference()  # the eager reference path: the modules themselves, no wrapper
         else:
-            encoder = BackendEncoder(backend, self.embedding_cache, getattr(backend, "weights_sha256", ""))
+            encoder = CachedEncoder(backend, self.embedding_cache)
             decoder = BackendDecoder(backend)
         if decode_batch is None:
             decode_batch = int(getattr(backend, "decode_batch", 1))
@@ -220,15 +196,6 @@ class Predictor:
             self.propagator.callback = None
             bar.close()
         return segs.numpy()
-
-
-def _open_cache(cache: Any) -> Any:
-    """An EmbeddingCache for a folder path (None stays None; a cache object is used as it is)."""
-    if cache is None or not isinstance(cache, (str, os.PathLike, Path)):
-        return cache
-    from .embedding_cache import EmbeddingCache
-
-    return EmbeddingCache(Path(cache))
 
 
 def _check_label_count(n: int) -> None:

@@ -5,9 +5,10 @@ MHA / NRRD volumes, DICOM series folders, and PNG / JPG / TIFF / DICOM images ta
 caller (same boxes for every case in a folder). Box coordinates are voxel / pixel indices of the
 file's own grid: 2D ``[x_min, y_min, x_max, y_max]``, 3D ``[x_min, y_min, z_min, x_max, y_max, z_max]``.
 
-Folders: a folder whose visible files are all DICOM is one DICOM series (one case); any other folder
-is a folder of cases, each supported file (and each DICOM-series sub-folder) its own case, decided
-file by file: a stray ``.dcm`` among ``.npz`` cases is one more (2D DICOM) case, not a series.
+Folders: a folder whose visible files are all DICOM (by content: any name, see
+:func:`medsam_lite.imageio.is_dicom_file`), or that holds a ``DICOMDIR``, is one DICOM series (one case);
+any other folder is a folder of cases, each supported file (and each DICOM-series sub-folder) its own
+case, decided file by file: a stray ``.dcm`` among ``.npz`` cases is one more (2D DICOM) case, not a series.
 
 Intensities (:func:`model_input`) follow the one table of training prep, :mod:`medsam_lite.normalize`:
 
@@ -27,9 +28,15 @@ other non-uint8 images / volumes                generic grey rule: 0.5 / 99.5 pe
 
 Outputs: every file atomically; a case that fails removes its own stale output from an earlier run;
 two inputs sharing a stem (``a.png``, ``a.bmp``) get ``a_png_mask.png`` / ``a_bmp_mask.png``.
-Everything that can be checked before the model loads is (inputs exist, output folder is a writable
-folder, names do not collide, a single case reads and its boxes fit); after that, each case that
-fails is one line in ``result.failures`` and the others go on.
+
+The shape is nnU-Net v2's predictor (``predict_from_files`` -> ``_manage_input_and_output_lists`` ->
+``predict_from_data_iterator`` -> ``export_prediction``): :func:`segment_paths` first resolves every input
+and output and checks everything that can be checked (inputs exist and are no link loops, the output
+folders are writable folders, no output path equals an input or another output of the run (mask,
+overlay, ``timing.csv``), the caller's boxes fit (at most 255: one uint8 label each), a single case
+reads and its boxes fit) and raises :class:`InputError` before anything is created or the model loads;
+then it builds the model, runs the cases one by one (each case that fails is one line in
+``result.failures`` and the others go on) and writes each prediction.
 """
 from __future__ import annotations
 
@@ -39,14 +46,14 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
 from .errors import InputError
-from .imageio import (GENERIC_GREY, OUTPUT_FORMATS, Case, is_dicom_series_dir, is_supported, mask_path_for,
-                      read_case, suffix_of, write_mask)
-from .io_utils import atomic_path, check_output_folder, remove_dead_temporaries
+from .imageio import (GENERIC_GREY, OUTPUT_FORMATS, Case, expected_mask_paths, is_dicom_series_dir, is_supported,
+                      mask_path_for, read_case, stem_of, suffix_of, write_mask)
+from .io_utils import atomic_path, check_output_folder, link_problem, real_path, remove_dead_temporaries
 from .normalize import Window, canonical_modality, describe, modality_rule, normalize_to_uint8
 
 if False:  # pragma: no cover - typing only; the predictor (torch) is imported when the model is built
@@ -71,7 +78,8 @@ class SegmentOptions:
     ``backend`` / ``precision``: the inference backend (:mod:`medsam_lite.backends`; ``auto`` = the fastest
     installed, at the precision the agreement gate allows). ``threads``: threads of a non-torch runtime.
     ``embedding_cache``: folder of the persistent slice-embedding cache. ``baseline``: run the LiteMedSAM
-    baseline algorithm instead (eager fp32, no slice cache; for comparisons).
+    baseline algorithm instead (eager fp32, no slice cache; for comparisons). ``boxes_file``: the file the
+    boxes came from (an input too: no output may overwrite it).
     """
 
     overlay: Optional[Path] = None
@@ -87,27 +95,62 @@ class SegmentOptions:
     threads: Optional[int] = None
     embedding_cache: Optional[Path] = None
     baseline: bool = False
+    boxes_file: Optional[Path] = None
 
 
 @dataclass
 class SegmentResult:
-    """Outputs written, failures as (path, one-line message), warnings / notices (one line each),
-    and (case, seconds, status) per case."""
+    """Outputs written, failures of cases as (path, one-line message), warnings / notices (one line
+    each), (case, seconds, status) per case, and ``errors``: run-level problems that are no case
+    (``timing.csv`` could not be written), one line each."""
 
     outputs: List[Path] = field(default_factory=list)
     failures: List[Tuple[Path, str]] = field(default_factory=list)
     times: List[Tuple[str, float, str]] = field(default_factory=list)
     messages: List[str] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+
+
+@dataclass
+class CaseTask:
+    """One case of a run, planned before the model loads: its input, output key, the mask path(s) it
+    can get, its overlay target; ``case`` / ``prepared`` when it was already read (single-case mode)."""
+
+    path: Path
+    key: str
+    outputs: List[Path]
+    overlay: Optional[Path] = None
+    case: Optional[Case] = None
+    prepared: Optional[Tuple[np.ndarray, str, Optional[str]]] = None
+
+
+@dataclass
+class RunPlan:
+    """Everything :func:`predict_from_data_iterator` needs, resolved and checked up front: the tasks, the
+    output folder, the folders to create, the (resolved) input files no output may touch, the boxes."""
+
+    tasks: List[CaseTask]
+    out_dir: Path
+    folders: List[Path]
+    inputs: Set[Path]
+    boxes: Optional[np.ndarray] = None
 
 
 def _case_paths(input_path: Path, dicom_series: bool = False) -> List[Path]:
-    """The cases of an input: itself, or for a folder of cases each supported file / series sub-folder."""
+    """The cases of an input: itself, or for a folder of cases each supported file / series sub-folder
+    (a link there that cannot be followed is a case too, which fails with one line)."""
+    problem = link_problem(input_path)
+    if problem is not None:
+        raise InputError(problem, input_path)
     if not input_path.exists():
         raise InputError("file not found", input_path)
     if dicom_series and not input_path.is_dir():
         raise InputError("--dicom-series needs a folder", input_path)
     if input_path.is_dir() and not dicom_series and not is_dicom_series_dir(input_path):
-        paths = sorted(p for p in input_path.iterdir() if not p.name.startswith(".") and is_supported(p))
+        try:
+            paths = sorted(p for p in input_path.iterdir() if not p.name.startswith(".") and is_supported(p))
+        except OSError as exc:
+            raise InputError(f"cannot list the folder ({exc.strerror or exc})", input_path) from None
         if not paths:
             raise InputError("folder holds no supported cases (.npz, NIfTI, MHA, NRRD, images, DICOM)", input_path)
         return paths
@@ -119,8 +162,8 @@ def case_keys(paths: Sequence[Path]) -> Dict[Path, str]:
 
     Raises InputError (before any work) when keys still collide (``a.png`` + ``a_png.jpg`` + ``a.jpg``)."""
     def split(p: Path) -> Tuple[str, str]:
-        suffix = suffix_of(p) if p.is_file() else ""
-        return p.name[: len(p.name) - len(suffix)] if suffix else p.name, suffix
+        stem = stem_of(p) if p.is_file() else p.name
+        return stem, p.name[len(stem):]
 
     stems = Counter(split(p)[0] for p in paths)
     keys: Dict[Path, str] = {}
@@ -256,7 +299,7 @@ def _make_folders(folders: Sequence[Path]) -> List[Path]:
 def _unlink_quietly(paths: Sequence[Path], keep: set) -> None:
     for p in paths:
         try:
-            if p.is_file() and p.resolve() not in keep:
+            if p.is_file() and real_path(p) not in keep:
                 p.unlink()
         except OSError:
             pass
@@ -273,25 +316,168 @@ def segment_paths(
     options: Optional[SegmentOptions] = None,
     on_message: Optional[Callable[[str], None]] = None,
 ) -> SegmentResult:
-    """Segment one case or every case of a folder into ``out_dir``.
+    """Segment one case or every case of a folder into ``out_dir`` (nnU-Net's ``predict_from_files``).
 
     ``options`` (when given) replaces ``overlay`` / ``window`` / ``progress``. ``on_message`` gets each
     warning / notice line as it happens (the CLI prints them on stderr); they are also in
-    ``result.messages``.
+    ``result.messages``. ``boxes``: (N, 4) or (N, 6) in the file's pixels / voxels, for inputs that do
+    not carry their own.
 
-    Before the model is built (``model``: a name / checkpoint path, or a ready ``Predictor``): the
-    input exists, the output (and overlay) folder can be written, output names do not collide, and a
-    single case is read and its boxes checked; any problem raises :class:`InputError` and nothing is
-    created. Then masks are written atomically with ``timing.csv`` (case, seconds, status); a case
-    that fails is one line in ``result.failures`` (its stale output removed) and the others go on.
+    Before the model is built (``model``: a name / checkpoint path, or a ready ``Predictor``),
+    :func:`_manage_input_and_output_lists` checks inputs, outputs and boxes; any problem raises
+    :class:`InputError` and nothing is created. Then :func:`predict_from_data_iterator` writes the masks
+    atomically with ``timing.csv`` (case, seconds, status); a case that fails is one line in
+    ``result.failures`` (its stale output removed) and the others go on.
     """
     opts = options or SegmentOptions(overlay=Path(overlay) if overlay is not None else None, window=window,
                                      progress=progress)
+    plan = _manage_input_and_output_lists(Path(input_path), Path(out_dir), boxes, opts, model)
+    created = _make_folders(plan.folders)
+    predictor = _build_predictor(model, opts, created)
+    for folder in plan.folders:
+        remove_dead_temporaries(folder)
+    return predict_from_data_iterator(predictor, plan, opts, on_message)
+
+
+predict_from_files = segment_paths
+"""nnU-Net's name for the entry point."""
+
+
+def _check_options(opts: SegmentOptions) -> None:
     if opts.fmt not in OUTPUT_FORMATS:
         raise InputError(f"unknown output format {opts.fmt!r} (choose from {', '.join(OUTPUT_FORMATS)})")
     if opts.modality is not None:
         modality_rule(opts.modality)  # unknown names fail now, listing the known ones
-    input_path, out_dir = Path(input_path), Path(out_dir)
+
+
+def check_caller_boxes(boxes: Optional[np.ndarray], source: Optional[Path] = None) -> Optional[np.ndarray]:
+    """The caller's boxes as (N, 4) or (N, 6) float64, or None; InputError (before any work) when they are
+    not numbers, not finite, or more than :data:`medsam_lite.validation.MAX_LABELS` (one uint8 label
+    each). Their fit to each image is checked per case (:func:`resolve_boxes`)."""
+    from .validation import MAX_LABELS
+
+    if boxes is None:
+        return None
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"boxes are not numbers ({exc})", source) from None
+    if arr.ndim != 2 or arr.shape[1] not in (4, 6) or len(arr) == 0:
+        raise InputError(f"boxes must be (N, 4) for 2D or (N, 6) for 3D, got shape {arr.shape}", source)
+    if len(arr) > MAX_LABELS:
+        raise InputError(f"{len(arr)} boxes given: at most {MAX_LABELS} fit a uint8 label map (one label per box)",
+                         source)
+    if not np.isfinite(arr).all():
+        raise InputError("boxes contain NaN or infinite values", source)
+    return arr
+
+
+def _series_root(input_path: Path) -> Path:
+    """A ``DICOMDIR`` file stands for its folder (the series it indexes)."""
+    if input_path.name.upper() == "DICOMDIR" and input_path.is_file() and link_problem(input_path) is None:
+        return input_path.parent
+    return input_path
+
+
+def _input_files(input_path: Path, paths: Sequence[Path], opts: SegmentOptions, model: object) -> Set[Path]:
+    """Resolved paths no output may overwrite or remove: the inputs, every file of an input folder, the
+    boxes file, a checkpoint file."""
+    files = {real_path(p) for p in paths}
+    if input_path.is_dir():
+        files |= {real_path(p) for p in input_path.iterdir()}
+    if opts.boxes_file is not None:
+        files.add(real_path(opts.boxes_file))
+    if isinstance(model, (str, Path)) and Path(model).is_file():
+        files.add(real_path(model))
+    return files
+
+
+def _plan_tasks(input_path: Path, out_dir: Path, opts: SegmentOptions) -> Tuple[List[CaseTask], List[Path], bool]:
+    """The cases, their keys, mask paths and overlay targets; the folders the run writes; folder mode."""
+    paths = _case_paths(input_path, opts.dicom_series)
+    many = input_path.is_dir() and not opts.dicom_series and not is_dicom_series_dir(input_path)
+    keys = case_keys(paths)
+    check_output_folder(out_dir)
+    overlay = Path(opts.overlay) if opts.overlay is not None else None
+    folders = [out_dir]
+    if overlay is not None:
+        folders.append(overlay if many else overlay.parent)
+        check_output_folder(folders[-1], "overlay folder")
+    tasks = [CaseTask(p, keys[p], expected_mask_paths(p, out_dir, keys[p], opts.fmt),
+                      (overlay / f"{keys[p]}.png" if many else overlay) if overlay is not None else None)
+             for p in paths]
+    return tasks, folders, many
+
+
+def _check_collisions(tasks: Sequence[CaseTask], out_dir: Path, inputs: Set[Path]) -> None:
+    """No output path of the run (masks, overlays, ``timing.csv``) is an input or another output."""
+    claimed: Dict[Path, str] = {real_path(out_dir / "timing.csv"): "timing.csv"}
+    for task in tasks:
+        targets = [(p, f"the mask of {task.path.name}") for p in task.outputs]
+        if task.overlay is not None:
+            targets.append((task.overlay, f"--overlay of {task.path.name}"))
+        for target, what in targets:
+            real = real_path(target)
+            if real in inputs:
+                raise InputError(f"{what} would overwrite the input file {real.name}; choose another output path",
+                                 target)
+            if real in claimed:
+                raise InputError(f"{what} and {claimed[real]} would be the same file; choose another path", target)
+            claimed[real] = what
+
+
+def _manage_input_and_output_lists(input_path: Path, out_dir: Path, boxes: Optional[np.ndarray],
+                                   opts: SegmentOptions, model: object = None) -> RunPlan:
+    """Resolve and check everything before the model loads (module doc); raises InputError, creates
+    nothing. In single-case mode the case is read here, and its boxes checked against it."""
+    _check_options(opts)
+    boxes = check_caller_boxes(boxes, opts.boxes_file)
+    input_path = _series_root(input_path)
+    tasks, folders, many = _plan_tasks(input_path, out_dir, opts)
+    inputs = _input_files(input_path, [t.path for t in tasks], opts, model)
+    _check_collisions(tasks, out_dir, inputs)
+    plan = RunPlan(tasks, out_dir, folders, inputs, boxes)
+    if not many:
+        task = tasks[0]
+        try:
+            task.case = read_case(task.path, series_uid=opts.series_uid, dicom_series=opts.dicom_series)
+            resolve_boxes(task.case, boxes)
+            mask_path_for(task.case, out_dir, task.key, opts.fmt)
+            task.prepared = model_input(task.case, opts.modality, opts.window)
+        except InputError:
+            _unlink_quietly(_possible_outputs(task.path, task.key, out_dir), inputs)
+            raise
+    return plan
+
+
+def _build_predictor(model: Union[str, "Predictor", None], opts: SegmentOptions,
+                     created: Sequence[Path]) -> "Predictor":
+    """``model`` itself when it is a ready predictor, else the one it names on ``opts.backend``; a model
+    that fails to load leaves no empty output folder (``created``, removed deepest first)."""
+    try:
+        if isinstance(model, (str, type(None))) and opts.baseline:
+            from .baseline import BaselinePredictor
+            from .checkpoint import load_model
+
+            return BaselinePredictor(load_model(model))
+        if isinstance(model, (str, type(None))):
+            from .predictor import Predictor
+
+            return Predictor(model, backend=opts.backend, precision=opts.precision,
+                             embedding_cache=opts.embedding_cache, threads=opts.threads)
+        return model
+    except BaseException:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def predict_from_data_iterator(predictor: "Predictor", plan: RunPlan, opts: SegmentOptions,
+                               on_message: Optional[Callable[[str], None]] = None) -> SegmentResult:
+    """Run every planned case (one failing case is one line, the others go on), then write ``timing.csv``."""
     result = SegmentResult()
 
     def say(line: str) -> None:
@@ -299,100 +485,89 @@ def segment_paths(
         if on_message is not None:
             on_message(line)
 
-    # ---------------------------------------------------------------- checks before the model loads
-    paths = _case_paths(input_path, opts.dicom_series)
-    many = input_path.is_dir() and not opts.dicom_series and not is_dicom_series_dir(input_path)
-    keys = case_keys(paths)
-    check_output_folder(out_dir)
-    overlay_path = Path(opts.overlay) if opts.overlay is not None else None
-    if overlay_path is not None:
-        check_output_folder(overlay_path if many else overlay_path.parent, "overlay folder")
-    inputs = {p.resolve() for p in paths} | ({p.resolve() for p in input_path.iterdir()} if many else set())
-    first: Optional[Case] = None
-    first_input: Optional[Tuple[np.ndarray, str, Optional[str]]] = None
-    if not many:
-        try:
-            first = read_case(paths[0], series_uid=opts.series_uid, dicom_series=opts.dicom_series)
-            resolve_boxes(first, boxes)
-            mask_path_for(first, out_dir, keys[paths[0]], opts.fmt)
-            first_input = model_input(first, opts.modality, opts.window)
-        except InputError:
-            _unlink_quietly(_possible_outputs(paths[0], keys[paths[0]], out_dir), inputs)
-            raise
-
-    created = _make_folders([out_dir] + ([overlay_path if many else overlay_path.parent] if overlay_path else []))
-
-    # ---------------------------------------------------------------- model, then cases
-    try:
-        if isinstance(model, (str, type(None))) and opts.baseline:
-            from .baseline import BaselinePredictor
-            from .checkpoint import load_model
-
-            predictor = BaselinePredictor(load_model(model))
-        elif isinstance(model, (str, type(None))):
-            from .predictor import Predictor
-
-            predictor = Predictor(model, backend=opts.backend, precision=opts.precision,
-                                  embedding_cache=opts.embedding_cache, threads=opts.threads)
-        else:
-            predictor = model
-    except BaseException:
-        for folder in reversed(created):  # a model that fails to load leaves no empty output folder
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        raise
-    remove_dead_temporaries(out_dir)
-    if overlay_path is not None:
-        remove_dead_temporaries(overlay_path if many else overlay_path.parent)
-
-    for path in paths:
-        start = time.perf_counter()
-        key = keys[path]
-        out: Optional[Path] = None
-        ov_target = (overlay_path / f"{key}.png" if many else overlay_path) if overlay_path is not None else None
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                case = first if first is not None else read_case(path, series_uid=opts.series_uid)
-                prepared, first, first_input = first_input, None, None
-                out = mask_path_for(case, out_dir, key, opts.fmt)
-                if out.resolve() in inputs:
-                    raise InputError(f"output {out.name} would overwrite an input file", path)
-                used = resolve_boxes(case, boxes)
-                array, _, notice = prepared if prepared is not None else model_input(case, opts.modality, opts.window)
-                if notice:
-                    say(f"notice: {path}: {notice}")
-                try:
-                    if case.is_3d:
-                        mask = predictor.predict_volume(array, used, progress=opts.progress)
-                    else:
-                        predictor.set_image(array)
-                        mask = predictor.predict(used)
-                except InputError as exc:
-                    raise exc.with_source(path)
-                write_mask(case, mask, out, opts.labels)
-            for w in caught:
-                say(f"warning: {path}: {w.message}")
-            elapsed = time.perf_counter() - start
-            if ov_target is not None:
-                from .overlay import write_overlay, write_volume_overlay
-
-                writer = write_volume_overlay if case.is_3d else write_overlay
-                writer(ov_target, array, mask, used)
-            result.outputs.append(out)
-            result.times.append((path.name, elapsed, "ok"))
-        except Exception as exc:  # one line per case; the other cases go on
-            result.failures.append((path, _one_line(path, exc)))
-            result.times.append((path.name, time.perf_counter() - start, "failed"))
-            stale = ([out] if out is not None else []) + _possible_outputs(path, key, out_dir)
-            _unlink_quietly(stale + ([ov_target] if ov_target is not None else []), inputs)
-    try:
-        _write_timing(out_dir / "timing.csv", result.times)
-    except OSError as exc:
-        result.failures.append((out_dir / "timing.csv", _one_line(out_dir / "timing.csv", exc)))
+    for task in plan.tasks:
+        _run_task(predictor, task, plan, opts, result, say)
+    _write_timing_safely(plan.out_dir / "timing.csv", result)
     return result
+
+
+def _load_task(task: CaseTask, plan: RunPlan, opts: SegmentOptions,
+               say: Callable[[str], None]) -> Tuple[Case, Path, np.ndarray, np.ndarray]:
+    """(case, mask path, model input, boxes) of a task; reads it unless the plan already did."""
+    case = task.case if task.case is not None else read_case(task.path, series_uid=opts.series_uid)
+    prepared, task.case, task.prepared = task.prepared, None, None  # free the memory as the run goes on
+    out = mask_path_for(case, plan.out_dir, task.key, opts.fmt)
+    if real_path(out) in plan.inputs:
+        raise InputError(f"output {out.name} would overwrite an input file", task.path)
+    used = resolve_boxes(case, plan.boxes)
+    array, _, notice = prepared if prepared is not None else model_input(case, opts.modality, opts.window)
+    if notice:
+        say(f"notice: {task.path}: {notice}")
+    return case, out, array, used
+
+
+def _predict(predictor: "Predictor", case: Case, array: np.ndarray, boxes: np.ndarray, progress: bool) -> np.ndarray:
+    """The (H, W) or (D, H, W) uint8 label map of one case (value i = box i)."""
+    try:
+        if case.is_3d:
+            return predictor.predict_volume(array, boxes, progress=progress)
+        predictor.set_image(array)
+        return predictor.predict(boxes)
+    except InputError as exc:
+        raise exc.with_source(case.path)
+
+
+def export_prediction(case: Case, mask: np.ndarray, out: Path, labels: Optional[Sequence[str]] = None) -> Path:
+    """Write one case's label map to ``out`` (atomically, in the format of its name; :func:`write_mask`)."""
+    return write_mask(case, mask, out, labels)
+
+
+def _export_overlay(target: Path, case: Case, array: np.ndarray, mask: np.ndarray, boxes: np.ndarray) -> None:
+    from .overlay import write_overlay, write_volume_overlay
+
+    writer = write_volume_overlay if case.is_3d else write_overlay
+    writer(target, array, mask, boxes)
+
+
+def _run_task(predictor: "Predictor", task: CaseTask, plan: RunPlan, opts: SegmentOptions,
+              result: SegmentResult, say: Callable[[str], None]) -> None:
+    """One case: read, predict, export (mask, then overlay); a failure is one line and removes its outputs."""
+    start = time.perf_counter()
+    out: Optional[Path] = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            case, out, array, used = _load_task(task, plan, opts, say)
+            mask = _predict(predictor, case, array, used, opts.progress)
+            export_prediction(case, mask, out, opts.labels)
+        for w in caught:
+            say(f"warning: {task.path}: {w.message}")
+        elapsed = time.perf_counter() - start
+        if task.overlay is not None:
+            _export_overlay(task.overlay, case, array, mask, used)
+        result.outputs.append(out)
+        result.times.append((task.path.name, elapsed, "ok"))
+    except Exception as exc:  # one line per case; the other cases go on
+        result.failures.append((task.path, _one_line(task.path, exc)))
+        result.times.append((task.path.name, time.perf_counter() - start, "failed"))
+        stale = ([out] if out is not None else []) + _possible_outputs(task.path, task.key, plan.out_dir)
+        _unlink_quietly(stale + ([task.overlay] if task.overlay is not None else []), plan.inputs)
+
+
+def _write_timing_safely(path: Path, result: SegmentResult) -> None:
+    """``timing.csv`` of this run; when it cannot be written, its stale copy from an earlier run (which may
+    say ``ok`` for a case that just failed) is removed and the problem is one line in ``result.errors``."""
+    try:
+        _write_timing(path, result.times)
+    except OSError as exc:
+        stale = ""
+        try:
+            if path.is_file():
+                path.unlink()
+                stale = " (its copy from an earlier run was removed)"
+        except OSError:
+            stale = " (its copy from an earlier run could not be removed and is stale)"
+        result.errors.append(f"cannot write {exc.filename or path}: {exc.strerror or exc}{stale}")
 
 
 def _write_timing(path: Path, rows: List[Tuple[str, float, str]]) -> None:

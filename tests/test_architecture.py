@@ -131,3 +131,107 @@ def test_one_top_level_module_in_the_wheel(tmp_path: Path) -> None:
                  "medsam_lite/examples/3DBox_MR_brain_tumour.npz", "medsam_lite/weights/repvit_m0_6_lite.pth"):
         assert data in names, data
     assert not any(n.startswith("medsam_lite/scripts") or "/recipe/" in n for n in names)
+
+
+# ----------------------------------------------------------------------------- one concept, one place
+def _trees() -> Dict[str, ast.AST]:
+    return {name: ast.parse(path.read_text()) for name, path in all_modules().items()}
+
+
+def test_one_embedding_store() -> None:
+    """Embedding stores (a class with ``get`` and ``put``) and embedding keys live in ``embedding_cache`` only:
+    every other caller goes through its stores and :class:`~medsam_lite.embedding_cache.CachedEncoder`."""
+    found = []
+    for name, tree in _trees().items():
+        if name == "medsam_lite.embedding_cache":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                methods = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                if {"get", "put"} <= methods:
+                    found.append(f"{name}.{node.name} (a get / put store)")
+            elif isinstance(node, ast.Attribute) and node.attr in ("blake2b",):
+                found.append(f"{name}: hashlib.{node.attr} (a second key scheme)")
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in (
+                    "embedding_key", "input_digest"):
+                found.append(f"{name}: calls {getattr(node.func, 'id', getattr(node.func, 'attr', ''))} (keys are "
+                             "CachedEncoder.key's)")
+    assert not found, "embedding caching outside medsam_lite.embedding_cache:\n" + "\n".join(found)
+
+
+def _backend_names() -> Set[str]:
+    from medsam_lite.backends import backend_names
+
+    return set(backend_names())
+
+
+def test_runtime_names_are_compared_only_inside_the_backends_registry() -> None:
+    """No ``x == "openvino"`` / ``x in ("torch", ...)`` outside ``medsam_lite.backends``: the registry decides."""
+    names = _backend_names()
+    found = []
+    for name, tree in _trees().items():
+        if name.startswith("medsam_lite.backends"):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in [node.left, *node.comparators]:
+                values = [side] + (list(side.elts) if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [])
+                hits = [v.value for v in values if isinstance(v, ast.Constant) and v.value in names]
+                if hits:
+                    found.append(f"{name}:{node.lineno} compares with {hits}")
+    assert not found, "runtime names compared outside medsam_lite.backends:\n" + "\n".join(found)
+
+
+OUTSIDE = ("..", "docs/", "tests/", "benchmarks/", "scripts/", "runs/", "shared/")
+
+
+def _default_strings(tree: ast.AST) -> List[ast.Constant]:
+    """String constants in default positions: argument defaults, ``default=`` keywords, class-level values
+    (dataclass fields) and the arguments of ``Path(...)`` calls."""
+    out: List[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out += node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
+        elif isinstance(node, ast.Call):
+            out += [k.value for k in node.keywords if k.arg == "default"]
+            if getattr(node.func, "id", None) == "Path":
+                out += node.args
+        elif isinstance(node, ast.ClassDef):
+            out += [n.value for n in node.body if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None]
+    strings = []
+    for item in out:
+        strings += [c for c in ast.walk(item) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+    return strings
+
+
+def test_no_library_default_points_outside_the_package() -> None:
+    """Defaults never name the repository's folders (``../shared/data``, ``docs/...``): a wheel has none."""
+    found = [f"{name}:{c.lineno} {c.value!r}" for name, tree in _trees().items() for c in _default_strings(tree)
+             if c.value.startswith(OUTSIDE) or "shared/data" in c.value]
+    assert not found, "defaults pointing outside the package:\n" + "\n".join(found)
+
+
+MAX_FUNCTION_LINES = 60
+LONG_FUNCTION_EXCEPTIONS: Dict[str, str] = {}
+"""``module.function`` -> why it may stay longer than :data:`MAX_FUNCTION_LINES` (none today)."""
+
+
+def test_no_function_over_60_lines() -> None:
+    long = []
+    for name, tree in _trees().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES and f"{name}.{node.name}" not in LONG_FUNCTION_EXCEPTIONS:
+                    long.append(f"{name}.{node.name}: {lines} lines (line {node.lineno})")
+    assert not long, "functions over 60 lines:\n" + "\n".join(long)
+
+
+def test_public_api_is_lazy() -> None:
+    """``from medsam_lite import Predictor, load_model`` works, and ``import medsam_lite`` imports no torch."""
+    code = ("import sys, medsam_lite; assert 'torch' not in sys.modules, 'eager torch import'; "
+            "from medsam_lite import Predictor, load_model, create_backend; "
+            "from medsam_lite.predictor import Predictor as P; assert Predictor is P; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

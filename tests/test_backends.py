@@ -62,13 +62,14 @@ BOXES = torch.tensor([[10.0, 12.0, 100.0, 90.0], [40.0, 30.0, 220.0, 250.0], [0.
 
 # ----------------------------------------------------------------------------- graphs
 def test_decoder_graph_is_model_decode(repvit) -> None:
-    from medsam_lite.backends.graphs import decoder_graph, inference_encoder
+    from medsam_lite.backends.graphs import decoder_graph
+    from medsam_lite.encoders import inference_encoder
 
     emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(decoder_graph(repvit)(emb, BOXES), repvit.decode(emb, BOXES)[0])
         image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
-        fused = inference_encoder(repvit)
+        fused = inference_encoder(repvit.image_encoder)
         assert fused is not repvit.image_encoder  # RepViT is reparameterised on a copy
         torch.testing.assert_close(fused(image), repvit.encode(image), rtol=1e-3, atol=1e-4)
 
@@ -77,7 +78,8 @@ def test_decoder_graph_is_model_decode(repvit) -> None:
 def test_split_decoder_equals_decoder_graph(repvit, weights: str, request) -> None:
     """The OpenVINO decoder's two parts (box-independent once per embedding, then per box) give the
     logits of the one-graph decoder, for a random decoder and LiteMedSAM's trained one."""
-    from medsam_lite.model import DecoderBoxGraph, DecoderGraph, DecoderImageGraph
+    from medsam_lite.backends.graphs import DecoderBoxGraph, DecoderImageGraph
+    from medsam_lite.model import DecoderGraph
 
     model = repvit if weights == "random" else request.getfixturevalue("lite_medsam")
     emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(3))

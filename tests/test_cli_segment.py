@@ -355,5 +355,5 @@ def test_baseline_backends_and_embedding_cache_give_the_reference_masks(tmp_path
     assert segs["torch"].any()
     assert np.array_equal(segs["baseline"], segs["torch"])
     assert np.array_equal(segs["cached1"], segs["torch"]) and np.array_equal(segs["cached2"], segs["torch"])
-    assert len(list((tmp_path / "emb").glob("*.npy"))) == 5  # one embedding per slice, reused by the 2nd run
+    assert len(list((tmp_path / "emb").glob("*.emb"))) == 5  # one embedding per slice, reused by the 2nd run
     assert float((segs["openvino"] == segs["torch"]).mean()) >= 0.999

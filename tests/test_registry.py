@@ -117,3 +117,66 @@ def test_pretrained_sha_mismatch_is_refused(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setattr(ck, "STUDENT_PATH", copy)
     with pytest.raises(InputError, match="SHA-256 mismatch"):
         ck.load_model("repvit_m0_6_lite")
+
+
+# ----------------------------------------------------------------------------- the backend registry
+def test_backend_vocabulary_is_one_and_checked() -> None:
+    """``BACKEND[:PRECISION]`` parses the same everywhere; unknown names, precisions a backend cannot run and
+    conflicting precisions are one-line InputErrors; every spelling in ``choices()`` parses."""
+    from medsam_lite import backends
+    from medsam_lite.errors import InputError
+
+    assert backends.parse_choice("openvino:bf16") == ("openvino", "bf16")
+    assert backends.parse_choice("torch") == ("torch", "auto")
+    assert backends.parse_choice("onnxruntime", "int8") == ("onnxruntime", "int8")
+    assert backends.format_choice(*backends.parse_choice("openvino:int8")) == "openvino:int8"
+    for spelling in backends.choices():
+        name, precision = backends.parse_choice(spelling)
+        assert name == "auto" or name in backends.backend_names()
+    assert set(backends.backend_names()) == {"torch", "onnxruntime", "openvino"}
+    for bad, message in (("tensorrt", "unknown backend"), ("openvino:fp8", "unknown precision")):
+        with pytest.raises(InputError, match=message):
+            backends.parse_choice(bad)
+    with pytest.raises(InputError, match="names precision"):
+        backends.parse_choice("openvino:bf16", "int8")
+    with pytest.raises(InputError, match="runs fp32, not 'int8'"):
+        backends.resolve("torch:int8")
+    assert backends.is_reference("auto") and backends.is_reference("torch:fp32")
+    assert not backends.is_reference("openvino") and not backends.is_reference("auto", "bf16")
+    with pytest.raises(ValueError):
+        backends.register_backend("torch", "torch", "medsam_lite.backends.torch:TorchBackend", ("fp32",))
+
+
+def test_auto_prefers_the_installed_backend_of_highest_preference(monkeypatch) -> None:
+    from medsam_lite import backends
+
+    monkeypatch.setattr(backends, "installed", lambda name: name in ("torch", "onnxruntime"))
+    assert backends.resolve("auto", "fp32") == ("onnxruntime", "fp32")
+    monkeypatch.setattr(backends, "installed", lambda name: name == "torch")
+    assert backends.resolve("auto") == ("torch", "fp32")
+
+
+def test_create_backend_uses_each_entry_point(monkeypatch) -> None:
+    """A module goes to ``from_model``; a name to ``from_weights`` when the class has one (OpenVINO's warm start),
+    else through ``load_model`` to ``from_model``: the registry, not the caller, knows the runtime."""
+    from medsam_lite import backends
+
+    calls = []
+
+    class WithWeights:
+        @classmethod
+        def from_weights(cls, name, precision, cache_dir=None, threads=None):
+            calls.append(("from_weights", name, precision))
+            return cls()
+
+        @classmethod
+        def from_model(cls, model, precision, cache_dir=None, threads=None):
+            calls.append(("from_model", type(model).__name__, precision))
+            return cls()
+
+    monkeypatch.setattr(backends.BackendEntry, "load", lambda self: WithWeights)
+    monkeypatch.setattr(backends, "installed", lambda name: True)
+    model = random_model("repvit_m0_6")
+    backends.create_backend("lite_medsam", "openvino", "fp32")
+    backends.create_backend(model, "onnxruntime:int8")
+    assert calls == [("from_weights", "lite_medsam", "fp32"), ("from_model", "MedSAMLite", "int8")]

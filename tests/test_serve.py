@@ -65,10 +65,10 @@ def roots(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(backend, roots):
     from medsam_lite.serve.app import create_app
-    from medsam_lite.serve.state import ServeConfig
+    from medsam_lite.serve.config import ServeConfig
 
     config = ServeConfig(roots=[roots["root"]], output_root=roots["out"], max_upload_mb=2.0)
-    with TestClient(create_app(config, backend=backend)) as c:
+    with TestClient(create_app(config, backend=backend), base_url="http://127.0.0.1:8765") as c:
         yield c
 
 
@@ -371,7 +371,7 @@ def test_cli_refuses_missing_path(capsys):
 
 
 def test_embedding_order_starts_in_the_middle():
-    from medsam_lite.serve.state import embedding_order
+    from medsam_lite.serve.jobs import embedding_order
 
     assert embedding_order(5) == [2, 3, 1, 4, 0]
     assert embedding_order(1) == [0]

@@ -47,7 +47,7 @@ def server_url(lite_medsam, tmp_path_factory):
 
     from medsam_lite.backends import make_backend
     from medsam_lite.serve.app import create_app
-    from medsam_lite.serve.state import ServeConfig
+    from medsam_lite.serve.config import ServeConfig
 
     root = example_path("2DBox_Microscopy_nuclei.npz").parent
     out = tmp_path_factory.mktemp("serve_out")

@@ -67,7 +67,8 @@ class BackendEntry:
     threads)`` and may have ``from_weights(name_or_path, precision, cache_dir, threads)`` (a warm start that
     needs no torch model); ``precisions``: what it runs, the first its default; ``preference``: ``auto``
     takes the installed backend of the highest preference; ``install``: the pip requirement that adds the
-    runtime (said in the one-line error when it is missing).
+    runtime (said in the one-line error when it is missing); ``opens_folder``: the class also has
+    ``from_folder(folder, precision, threads)``, opening an artifact folder written by ``medsam-lite export``.
     """
 
     name: str
@@ -76,6 +77,7 @@ class BackendEntry:
     precisions: Tuple[str, ...]
     preference: int = 0
     install: str = ""
+    opens_folder: bool = False
 
     def load(self) -> Any:
         """The backend class (imports the runtime)."""
@@ -87,14 +89,14 @@ _REGISTRY: Dict[str, BackendEntry] = {}
 
 
 def register_backend(name: str, runtime: str, target: str, precisions: Tuple[str, ...], preference: int = 0,
-                     install: str = "") -> BackendEntry:
+                     install: str = "", opens_folder: bool = False) -> BackendEntry:
     """Add a backend to the registry (see :class:`BackendEntry`); returns its entry."""
     if name in _REGISTRY or name == "auto" or ":" in name:
         raise ValueError(f"backend name {name!r} is taken or reserved")
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
         raise ValueError(f"unknown precisions {sorted(unknown)} for backend {name!r}")
-    entry = BackendEntry(name, runtime, target, tuple(precisions), preference, install or runtime)
+    entry = BackendEntry(name, runtime, target, tuple(precisions), preference, install or runtime, opens_folder)
     _REGISTRY[name] = entry
     return entry
 
@@ -102,9 +104,19 @@ def register_backend(name: str, runtime: str, target: str, precisions: Tuple[str
 register_backend("torch", "torch", "medsam_lite.backends.torch:TorchBackend", ("fp32",), preference=0,
                  install="torch")
 register_backend("onnxruntime", "onnxruntime", "medsam_lite.backends.onnxruntime:OnnxRuntimeBackend",
-                 ("fp32", "int8"), preference=1, install="onnxruntime")
+                 ("fp32", "int8"), preference=1, install="onnxruntime", opens_folder=True)
 register_backend("openvino", "openvino", "medsam_lite.backends.openvino:OpenVINOBackend",
                  ("fp32", "bf16", "bf16-mixed", "bf16-mixed3", "int8"), preference=2, install="openvino")
+
+
+REFERENCE: Tuple[str, str] = ("torch", "fp32")
+"""The exact reference every other backend is measured against (eager PyTorch fp32)."""
+
+
+def is_reference(backend: str, precision: str = "auto") -> bool:
+    """Whether ``backend`` / ``precision`` (``auto`` allowed) can only mean the :data:`REFERENCE`."""
+    name, precision = parse_choice(backend, precision)
+    return name in ("auto", REFERENCE[0]) and precision in ("auto", REFERENCE[1])
 
 
 def backend_names() -> Tuple[str, ...]:
@@ -211,6 +223,18 @@ def create_backend(model: Union["MedSAMLite", str, None] = None, backend: str = 
 
         model = load_model(model)
     return cls.from_model(model, prec, cache_dir=cache_dir, threads=threads)
+
+
+def open_folder(folder: "Path", backend: str = "auto", precision: str = "auto",
+                threads: Optional[int] = None) -> Backend:
+    """A backend over an artifact folder exported by ``medsam-lite export`` (e.g. ``encoder.onnx`` /
+    ``decoder.onnx``): ``backend`` must name a registered backend that opens folders (InputError otherwise)."""
+    names = [item.name for item in _REGISTRY.values() if item.opens_folder]
+    name, precision = parse_choice(backend, precision)
+    if name not in names:
+        raise InputError(f"--onnx-dir only applies to --backend {' / '.join(names)}")
+    name, precision = resolve(name, precision)
+    return entry(name).load().from_folder(folder, precision, threads=threads)
 
 
 def make_backend(model: "MedSAMLite", backend: str = "auto", precision: str = "auto",

@@ -68,6 +68,12 @@ class OnnxRuntimeBackend:
         self.decoder = _session(ort, dec, options, providers)
 
     @classmethod
+    def from_folder(cls, folder: Union[str, Path], precision: str = "fp32",
+                    threads: Optional[int] = None) -> "OnnxRuntimeBackend":
+        """The registry's way to open an exported folder (:func:`medsam_lite.backends.open_folder`)."""
+        return cls(folder, int8=precision == "int8", threads=threads)
+
+    @classmethod
     def from_model(cls, model: "MedSAMLite", precision: str = "fp32", cache_dir: Optional[Union[str, Path]] = None,
                    threads: Optional[int] = None) -> "OnnxRuntimeBackend":
         """Convert ``model`` to ONNX locally (cached, see module docstring) and open it.

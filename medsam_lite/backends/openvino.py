@@ -159,7 +159,8 @@ def convert_to_ir(model: "MedSAMLite", out_dir: Path, int8: bool = False, stages
     NNCF-quantised when ``int8``) from ``model``'s graphs (via a temporary ONNX export). With ``stages``
     the encoder is written as ``encoder_<stage>.xml`` per stage of
     :func:`~medsam_lite.backends.graphs.encoder_stages` (converted from torch directly) instead."""
-    from .graphs import encoder_stages, inference_encoder, write_onnx_graphs
+    from ..encoders import inference_encoder
+    from .graphs import encoder_stages, write_onnx_graphs
 
     ov = _ov()
     paths = {name: out_dir / f"{name}.xml" for name in GRAPHS if not (stages and name == "encoder")}
@@ -171,7 +172,7 @@ def convert_to_ir(model: "MedSAMLite", out_dir: Path, int8: bool = False, stages
                 ov_model = _quantize_encoder(ov_model)
             ov.save_model(ov_model, str(paths[key]), compress_to_fp16=False)
     if stages:
-        parts = encoder_stages(inference_encoder(model))
+        parts = encoder_stages(inference_encoder(model.image_encoder))
         if not parts:
             raise InputError(f"the mixed-precision schemes need LiteMedSAM's TinyViT encoder, not "
                              f"{type(model.image_encoder).__name__}")
@@ -205,7 +206,7 @@ class OpenVINOBackend:
     name = "openvino"
     decode_batch = 4
     """Boxes per ``decode`` call the Predictor uses by default: the token-major box graph
-    (:class:`~medsam_lite.model.DecoderBoxGraph`) is as fast or faster a box in calls of several boxes (f32, 2
+    (:class:`~medsam_lite.backends.graphs.DecoderBoxGraph`) is as fast or faster a box in calls of several boxes (f32, 2
     threads, two benchmark runs: 9.7 / 10.8 ms at 4 per call, 10.0 / 9.8 at 16, 11.3 / 10.7 at one), and 16
     per call raised the 125-box image's peak RSS by ~0.5 GB (1572 vs 1103 MiB)."""
 

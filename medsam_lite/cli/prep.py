@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import List, Optional, Tuple
 
 
@@ -74,4 +75,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary_markdown.rstrip())
     print(f"{result.slices} slices from {result.cases} cases ({result.converted} converted now, "
           f"{result.skipped} already done) -> {result.manifest}")
-    return report_failures("prep", (f"{failure.case}: {failure.message}" for failure in result.failures))
+    code = report_failures("prep", (f"{failure.case}: {failure.message}" for failure in result.failures))
+    for line in result.errors:  # run-level (manifest / summary), not a case
+        print(f"medsam-lite prep: error: {line}", file=sys.stderr)
+    return 1 if result.errors else code

@@ -7,11 +7,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 if TYPE_CHECKING:  # heavy imports stay inside run(): ``medsam-lite --help`` is fast
     from ..predictor import Predictor
 
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-"""Values of ``--backend`` (:data:`medsam_lite.backends.BACKENDS` plus ``auto``; kept here so --help stays light)."""
-
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed", "bf16-mixed3", "int8")
-"""Values of ``--precision`` (:data:`medsam_lite.backends.PRECISIONS` plus ``auto``)."""
+from ..backends import PRECISIONS, choices  # the registry: no runtime is imported, --help stays light
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -49,11 +45,12 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    help="segment name for DICOM-SEG, one per box in order (default: box 1, box 2, ...)")
     p.add_argument("--overlay", help="PNG to write (a folder when the input is a folder)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
+    p.add_argument("--backend", choices=choices(), default="auto", metavar="BACKEND[:PRECISION]",
                    help="inference backend: auto (default: OpenVINO when installed, else ONNX Runtime, else torch), "
-                        "torch (the exact eager fp32 reference), onnxruntime, openvino. Non-torch backends convert "
+                        "torch (the exact eager fp32 reference), onnxruntime, openvino, optionally with its precision "
+                        "(e.g. openvino:bf16, the same spelling as the benchmark and gate). Non-torch backends convert "
                         "the model locally on first use and cache it (user cache folder, or MEDSAM_LITE_CACHE)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=("auto",) + PRECISIONS, default="auto",
                    help="auto (default: bf16 only where the CPU has native bf16 AND bf16 passed the agreement gate, "
                         "else fp32), fp32, bf16 or int8 (opt-in)")
     p.add_argument("--embedding-cache", metavar="DIR",
@@ -84,31 +81,27 @@ def _window(text: Optional[str]) -> Optional[Tuple[float, float]]:
         raise InputError(f"--window must be LEVEL,WIDTH with a positive width, got {text!r}") from exc
 
 
-def _predictor(backend: str, onnx_dir: Optional[str], model: Optional[str]) -> Optional["Predictor"]:
-    """The ``Predictor`` for ``--backend onnxruntime --onnx-dir DIR`` (an exported folder); None otherwise
-    (``segment_paths`` then builds ``--model`` on ``--backend`` after its input checks).
+def _predictor(backend: str, precision: str, onnx_dir: Optional[str], model: Optional[str]) -> Optional["Predictor"]:
+    """The ``Predictor`` for ``--onnx-dir DIR`` (an exported folder, opened by a registry backend that opens
+    folders); None otherwise (``segment_paths`` then builds ``--model`` on ``--backend`` after its input checks).
 
     Raises InputError (one line) for inconsistent flags or a missing ``encoder.onnx`` / ``decoder.onnx``.
     """
     from pathlib import Path
 
+    from ..backends import open_folder
     from ..errors import InputError
 
     if onnx_dir is None:
         return None
-    if backend != "onnxruntime":
-        raise InputError("--onnx-dir only applies to --backend onnxruntime")
     if model is not None:
-        raise InputError("--model does not apply to --backend onnxruntime: the model is the one exported into "
-                         "--onnx-dir")
+        raise InputError("--model does not apply to --onnx-dir: the model is the one exported into --onnx-dir")
     folder = Path(onnx_dir)
     if not folder.is_dir():
         raise InputError("--onnx-dir is not a folder", folder)
-    from medsam_lite.backends.onnxruntime import OnnxRuntimeBackend
-
     from ..predictor import Predictor
 
-    return Predictor(backend=OnnxRuntimeBackend(folder))
+    return Predictor(backend=open_folder(folder, backend, precision))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # process state belongs to the entry point
-    if args.baseline and (args.onnx_dir or args.backend not in ("auto", "torch") or args.precision not in ("auto", "fp32")):
+    from ..backends import is_reference
+
+    if args.baseline and (args.onnx_dir or not is_reference(args.backend, args.precision)):
         raise InputError("--baseline is the eager fp32 LiteMedSAM algorithm: it takes no --backend / --precision / "
                          "--onnx-dir")
     boxes = None
@@ -146,15 +141,18 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--boxes {args.boxes} holds {boxes.shape[1]}-number boxes but --box gives {width} "
                              f"numbers; use one kind")
         boxes = np.asarray(args.box, dtype=np.float64) if boxes is None else np.vstack([boxes, args.box])
-    predictor = _predictor(args.backend, args.onnx_dir, args.model)
+    predictor = _predictor(args.backend, args.precision, args.onnx_dir, args.model)
     options = SegmentOptions(overlay=args.overlay, window=window, modality=args.modality, fmt=args.fmt,
                              series_uid=args.series, labels=args.label, progress=not args.no_progress,
                              dicom_series=args.dicom_series, backend=args.backend, precision=args.precision,
                              threads=args.threads, baseline=args.baseline,
-                             embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None)
+                             embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None,
+                             boxes_file=Path(args.boxes) if args.boxes else None)
     result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, options=options,
                            on_message=lambda line: print(line, file=sys.stderr, flush=True))
     for out in result.outputs:
         print(f"wrote {out}")
-    return report_failures("segment", (message for _, message in result.failures),
-                           total=len(result.times))
+    code = report_failures("segment", (message for _, message in result.failures), total=len(result.times))
+    for line in result.errors:  # run-level (timing.csv), not a case
+        print(f"medsam-lite segment: error: {line}", file=sys.stderr)
+    return 1 if result.errors else code

@@ -17,10 +17,10 @@ from typing import Dict, Union
 
 from torch import nn
 
-from medsam_lite.backends.graphs import (OPSET, DecoderGraph, inference_encoder, inline_shared_initializers,
-                                         quantize_onnx_dynamic, write_onnx_graphs)
+from medsam_lite.backends.graphs import (OPSET, DecoderGraph, inline_shared_initializers, quantize_onnx_dynamic,
+                                         write_onnx_graphs)
 
-__all__ = ["OPSET", "DecoderGraph", "export_onnx", "inference_encoder", "inline_shared_initializers"]
+__all__ = ["OPSET", "DecoderGraph", "export_onnx", "inline_shared_initializers"]
 
 
 def export_onnx(model: nn.Module, out_dir: Union[str, Path], quantize: bool = False) -> Dict[str, Path]:

@@ -46,7 +46,7 @@ from medsam_lite.io_utils import atomic_path
 from medsam_lite.transforms import to_three_channels
 
 from .layouts import CaseFailure, CaseSpec, DatasetSpec, Discovery, LabelSource, Overrides, discover, discover_spec
-from ..normalize import describe, normalize_to_uint8
+from ..normalize import canonical_modality, describe, normalize_to_uint8, parse_window
 
 PathLike = Union[str, Path]
 RECORD_VERSION = 1
@@ -90,6 +90,10 @@ class PrepConfig:
             raise InputError("min_pixels and min_voxels must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.overrides is not None and self.overrides.modality:
+            canonical_modality(self.overrides.modality, "--modality")  # once, up front: not once per case
+        if self.overrides is not None and self.overrides.window is not None:
+            parse_window(self.overrides.window)
         return replace(self, axes=axes, min_pixels=int(self.min_pixels), min_voxels=int(self.min_voxels))
 
 
@@ -107,6 +111,8 @@ class PrepResult:
     skipped: int = 0
     failures: List[CaseFailure] = field(default_factory=list)
     empty_cases: List[str] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+    """Run-level problems that are no case (manifest / summary could not be written), one line each."""
 
     @property
     def ok(self) -> bool:
@@ -348,6 +354,8 @@ def _convert_safely(case: CaseSpec, out_dir: Path, config: PrepConfig) -> Tuple[
         return convert_case(case, out_dir, config), None
     except InputError as exc:
         return None, str(exc.with_source(case.image))
+    except OSError as exc:  # a full disk: name the file that could not be written
+        return None, f"{case.image}: cannot write {exc.filename or out_dir}: {exc.strerror or exc}"
     except Exception as exc:  # a bug or a reader crash must not stop the other cases
         text = " ".join(str(exc).split()) or "no message"
         return None, f"{case.image}: unexpected {type(exc).__name__}: {text}"
@@ -616,17 +624,40 @@ def prep_dataset(
     if isinstance(sources, (str, Path, DatasetSpec)):
         sources = [sources]
     cases, failures = collect_cases(sources, config.overrides)
+    skeleton = [p for p in (out, out / "imgs", out / "gts", out / "records") if not p.exists()]
     todo = plan_cases(out, cases, config)
     failures += convert_cases(todo, out, config, on_case_done)
+    return _finish(out, cases, todo, failures, config, skeleton)
 
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders this run created when they stayed empty (deepest first)."""
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def _finish(out: Path, cases: Sequence[CaseSpec], todo: Sequence[CaseSpec], failures: List[CaseFailure],
+            config: PrepConfig, skeleton: Sequence[Path]) -> PrepResult:
+    """Split, manifest.csv and summary.md from every record; a write error (full disk) is one line in
+    ``errors`` naming the file, and leaves no empty folder skeleton behind."""
     records = _load_records(out / "records")
     groups = {(r["dataset"], r["group"]) for r in records.values()} | {(c.dataset, c.group) for c in cases}
     split = assign_split(groups, config.val_fraction, config.seed)
     rows = manifest_rows(records.values(), split)
-    _write_manifest(out / "manifest.csv", rows)
     failures.sort(key=lambda f: f.case)
-    summary_md, empty = write_summary(out, rows, split, records, config, failures)
+    errors: List[str] = []
+    summary_md, empty = "", []
+    try:
+        _write_manifest(out / "manifest.csv", rows)
+        summary_md, empty = write_summary(out, rows, split, records, config, failures)
+    except OSError as exc:
+        errors.append(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
+    if errors:
+        _remove_empty(skeleton)
     return PrepResult(out_dir=out, manifest=out / "manifest.csv", summary=out / "summary.md",
                       summary_markdown=summary_md, cases=len({(r["dataset"], r["case"]) for r in rows}),
                       slices=len(rows), converted=sum(1 for c in todo if c.key in records),
-                      skipped=len(cases) - len(todo), failures=failures, empty_cases=empty)
+                      skipped=len(cases) - len(todo), failures=failures, empty_cases=empty, errors=errors)

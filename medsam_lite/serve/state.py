@@ -1,37 +1,36 @@
-"""Server-side state of ``medsam-lite serve``: allowed roots, open cases, embeddings, jobs.
+"""Case state of ``medsam-lite serve`` (state only: no HTTP, no model calls, no threads started).
 
 Frames: a case's ``volume`` is (D, H, W) uint8 (2D cases: D = 1, or (1, H, W, 3) for colour), the
 array the model sees; ``labels`` is (D, H, W) uint8, value = object id (0 = background). Boxes are
 in original pixels: 2D ``[x_min, y_min, x_max, y_max]`` on slice ``z``, 3D
 ``[x_min, y_min, z_min, x_max, y_max, z_max]``; both ends inclusive (see :mod:`medsam_lite.predictor`).
 
-Concurrency: one model (backend) is shared by every case and request. :class:`CachingBackend` wraps
-it: a lock serialises encoder / decoder calls, and encoder outputs are kept in an
-:class:`EmbeddingStore` keyed by the content of the model-frame input, so a slice is encoded once
-whoever asks (background embedding, a box, a propagation through ``Predictor.predict_volume``).
-Each request builds its own light :class:`~medsam_lite.predictor.Predictor` on that backend, so the
-predictor's per-image state is never shared between tabs. Each case has its own lock for its labels.
+Each case has its own lock for its labels, objects and history. A case has *unsaved changes* when
+its label map was edited since it was opened, saved or downloaded; :class:`CaseStore` never closes
+such a case to make room (it closes the oldest case without them, or refuses with
+:class:`CaseLimitError`). Jobs are in :mod:`medsam_lite.serve.jobs`, embeddings in
+:mod:`medsam_lite.serve.embeddings`, settings in :mod:`medsam_lite.serve.config`.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
+import shutil
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from ..errors import InputError
-from ..imageio import Case, read_case
-from ..normalize import (CT_WINDOWS, Window, parse_window, percentile_bounds, scale_to_unit, unit_to_uint8,
-                         window_bounds)
+from ..imageio import Case
+from ..normalize import CT_WINDOWS, Window, parse_window, percentile_bounds, scale_to_unit, unit_to_uint8, window_bounds
+from .config import ServeConfig  # noqa: F401  (re-exported: ``from medsam_lite.serve.state import ServeConfig``)
+
+if TYPE_CHECKING:
+    from .jobs import Job
 
 COLOURS: Tuple[Tuple[int, int, int], ...] = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -42,30 +41,6 @@ COLOURS: Tuple[Tuple[int, int, int], ...] = (
 
 HISTORY_LIMIT = 30
 """Undo steps kept per case."""
-
-
-# ------------------------------------------------------------------ configuration
-@dataclass
-class ServeConfig:
-    """Settings of one server.
-
-    ``roots``: files / folders whose contents may be opened by path (resolved, symlinks followed).
-    ``output_root``: folder under which masks may be saved. ``model``: pretrained name or checkpoint
-    path (None = default). ``max_upload_mb``: upload size limit. ``max_cases``: open cases kept (the
-    oldest is closed beyond). ``embedding_cache_mb``: in-memory slice-embedding budget (4 MiB per slice).
-    """
-
-    roots: Sequence[Path] = ()
-    output_root: Path = Path(".")
-    model: Optional[str] = None
-    backend: str = "auto"
-    precision: str = "auto"
-    host: str = "127.0.0.1"
-    port: int = 8765
-    max_upload_mb: float = 512.0
-    max_cases: int = 8
-    embedding_cache_mb: float = 2048.0
-    preload: Sequence[Path] = ()
 
 
 def model_input(case: Case, window: Optional[Window] = None) -> np.ndarray:
@@ -79,172 +54,7 @@ def model_input(case: Case, window: Optional[Window] = None) -> np.ndarray:
     return segment_model_input(case, None, window)[0]
 
 
-def resolve_under(path: str | os.PathLike, roots: Sequence[Path], what: str = "path") -> Path:
-    """``path`` resolved (symlinks and ``..`` followed); InputError unless it is one of ``roots`` or
-    inside a root folder. ``roots`` must already be resolved."""
-    try:
-        resolved = Path(path).expanduser().resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
-        raise InputError(f"{what} not found", path) from exc
-    for root in roots:
-        if resolved == root or (root.is_dir() and resolved.is_relative_to(root)):
-            return resolved
-    raise InputError(f"{what} is outside the allowed roots (the paths given to 'medsam-lite serve')", path)
 
-
-# ------------------------------------------------------------------ embeddings
-class EmbeddingStore(Protocol):
-    """Where slice embeddings live, keyed by a digest of the model-frame input (the persistent-cache hook)."""
-
-    def get(self, key: str) -> Optional[torch.Tensor]: ...
-
-    def put(self, key: str, embedding: torch.Tensor) -> None: ...
-
-
-class MemoryEmbeddingStore:
-    """LRU in-memory store of (1, 256, 64, 64) float32 embeddings, bounded in bytes."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Optional[torch.Tensor]:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
-
-    def put(self, key: str, embedding: torch.Tensor) -> None:
-        size = embedding.element_size() * embedding.nelement()
-        with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = embedding
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, old = self._items.popitem(last=False)
-                self._bytes -= old.element_size() * old.nelement()
-
-    def __contains__(self, key: str) -> bool:
-        with self._lock:
-            return key in self._items
-
-
-def input_key(images: torch.Tensor) -> str:
-    """Digest of one (3, 256, 256) float32 model-frame input."""
-    return hashlib.blake2b(images.contiguous().numpy().tobytes(), digest_size=20).hexdigest()
-
-
-class CachingBackend:
-    """A :class:`~medsam_lite.backends.Backend` wrapper: serialises calls and caches encoder outputs.
-
-    ``encode`` returns the stored embedding of an identical input, so results equal the wrapped
-    backend's exactly; ``decode`` is passed through. One model call runs at a time; background
-    encodes (:meth:`encode_background`) wait while any :meth:`foreground` operation (a request, a
-    propagation) is active, so a user's box never queues behind the whole background embedding.
-    """
-
-    def __init__(self, inner: Any, store: EmbeddingStore) -> None:
-        self.inner = inner
-        self.store = store
-        self.name = getattr(inner, "name", "torch")
-        self.precision = getattr(inner, "precision", "fp32")
-        self.encoder_runs = 0
-        self._cond = threading.Condition()
-        self._busy = False
-        self._foreground = 0
-
-    @contextlib.contextmanager
-    def foreground(self) -> Iterator[None]:
-        """Mark a user-facing operation: background encodes pause until it ends."""
-        with self._cond:
-            self._foreground += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._foreground -= 1
-                self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def _model(self, background: bool = False) -> Iterator[None]:
-        with self._cond:
-            while self._busy or (background and self._foreground > 0):
-                self._cond.wait()
-            self._busy = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-
-    def cached(self, images: torch.Tensor) -> bool:
-        """Whether every (3, 256, 256) input of the (B, 3, 256, 256) batch is stored."""
-        return all(self.store.get(input_key(img)) is not None for img in images)
-
-    def _encode(self, images: torch.Tensor, background: bool) -> torch.Tensor:
-        out = []
-        for img in images:
-            key = input_key(img)
-            emb = self.store.get(key)
-            if emb is None:
-                with self._model(background):
-                    emb = self.store.get(key)
-                    if emb is None:
-                        emb = self.inner.encode(img[None])[0].detach().clone()
-                        self.encoder_runs += 1
-                        self.store.put(key, emb)
-            out.append(emb)
-        return torch.stack(out)
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 256, 256) model-frame inputs -> (B, 256, 64, 64) embeddings (stored ones reused)."""
-        return self._encode(images, background=False)
-
-    def encode_background(self, images: torch.Tensor) -> torch.Tensor:
-        """:meth:`encode` that yields to foreground operations."""
-        return self._encode(images, background=True)
-
-    def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
-        with self._model():
-            return self.inner.decode(embedding, boxes_256)
-
-
-# ------------------------------------------------------------------ jobs
-@dataclass
-class Job:
-    """A background task (embedding a case, a propagation) with progress ``done / total``."""
-
-    id: str
-    kind: str
-    case_id: str
-    total: int
-    done: int = 0
-    state: str = "running"  # running | done | error | cancelled
-    message: str = ""
-    started: float = field(default_factory=time.perf_counter)
-    ms: Optional[float] = None
-    result: Any = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    thread: Optional[threading.Thread] = None
-
-    def to_json(self) -> Dict[str, Any]:
-        out = {"id": self.id, "kind": self.kind, "case": self.case_id, "state": self.state, "done": self.done,
-               "total": self.total, "message": self.message, "ms": self.ms}
-        if isinstance(self.result, dict):
-            out.update({k: v for k, v in self.result.items() if k != "labels"})
-        return out
-
-
-class Cancelled(Exception):
-    """Raised inside a job's progress callback when the job was cancelled."""
-
-
-# ------------------------------------------------------------------ cases
 @dataclass
 class SegObject:
     """One segmented object: label ``id`` in the label map, its last box and the slices it covers."""
@@ -264,7 +74,8 @@ class SegObject:
 class CaseState:
     """An open case: its reader output, the model input, the label map, objects and undo history."""
 
-    def __init__(self, case_id: str, case: Case, window: Optional[Window] = None, display_name: str = "") -> None:
+    def __init__(self, case_id: str, case: Case, window: Optional[Window] = None, display_name: str = "",
+                 temp_dir: Optional[Path] = None) -> None:
         self.id = case_id
         self.case = case
         self.name = display_name or case.path.name
@@ -280,10 +91,13 @@ class CaseState:
         self.redo: List[Tuple[np.ndarray, Dict[int, SegObject]]] = []
         self.raw_is_uint8 = case.array.dtype == np.uint8
         self._percentiles: Optional[Tuple[float, float]] = None
-        self.embed_job: Optional[Job] = None
+        self.embed_job: Optional["Job"] = None
         self.embedded: set = set()
         self.opened = time.perf_counter()
         self.first_mask_s: Optional[float] = None
+        self.temp_dir = temp_dir  # an uploaded file's folder, removed with the case
+        self.version = 0  # edits so far (each snapshot / undo / redo)
+        self.saved_version = 0  # ``version`` when last saved or downloaded
 
     # -- description
     @property
@@ -298,7 +112,7 @@ class CaseState:
                 "raw_dtype": str(self.case.array.dtype), "windows": sorted(CT_WINDOWS),
                 "embedded": len(self.embedded), "embedding": job.to_json() if job else None,
                 "objects": [o.to_json() for o in self.objects.values()],
-                "can_undo": bool(self.undo), "can_redo": bool(self.redo),
+                "can_undo": bool(self.undo), "can_redo": bool(self.redo), "unsaved": self.unsaved,
                 "boxes": self.case.boxes.tolist() if self.case.boxes is not None else None}
 
     def check_z(self, z: int) -> int:
@@ -326,8 +140,26 @@ class CaseState:
             lo, hi = self._percentiles
         return unit_to_uint8(scale_to_unit(raw, lo, hi, keep_zero=bounds is None))
 
+    # -- saved or not
+    @property
+    def unsaved(self) -> bool:
+        """Whether the label map changed since the case was opened, saved or downloaded."""
+        return self.version != self.saved_version
+
+    def mark_saved(self, version: int) -> None:
+        """The label map of ``version`` was saved or downloaded."""
+        self.saved_version = version
+
+    def release(self) -> None:
+        """Closing: cancel the embedding job, remove the uploaded file's folder."""
+        if self.embed_job is not None:
+            self.embed_job.cancel.set()
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
     # -- edits (call with self.lock held)
     def snapshot(self) -> None:
+        self.version += 1
         self.undo.append((self.labels.copy(), {k: _copy_obj(v) for k, v in self.objects.items()}))
         del self.undo[:-HISTORY_LIMIT]
         self.redo.clear()
@@ -337,6 +169,7 @@ class CaseState:
         if not src:
             raise InputError(f"nothing to {'undo' if undo else 'redo'}")
         dst.append((self.labels.copy(), {k: _copy_obj(v) for k, v in self.objects.items()}))
+        self.version += 1
         self.labels, self.objects = src.pop()
 
     def new_object(self, name: Optional[str], box: List[float], z: int) -> SegObject:
@@ -378,22 +211,47 @@ def _copy_obj(obj: SegObject) -> SegObject:
     return SegObject(obj.id, obj.name, obj.colour, list(obj.box), obj.z, obj.z_range)
 
 
+class CaseLimitError(Exception):
+    """Every open case has unsaved changes and no more may be opened (HTTP 409)."""
+
+
 class CaseStore:
-    """Open cases by id (at most ``max_cases``: opening one more closes the oldest)."""
+    """Open cases by id, at most ``max_cases``: adding one more closes the oldest case without unsaved
+    changes, or raises :class:`CaseLimitError` when every open case has some."""
 
     def __init__(self, max_cases: int) -> None:
         self.max_cases = max_cases
         self._cases: "OrderedDict[str, CaseState]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, case: Case, window: Optional[Window], name: str) -> CaseState:
-        state = CaseState(uuid.uuid4().hex[:12], case, window, name)
+    def new_id(self) -> str:
+        return uuid.uuid4().hex[:12]
+
+    def _room(self) -> List[CaseState]:
+        """The cases to close so that one more fits (lock held); CaseLimitError if impossible."""
+        excess = len(self._cases) + 1 - self.max_cases
+        if excess <= 0:
+            return []
+        closable = [s for s in self._cases.values() if not s.unsaved][:excess]
+        if len(closable) < excess:
+            raise CaseLimitError(f"{len(self._cases)} cases are open (the limit) and every one has unsaved changes: "
+                                 "save, download or close one first")
+        return closable
+
+    def check_room(self) -> None:
+        """CaseLimitError now if :meth:`add` would refuse (checked before reading a file)."""
         with self._lock:
+            self._room()
+
+    def add(self, state: CaseState) -> CaseState:
+        """Keep ``state`` open, closing the oldest cases without unsaved changes beyond ``max_cases``."""
+        with self._lock:
+            closing = self._room()
+            for old in closing:
+                del self._cases[old.id]
             self._cases[state.id] = state
-            while len(self._cases) > self.max_cases:
-                _, old = self._cases.popitem(last=False)
-                if old.embed_job is not None:
-                    old.embed_job.cancel.set()
+        for old in closing:
+            old.release()
         return state
 
     def get(self, case_id: str) -> CaseState:
@@ -403,54 +261,19 @@ class CaseStore:
             return self._cases[case_id]
 
     def remove(self, case_id: str) -> None:
-        state = self.get(case_id)
-        if state.embed_job is not None:
-            state.embed_job.cancel.set()
         with self._lock:
-            self._cases.pop(case_id, None)
+            if case_id not in self._cases:
+                raise KeyError(f"unknown case {case_id!r}")
+            state = self._cases.pop(case_id)
+        state.release()
 
     def all(self) -> List[CaseState]:
         with self._lock:
             return list(self._cases.values())
 
-
-def embedding_order(depth: int, start: Optional[int] = None) -> List[int]:
-    """Slices from ``start`` (default the middle) outwards: start, start+1, start-1, start+2, ..."""
-    start = depth // 2 if start is None else start
-    order = [start]
-    for step in range(1, depth):
-        for z in (start + step, start - step):
-            if 0 <= z < depth:
-                order.append(z)
-    return order
-
-
-def open_case_file(path: Path, source_name: Optional[str] = None) -> Case:
-    """``read_case`` with the message naming ``source_name`` (the uploaded file's name) when given."""
-    try:
-        return read_case(path)
-    except InputError as exc:
-        if source_name:
-            raise InputError(exc.problem, source_name) from exc
-        raise
-
-
-def run_job(job: Job, work: Callable[[Job], Any]) -> threading.Thread:
-    """Run ``work(job)`` in a daemon thread, recording state, result, message and milliseconds."""
-
-    def target() -> None:
-        try:
-            job.result = work(job)
-            job.state = "done"
-        except Cancelled:
-            job.state = "cancelled"
-        except InputError as exc:
-            job.state, job.message = "error", str(exc)
-        except Exception as exc:  # a job must never take the server down; the page shows the line
-            job.state, job.message = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        finally:
-            job.ms = (time.perf_counter() - job.started) * 1000.0
-
-    job.thread = threading.Thread(target=target, name=f"serve-{job.kind}-{job.id}", daemon=True)
-    job.thread.start()
-    return job.thread
+    def close_all(self) -> None:
+        with self._lock:
+            states = list(self._cases.values())
+            self._cases.clear()
+        for state in states:
+            state.release()
