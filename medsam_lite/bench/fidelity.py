@@ -267,26 +267,13 @@ def volume_cases(shared: PathLike, names: Optional[Sequence[str]] = None) -> Dic
     return {k: f() for k, f in builders.items() if names is None or k in names}
 
 
-class MemoryEmbeddings:
-    """An in-memory slice-embedding cache for :class:`Predictor` (its ``get`` / ``put`` by key protocol), so
-    the per-object propagations through one volume encode each slice once; :func:`volume_masks` clears it."""
-
-    def __init__(self) -> None:
-        self._store: Dict[str, object] = {}
-
-    def get(self, key: str) -> Optional[object]:
-        return self._store.get(key)
-
-    def put(self, key: str, embedding: object) -> None:
-        self._store[key] = embedding
-
-    def clear(self) -> None:
-        self._store.clear()
-
-
 def volume_predictor(model: "MedSAMLite", backend: str = "torch") -> Predictor:
-    """A :class:`Predictor` of ``model`` on ``backend`` (fp32) with a :class:`MemoryEmbeddings` cache (3D rows)."""
-    return Predictor(model, backend=backend, precision="fp32", embedding_cache=MemoryEmbeddings())
+    """A :class:`Predictor` of ``model`` on ``backend`` (fp32) with an in-memory embedding store
+    (:class:`~medsam_lite.embedding_cache.MemoryEmbeddingStore`, the one store of the package), so the per-object
+    propagations through one volume encode each slice once (3D rows)."""
+    from ..embedding_cache import MemoryEmbeddingStore
+
+    return Predictor(model, backend=backend, precision="fp32", embedding_cache=MemoryEmbeddingStore())
 
 
 def volume_masks(predictor: Predictor, case: VolumeCase) -> List[np.ndarray]:

@@ -105,7 +105,7 @@ def run_serve_bench(cases: Sequence[str] = DEFAULT_CASES, boxes: int = 10, threa
 
     from ..resources import example_path
     from ..serve.app import create_app
-    from ..serve.state import ServeConfig
+    from ..serve.config import ServeConfig
 
     paths = [str(example_path(name)) for name in cases]
     t = time.perf_counter()
