@@ -112,7 +112,7 @@ def run_serve_bench(cases: Sequence[str] = DEFAULT_CASES, boxes: int = 10, threa
     app = create_app(ServeConfig(roots=[example_path(cases[0]).parent]))
     results: Dict[str, Any] = {"cpu": cpu_name(), "threads": threads, "model_load_s": time.perf_counter() - t,
                                "cases": []}
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # a loopback Host (the server's allow-list)
         for path in paths:
             results["cases"].append(measure_case(client, path, boxes))
             log(json.dumps(results["cases"][-1]))
