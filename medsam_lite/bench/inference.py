@@ -122,10 +122,10 @@ def count_gflops(model: MedSAMLite) -> Tuple[float, float]:
 
 def count_split_decoder_gflops(model: MedSAMLite) -> Tuple[float, float]:
     """(GFLOPs per embedding, GFLOPs per box) of the OpenVINO decoder's two graphs
-    (:class:`~medsam_lite.model.DecoderImageGraph`, :class:`~medsam_lite.model.DecoderBoxGraph`)."""
+    (:class:`~medsam_lite.backends.graphs.DecoderImageGraph`, :class:`~medsam_lite.backends.graphs.DecoderBoxGraph`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..model import DecoderBoxGraph, DecoderImageGraph
+    from ..backends.graphs import DecoderBoxGraph, DecoderImageGraph
 
     with torch.inference_mode():
         with FlopCounterMode(display=False) as image:
