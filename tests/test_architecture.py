@@ -20,7 +20,7 @@ import medsam_lite
 PACKAGE = Path(medsam_lite.__file__).resolve().parent
 REPO = Path(__file__).resolve().parents[1]
 MIDDLE = ("prep", "distill", "export")
-APPS = ("benchmark", "evaluate", "segment", "serve")
+APPS = ("bench", "evaluate", "segment", "serve")
 
 
 def module_name(path: Path) -> str:

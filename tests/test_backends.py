@@ -423,7 +423,7 @@ def _committed() -> Tuple[Dict, Dict]:
 
 
 def test_committed_decision_matches_report_and_thresholds() -> None:
-    from medsam_lite.benchmark.gate import THRESHOLDS, decision, passes
+    from medsam_lite.bench.gate import THRESHOLDS, decision, passes
 
     report, committed = _committed()
     assert report["thresholds"] == THRESHOLDS == committed["thresholds"]
@@ -444,7 +444,7 @@ def test_committed_decision_matches_report_and_thresholds() -> None:
 def test_decided_default_precision_agrees_on_bundled_case(lite_medsam, tmp_path: Path) -> None:
     """Recompute the agreement of the precision ``auto`` picks here on the bundled examples (quick gate)."""
     from medsam_lite.backends.openvino import auto_precision
-    from medsam_lite.benchmark.gate import GateConfig, build_cases, compare, make_variant, passes, run_backend
+    from medsam_lite.bench.gate import GateConfig, build_cases, compare, make_variant, passes, run_backend
 
     precision = auto_precision()
     cfg = GateConfig(quick=True, cache_dir=tmp_path, nuclei_boxes=20)
@@ -462,7 +462,7 @@ def test_decided_default_precision_agrees_on_bundled_case(lite_medsam, tmp_path:
 def test_openvino_lite_medsam_fp32_masks_match_eager_bf16_runs(lite_medsam, tmp_path: Path) -> None:
     """Real weights, real image: OpenVINO fp32 masks equal eager fp32 (IoU >= 0.999 per box); bf16 runs."""
     from medsam_lite.backends.openvino import OpenVINOBackend
-    from medsam_lite.benchmark.gate import GateConfig, build_cases, run_backend
+    from medsam_lite.bench.gate import GateConfig, build_cases, run_backend
 
     cases_2d, _ = build_cases(GateConfig(quick=True, nuclei_boxes=30))
     ref = run_backend(TorchBackend(lite_medsam), cases_2d, [])

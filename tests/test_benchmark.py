@@ -1,4 +1,5 @@
-"""Baseline path equals the Predictor (masks) with the baseline's encoder cost; benchmark CLI quick run."""
+"""Baseline path equals the Predictor (masks) with the baseline's encoder cost; ``medsam-lite benchmark speed``
+(and its old spelling without the subcommand) quick run; the backend comparison."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import torch
 
 from medsam_lite.baseline import (baseline_encoder_calls_volume, baseline_propagator, baseline_segment_2d,
                                   baseline_segment_volume)
-from medsam_lite.benchmark.cases import resample_volume, slab_boxes, tile_image
+from medsam_lite.bench.cases import resample_volume, slab_boxes, tile_image
 from medsam_lite.model import build_medsam
 from medsam_lite.predictor import Predictor
 from tests.conftest import EXAMPLES
@@ -118,7 +119,7 @@ def test_benchmark_cli_quick(tmp_path, capsys) -> None:
 
 
 def test_label_agreement_and_gt_dsc() -> None:
-    from medsam_lite.benchmark.backends import gt_dsc, label_agreement
+    from medsam_lite.bench.compare import gt_dsc, label_agreement
 
     ref = np.zeros((4, 5), np.uint8)
     ref[0, :2], ref[2:, 3:] = 1, 2
@@ -136,30 +137,31 @@ def test_label_agreement_and_gt_dsc() -> None:
 
 def _check_backends_section(section: dict, spec: str) -> None:
     """Every backend on both quick cases; fp32 backends agree with eager >= 0.99, int8 only reported in [0, 1]."""
-    from medsam_lite.benchmark.backends import BACKENDS
+    from medsam_lite.bench import COMPARE_DEFAULT as BACKENDS
 
     assert section["model"] == spec and section["order"] == list(BACKENDS)
     for name in BACKENDS:
         info = section["artifacts"][name]
         assert info["artifact_mb"] > 1 and info["load_s"] > 0
-        assert (info["export_s"] is None) == (name == "eager")
-    assert section["artifacts"]["onnxruntime-int8"]["artifact_mb"] < section["artifacts"]["onnxruntime"]["artifact_mb"]
+        assert (info["export_s"] is None) == (name == "torch:fp32")
+    assert section["artifacts"]["onnxruntime:int8"]["artifact_mb"] < section["artifacts"]["onnxruntime:fp32"]["artifact_mb"]
     assert [c["name"] for c in section["cases"]] == ["2d_nuclei_4boxes", "3d_mr_2slices"]
     for case in section["cases"]:
         assert set(case["results"]) == set(BACKENDS) and case["has_gt"]
         for name, r in case["results"].items():
             assert r["seconds"] > 0 and r["speedup_vs_eager"] > 0
             assert r["gt_dsc"] is not None  # both quick cases have ground truth
-            if name != "onnxruntime-int8":
+            if name != "onnxruntime:int8":
                 assert r["pixel_agreement"] >= 0.99, (case["name"], name, r)
                 assert r["label_dsc_vs_eager"] >= 0.99, (case["name"], name, r)
-        assert case["results"]["eager"]["pixel_agreement"] == 1.0
+        assert case["results"]["torch:fp32"]["pixel_agreement"] == 1.0
 
 
 def test_bench_backends_quick_cases() -> None:
     """The backend section on the quick cases (random RepViT), without the other benchmark sections."""
-    from medsam_lite.benchmark.backends import BACKENDS, bench_backends, markdown_lines
-    from medsam_lite.benchmark.cases import backend_cases
+    from medsam_lite.bench import COMPARE_DEFAULT as BACKENDS
+    from medsam_lite.bench.cases import backend_cases
+    from medsam_lite.bench.compare import bench_backends, markdown_lines
 
     lines = []
     section = bench_backends("random:repvit_m0_6", BACKENDS, backend_cases(quick=True), threads=2, warmup=False,
@@ -167,20 +169,23 @@ def test_bench_backends_quick_cases() -> None:
     _check_backends_section(section, "random:repvit_m0_6")
     assert all(section["artifacts"][n]["warmup_s"] is None for n in BACKENDS)
     md = "\n".join(markdown_lines(section))
-    assert "| 2d_nuclei_4boxes | torchscript |" in md and "| 3d_mr_2slices | onnxruntime-int8 |" in md
+    assert "| 2d_nuclei_4boxes | torchscript |" in md and "| 3d_mr_2slices | onnxruntime:int8 |" in md
     json.dumps(section)  # serialisable as benchmark.json
 
 
 def test_benchmark_cli_passes_backends(tmp_path, monkeypatch) -> None:
-    """``--backends`` / ``--backends-all-cases`` reach run_benchmark (the run itself is the slow test below)."""
-    import medsam_lite.benchmark.core as benchmark
+    """``--backends`` / ``--backends-all-cases`` reach run_benchmark (the run itself is the slow test below); the
+    comparison's old names are aliases of registry choices."""
+    import dataclasses
+
+    import medsam_lite.bench.speed as benchmark
     from medsam_lite.cli.main import main
 
     seen = {}
-    monkeypatch.setattr(benchmark, "run_benchmark", lambda out, **kw: seen.update(kw))
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda out, cfg: seen.update(dataclasses.asdict(cfg)))
     assert main(["benchmark", "-o", str(tmp_path), "--backends", "eager", "onnxruntime-int8",
                  "--backends-all-cases"]) == 0
-    assert seen["backends"] == ["eager", "onnxruntime-int8"] and seen["backends_all_cases"] is True
+    assert seen["backends"] == ["torch:fp32", "onnxruntime:int8"] and seen["backends_all_cases"] is True
     assert main(["benchmark", "-o", str(tmp_path)]) == 0
     assert seen["backends"] is None and seen["backends_all_cases"] is False
     with pytest.raises(SystemExit):
@@ -190,16 +195,16 @@ def test_benchmark_cli_passes_backends(tmp_path, monkeypatch) -> None:
 @pytest.mark.slow
 def test_benchmark_cli_quick_backends(tmp_path, capsys) -> None:
     """End to end: ``medsam-lite benchmark --quick --backends ...`` writes the section to json, md and stdout."""
-    from medsam_lite.benchmark.backends import BACKENDS
+    from medsam_lite.bench import COMPARE_DEFAULT as BACKENDS
     from medsam_lite.cli.main import main
 
     out = tmp_path / "bench"
-    rc = main(["benchmark", "--quick", "-o", str(out), "--models", "random:repvit_m0_6",
+    rc = main(["benchmark", "speed", "--quick", "-o", str(out), "--models", "random:repvit_m0_6",
                "--baseline-model", "random:repvit_m0_6", "--encoders", "repvit_m0_6", "--repeats", "1",
                "--max-calls", "3", "--boxes", "1", "--slices", "1", "--backends", *BACKENDS])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| backend | artifact MB |" in printed and "| 3d_mr_2slices | onnxruntime-int8 |" in printed
+    assert "| backend | artifact MB |" in printed and "| 3d_mr_2slices | onnxruntime:int8 |" in printed
     result = json.loads((out / "benchmark.json").read_text())
     assert result["settings"]["backends"] == list(BACKENDS)
     _check_backends_section(result["backends"], "random:repvit_m0_6")

@@ -1,4 +1,4 @@
-"""The fast-inference benchmark (``medsam-lite benchmark --inference``) on its quick cases."""
+"""The fast-inference benchmark (``medsam-lite benchmark inference``, alias ``--inference``) on its quick cases."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from medsam_lite.backends import installed
 
 @pytest.mark.skipif(not installed("openvino"), reason="openvino not installed")
 def test_quick_inference_bench_measures_every_config_and_the_baseline(tmp_path: Path) -> None:
-    from medsam_lite.benchmark.inference import DECODE_BATCHES, InferenceBenchConfig, markdown_lines, run_inference_bench
+    from medsam_lite.bench.inference import DECODE_BATCHES, InferenceBenchConfig, markdown_lines, run_inference_bench
     from medsam_lite.checkpoint import save_checkpoint
     from medsam_lite.model import build_medsam
 

@@ -1,10 +1,10 @@
-"""distill.fidelity: the student-vs-teacher agreement measure and the held-out list."""
+"""bench.fidelity: the student-vs-teacher agreement measure and the held-out list (distill.fidelity)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medsam_lite.distill.fidelity import (HELD_OUT, add_noise, agreement, ground_truth, load_held_out, mask_iou, random_boxes,
+from medsam_lite.bench.fidelity import (HELD_OUT, add_noise, agreement, ground_truth, load_held_out, mask_iou, random_boxes,
                               stable_rows, summarize, write_report)
 
 
@@ -136,7 +136,7 @@ def test_predictor_set_embedding_equals_set_image(fast_checkpoint) -> None:
 
 
 def test_object_boxes_dsc_and_agreement(shared_data, fast_checkpoint, tmp_path) -> None:
-    from medsam_lite.distill.fidelity import object_cases
+    from medsam_lite.bench.fidelity import object_cases
     from medsam_lite.checkpoint import load_model
     from medsam_lite.metrics import dice
     from medsam_lite.predictor import Predictor
@@ -164,7 +164,7 @@ def test_committed_fidelity_report_reproduces(shared_data, lite_medsam) -> None:
     import json
     from pathlib import Path
 
-    from medsam_lite.distill.fidelity import object_cases
+    from medsam_lite.bench.fidelity import object_cases
     from medsam_lite.checkpoint import load_model
     from medsam_lite.predictor import Predictor
 
@@ -187,7 +187,7 @@ def test_committed_fidelity_report_reproduces(shared_data, lite_medsam) -> None:
 def test_volume_box_starts_on_the_middle_slice() -> None:
     """x / y of the 3D box: the object's tight box on z_mid = int((z_max - z_min) / 2 + z_min); z: its extent;
     an empty middle slice falls back to the xy extent over all slices."""
-    from medsam_lite.distill.fidelity import volume_box
+    from medsam_lite.bench.fidelity import volume_box
 
     mask = np.zeros((9, 20, 30), bool)
     mask[2, 1:3, 1:3] = True  # z_min = 2, a small blob
@@ -204,7 +204,7 @@ def test_volume_cases_are_held_out_and_labelled(shared_data) -> None:
     import csv
     from pathlib import Path
 
-    from medsam_lite.distill.fidelity import volume_cases
+    from medsam_lite.bench.fidelity import volume_cases
 
     cases = volume_cases(shared_data)
     assert set(cases) == {"mr_organs_3d", "breast1_lesion_3d", "mni152_gm_wm_3d"}
@@ -243,7 +243,7 @@ def test_side_by_side_report_identical_and_perturbed_students(shared_data, tmp_p
     import json
 
     from medsam_lite.checkpoint import save_checkpoint
-    from medsam_lite.distill.fidelity import FidelityConfig, TimingConfig, fidelity_report, object_cases
+    from medsam_lite.bench.fidelity import FidelityConfig, TimingConfig, fidelity_report, object_cases
 
     teacher = save_checkpoint(_teacher_like(0.0), tmp_path / "teacher.pth", "repvit_m0_6_fpn")
     same = save_checkpoint(_teacher_like(0.0), tmp_path / "same.pth", "repvit_m0_6_fpn")
@@ -277,7 +277,8 @@ def test_single_student_report_keeps_the_flat_rows(shared_data, tmp_path) -> Non
     """One student: its rows also sit at the top level (the committed report's layout) and the markdown has
     the detail tables including the 3D one; a missing shared folder is one InputError."""
     from medsam_lite.checkpoint import save_checkpoint
-    from medsam_lite.distill.fidelity import FidelityConfig, fidelity_report, main
+    from medsam_lite.bench.fidelity import FidelityConfig, fidelity_report
+    from medsam_lite.cli.main import main
     from medsam_lite.errors import InputError
 
     teacher = save_checkpoint(_teacher_like(0.0), tmp_path / "teacher.pth", "repvit_m0_6_fpn")
@@ -291,6 +292,5 @@ def test_single_student_report_keeps_the_flat_rows(shared_data, tmp_path) -> Non
     assert "| breast1_lesion_3d | MR | 1 |" in text and "encoder ms" not in text
     with pytest.raises(InputError, match="nuclei2d"):
         fidelity_report("x", "y", tmp_path, None, config)
-    with pytest.raises(SystemExit) as err:
-        main(["--student", "a", "--shared", str(tmp_path), "--timing-backend", "none"])
-    assert err.value.code == 2
+    code = main(["benchmark", "fidelity", "--student", "a", "--shared", str(tmp_path), "--timing-backend", "none"])
+    assert code == 2  # one line on stderr (the CLI's exit code for bad input), no traceback

@@ -1,21 +1,43 @@
-"""``medsam-lite benchmark``: speed of our Predictor against the LiteMedSAM baseline, in one run."""
+"""``medsam-lite benchmark``: the measurements of :mod:`medsam_lite.bench`, one subcommand each.
+
+* ``speed``: encoders, decoder, whole cases and scaling, the LiteMedSAM baseline against our Predictor
+  (optionally the backend comparison); writes benchmark.json / .md / .png into ``-o``.
+* ``inference``: the baseline algorithm against ours on every ``BACKEND:PRECISION``; inference.json / .md.
+* ``gate``: may ``auto`` run a reduced precision? gate.json / gate.md, ``--decide`` writes the decision file.
+* ``fidelity``: students against their teacher on held-out data; fidelity.json / .md.
+* ``serve``: latency of the annotator's API on the bundled cases (JSON on stdout).
+
+``medsam-lite benchmark -o DIR [--quick ...]`` (no subcommand) is ``benchmark speed``, and
+``medsam-lite benchmark --inference [BACKEND:PRECISION ...] -o DIR`` is ``benchmark inference``, as before.
+Folders are always given (``-o``, ``--shared`` or ``$MEDSAM_LITE_SHARED``); nothing defaults into a checkout.
+Heavy imports happen inside the ``run_*`` functions, so ``--help`` stays fast.
+"""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict
 
-from ..benchmark import BACKENDS  # the package __init__ imports nothing heavy: --help stays fast
+from ..bench import INFERENCE_DEFAULT, compare_choice  # imports no torch: --help stays fast
+from ..errors import InputError
+
+SHARED_ENV = "MEDSAM_LITE_SHARED"
+"""Environment variable ``--shared`` defaults to (the shared data folder; no built-in default)."""
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``benchmark`` subcommand to ``subparsers``."""
-    p = subparsers.add_parser(
-        "benchmark", help="time encoders, decoder and whole cases: baseline vs ours",
-        description="Time every registry image encoder, the prompt encoder + mask decoder per box, whole cases "
-        "(bundled examples and, in full mode, generated 287x512x512 / 1024x1024 cases) with the LiteMedSAM baseline "
-        "(no embedding cache, one box at a time) against our Predictor, and scaling in boxes and slices. Writes "
-        "benchmark.json, benchmark.md and benchmark.png into --out.")
-    p.add_argument("-o", "--out", required=True, help="output folder")
+
+def _backend_row(text: str) -> str:
+    try:
+        return compare_choice(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _speed_args(p: argparse.ArgumentParser, out_required: bool) -> None:
+    """Options of ``benchmark speed`` (also accepted without the subcommand)."""
+    p.add_argument("-o", "--out", required=out_required, help="output folder")
     p.add_argument("--models", nargs="+", default=["lite_medsam"],
                    help="model specs timed as 'ours': pretrained name, checkpoint path, random:<encoder> (random "
                         "weights, timing only), optional +fused suffix (default: lite_medsam)")
@@ -32,58 +54,177 @@ def register(subparsers: Any) -> None:
                    help="--max-calls for the scaling table (default: --max-calls)")
     p.add_argument("--boxes", type=int, nargs="+", default=None, help="scaling: box counts (default 1 2 4 8)")
     p.add_argument("--slices", type=int, nargs="+", default=None, help="scaling: slice counts (default 50 100 200)")
-    p.add_argument("--backends", nargs="+", default=None, choices=BACKENDS, metavar="BACKEND",
-                   help="also time the first --models model with these backends (" + ", ".join(BACKENDS) + ") on "
-                        "the bundled cases: seconds, agreement with eager, DSC vs ground truth, artifact size, "
-                        "load time (default: none)")
+    p.add_argument("--backends", nargs="+", default=None, type=_backend_row, metavar="BACKEND:PRECISION",
+                   help="also time the first --models model with these backends on the bundled cases: seconds, "
+                        "agreement with torch:fp32 (eager), DSC vs ground truth, artifact size, load time. Registry "
+                        "choices (torch:fp32 onnxruntime:fp32 onnxruntime:int8 openvino:fp32 ...) and "
+                        "'torchscript' (the exported TorchScript artifact, not a registry backend); the old names "
+                        "eager / onnxruntime / onnxruntime-int8 still work (default: none)")
     p.add_argument("--backends-all-cases", action="store_true",
                    help="full mode: include the generated large cases in the backend comparison")
-    p.add_argument("--inference", nargs="*", metavar="BACKEND:PRECISION", default=None,
-                   help="run only the fast-inference benchmark: the LiteMedSAM baseline algorithm against ours for "
-                        "each configuration (default torch:fp32 onnxruntime:fp32 openvino:fp32 openvino:bf16; auto "
-                        "allowed), in process and as whole 'medsam-lite segment' processes; writes inference.json / "
-                        "inference.md into --out")
-    p.add_argument("--model", default="lite_medsam", help="--inference: the model timed (default lite_medsam)")
-    p.add_argument("--no-whole-process", action="store_true", help="--inference: skip the whole-process runs")
+
+
+def _inference_args(p: argparse.ArgumentParser) -> None:
+    """Options of ``benchmark inference`` besides -o, --quick, --threads and --repeats."""
+    p.add_argument("--model", default="lite_medsam", help="the model timed (spec as --models; default lite_medsam)")
+    p.add_argument("--no-whole-process", action="store_true", help="skip the whole-process runs")
     p.add_argument("--cases", nargs="+", default=None, metavar="NAME",
-                   help="--inference: only these cases (full mode: 2d_nuclei_125boxes 3d_ct_5organs 3d_mr_1box "
+                   help="only these cases (full mode: 2d_nuclei_125boxes 3d_ct_5organs 3d_mr_1box "
                         "3d_ct_133x512x512_6boxes 2d_nuclei_1024_241boxes)")
     p.add_argument("--baseline-max-encoder-calls", type=int, default=None, metavar="N",
-                   help="--inference: skip the baseline on cases needing more than N encoder calls")
+                   help="skip the baseline on cases needing more than N encoder calls")
+
+
+def _add_speed(sub: Any) -> None:
+    p = sub.add_parser("speed", help="baseline vs ours: encoders, decoder, whole cases, scaling (benchmark.json)",
+                       description="Time every registry image encoder, the prompt encoder + mask decoder per box, "
+                       "whole cases (bundled examples and, in full mode, generated 287x512x512 / 1024x1024 cases) "
+                       "with the LiteMedSAM baseline (no embedding cache, one box at a time) against our Predictor, "
+                       "and scaling in boxes and slices. Writes benchmark.json, benchmark.md and benchmark.png "
+                       "into --out.")
+    _speed_args(p, out_required=True)
+    p.set_defaults(func=run_speed)
+
+
+def _add_inference(sub: Any) -> None:
+    p = sub.add_parser("inference", help="baseline vs ours on every BACKEND:PRECISION (inference.json)",
+                       description="The fast-inference benchmark: the LiteMedSAM baseline algorithm against ours for "
+                       "each configuration, in process and as whole 'medsam-lite segment' processes; writes "
+                       "inference.json / inference.md into --out.")
+    p.add_argument("configs", nargs="*", metavar="BACKEND:PRECISION",
+                   help=f"configurations (default {' '.join(INFERENCE_DEFAULT)}; auto allowed)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--quick", action="store_true", help="small cases (tests)")
+    p.add_argument("--threads", type=int, default=2, help="threads of every runtime (default 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per latency (median; default 5)")
+    _inference_args(p)
+    p.set_defaults(func=run_inference)
+
+
+def _add_gate(sub: Any) -> None:
+    p = sub.add_parser("gate", help="agreement gate: every backend x precision against eager fp32 (gate.json)",
+                       description="Measure every backend x precision against eager torch fp32 on the bundled "
+                       "examples and the labelled shared data; writes gate.json / gate.md into --out (the "
+                       "committed report is docs/backends/) and, with --decide, the decision into the package's "
+                       "medsam_lite/backends/gate.json.")
+    p.add_argument("-o", "--out", required=True, type=Path, help="report folder")
+    p.add_argument("--shared", type=Path, default=os.environ.get(SHARED_ENV),
+                   help=f"shared labelled data folder (default: ${SHARED_ENV}; none: bundled examples only)")
+    p.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    p.add_argument("--quick", action="store_true", help="bundled examples only, small")
+    p.add_argument("--decide", action="store_true", help="also write the decision into medsam_lite/backends/gate.json")
+    p.add_argument("--cache-dir", type=Path, default=None, help="artifact cache root")
+    p.set_defaults(func=run_gate)
+
+
+def add_report_args(p: argparse.ArgumentParser, report: str, several: bool = False) -> None:
+    """--student, --teacher, --shared and -o/--out (``report``.json / .md) for the held-out reports
+    (``several``: --student may be repeated). ``--shared`` defaults to ``$MEDSAM_LITE_SHARED``, else it is
+    required."""
+    if several:
+        p.add_argument("--student", required=True, action="append",
+                       help="student model name or checkpoint path; repeat to compare several side by side")
+    else:
+        p.add_argument("--student", required=True, help="student model name or checkpoint path")
+    p.add_argument("--teacher", default="lite_medsam", help="teacher model name or checkpoint path")
+    p.add_argument("--shared", default=os.environ.get(SHARED_ENV), required=not os.environ.get(SHARED_ENV),
+                   help=f"the shared data folder (default: ${SHARED_ENV})")
+    p.add_argument("-o", "--out", default=None, help=f"write {report}.json / {report}.md here")
+
+
+def _add_fidelity(sub: Any) -> None:
+    from ..backends import backend_names
+
+    p = sub.add_parser("fidelity", help="students vs teacher on held-out data (fidelity.json)",
+                       description="Fidelity of distilled students against their teacher on held-out real images: "
+                       "random-box and object-box agreement, ground-truth DSC (2D and 3D propagation), encoder time.")
+    add_report_args(p, "fidelity", several=True)
+    p.add_argument("--boxes", type=int, default=8, help="random boxes per held-out image")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-3d", action="store_true", help="skip the 3D propagation rows")
+    p.add_argument("--volumes", nargs="+", default=None, help="only these 3D cases (default: all)")
+    p.add_argument("--timing-backend", default="openvino", choices=[*backend_names(), "none"],
+                   help="backend the encoders are timed on (fp32); none = no timing")
+    p.add_argument("--threads", type=int, default=2, help="threads for timing and eager torch")
+    p.add_argument("--backend", default="torch", choices=list(backend_names()),
+                   help="backend (fp32) every model's masks are computed with (default torch, the eager reference)")
+    p.set_defaults(func=run_fidelity)
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="latency of the annotator's API on the bundled cases (JSON on stdout)",
+                       description="Open -> first mask, per-box latency once embedded, cached 3D propagation, "
+                       "in process through the ASGI app.")
+    p.add_argument("--boxes", type=int, default=10, help="boxes timed per case once embedded")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--cases", nargs="+", default=["2DBox_Microscopy_nuclei.npz", "3DBox_MR_brain_tumour.npz",
+                                                  "3DBox_CT_abdomen.npz"], help="bundled examples to time")
+    p.set_defaults(func=run_serve)
+
+
+MEASUREMENTS: Dict[str, Callable[[Any], None]] = {"speed": _add_speed, "inference": _add_inference,
+                                                  "gate": _add_gate, "fidelity": _add_fidelity, "serve": _add_serve}
+"""``medsam-lite benchmark`` subcommands and the functions adding their parsers."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``benchmark`` subcommand (and its measurements) to ``subparsers``."""
+    p = subparsers.add_parser(
+        "benchmark", help="measurements: speed, inference, gate, fidelity, serve (default: speed)",
+        description="Measurements of medsam-lite, one subcommand each. Without a subcommand: 'speed' (its options "
+        "below), or 'inference' with --inference [BACKEND:PRECISION ...].")
+    _speed_args(p, out_required=False)
+    p.add_argument("--inference", nargs="*", metavar="BACKEND:PRECISION", default=None,
+                   help="same as 'benchmark inference [BACKEND:PRECISION ...]' (its options below apply)")
+    _inference_args(p)
+    sub = p.add_subparsers(dest="measurement", metavar="MEASUREMENT")
+    for add in MEASUREMENTS.values():
+        add(sub)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Parse arguments and call :func:`medsam_lite.benchmark.core.run_benchmark`."""
+def _threads(args: argparse.Namespace) -> None:
+    """Check --threads / --repeats and set torch's pool (process state belongs to the entry point)."""
     import torch
 
-    from ..benchmark.core import run_benchmark
-    from ..errors import InputError
-
-    if args.threads < 1 or args.repeats < 1:
+    if args.threads < 1 or getattr(args, "repeats", 1) < 1:
         raise InputError("--threads and --repeats must be at least 1")
-    torch.set_num_threads(args.threads)  # process state belongs to the entry point
+    torch.set_num_threads(args.threads)
+
+
+def run(args: argparse.Namespace) -> int:
+    """No subcommand: ``speed``, or ``inference`` with ``--inference``."""
+    if not args.out:
+        raise InputError("-o/--out is required")
     if args.inference is not None:
-        return _run_inference(args)
-    run_benchmark(args.out, models=tuple(args.models), baseline_model=args.baseline_model, threads=args.threads,
-                  repeats=args.repeats, quick=args.quick, encoders=args.encoders, max_calls=args.max_calls,
-                  scaling_model=args.scaling_model,
-                  scaling_max_calls=args.scaling_max_calls, box_counts=args.boxes, slice_counts=args.slices,
-                  backends=args.backends, backends_all_cases=args.backends_all_cases)
+        args.configs = args.inference
+        return run_inference(args)
+    return run_speed(args)
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    """``benchmark speed``: :func:`medsam_lite.bench.speed.run_benchmark`."""
+    from ..bench import speed
+
+    _threads(args)
+    cfg = speed.SpeedConfig(models=tuple(args.models), baseline_model=args.baseline_model, threads=args.threads,
+                            repeats=args.repeats, quick=args.quick, encoders=args.encoders, max_calls=args.max_calls,
+                            scaling_model=args.scaling_model, scaling_max_calls=args.scaling_max_calls,
+                            box_counts=args.boxes, slice_counts=args.slices, backends=args.backends,
+                            backends_all_cases=args.backends_all_cases)
+    speed.run_benchmark(args.out, cfg)
     return 0
 
 
-def _run_inference(args: argparse.Namespace) -> int:
-    """``--inference``: :func:`medsam_lite.benchmark.inference.run_inference_bench`, written to ``--out``."""
-    import json
-    from pathlib import Path
-
-    from ..benchmark.inference import DEFAULT_CONFIGS, InferenceBenchConfig, markdown_lines, run_inference_bench
-    from ..benchmark.timing import machine_info
+def run_inference(args: argparse.Namespace) -> int:
+    """``benchmark inference``: :func:`medsam_lite.bench.inference.run_inference_bench`, written to ``--out``."""
+    from ..bench.inference import InferenceBenchConfig, markdown_lines, run_inference_bench
+    from ..bench.timing import machine_info
     from ..io_utils import atomic_path
 
-    cfg = InferenceBenchConfig(model=args.model, configs=tuple(args.inference or DEFAULT_CONFIGS), quick=args.quick,
-                               whole_process=not args.no_whole_process,
+    _threads(args)
+    cfg = InferenceBenchConfig(model=args.model, configs=tuple(args.configs or INFERENCE_DEFAULT),
+                               quick=args.quick, whole_process=not args.no_whole_process,
                                baseline_max_calls=args.baseline_max_encoder_calls, repeats=args.repeats,
                                threads=args.threads, cases=args.cases)
     out = Path(args.out)
@@ -93,10 +234,55 @@ def _run_inference(args: argparse.Namespace) -> int:
               "inference": section}
     with atomic_path(out / "inference.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2, default=str))
-    lines = [f"# medsam-lite inference benchmark", "", f"Machine: {result['machine']['cpu']} "
+    lines = ["# medsam-lite inference benchmark", "", f"Machine: {result['machine']['cpu']} "
              f"({result['machine']['cpu_count']} logical CPUs), torch {result['machine']['torch']}, "
              f"{args.threads} threads. All numbers measured in this one run.", ""] + markdown_lines(section)
     with atomic_path(out / "inference.md") as tmp:
         tmp.write_text("\n".join(lines))
     print("\n".join(lines))
+    return 0
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    """``benchmark gate``: :func:`medsam_lite.bench.gate.run_gate` on lite_medsam, the report into ``--out``."""
+    from ..bench.gate import GateConfig, run_gate as measure, write_decision, write_report
+    from ..checkpoint import load_model
+
+    _threads(args)
+    if args.shared is not None and not Path(args.shared).is_dir():
+        raise InputError(f"--shared {args.shared}: not a folder")
+    if args.shared is None:
+        print(f"no --shared / ${SHARED_ENV}: the bundled examples only")
+    cfg = GateConfig(shared=args.shared, threads=args.threads, quick=args.quick, cache_dir=args.cache_dir)
+    report = measure(load_model("lite_medsam"), cfg)
+    json_path, md_path = write_report(report, args.out)
+    print(f"wrote {json_path} and {md_path}")
+    if args.decide:
+        print(f"wrote {write_decision(report)}")
+    return 0
+
+
+def run_fidelity(args: argparse.Namespace) -> int:
+    """``benchmark fidelity``: :func:`medsam_lite.bench.fidelity.fidelity_report`; a summary on stdout."""
+    from ..bench.fidelity import FidelityConfig, TimingConfig, fidelity_report
+
+    _threads(args)
+    timing = None if args.timing_backend == "none" else TimingConfig(args.timing_backend, args.threads)
+    config = FidelityConfig(args.boxes, args.seed, not args.no_3d,
+                            None if args.volumes is None else tuple(args.volumes), timing, args.backend)
+    result = fidelity_report(args.student, args.teacher, args.shared, args.out, config)
+    print(json.dumps({k: {"stable": v["stable"]["all"] if "all" in v["stable"] else {},
+                          "ground_truth": v["ground_truth"], "ground_truth_3d": v["ground_truth_3d"],
+                          "encoder_ms": v.get("encoder_ms")}
+                      for k, v in result["per_student"].items()}, indent=1))  # type: ignore[union-attr]
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``benchmark serve``: :func:`medsam_lite.bench.serve.run_serve_bench`, the result as JSON on stdout."""
+    from ..bench.serve import run_serve_bench
+
+    _threads(args)
+    results = run_serve_bench(args.cases, args.boxes, args.threads, log=lambda line: print(line, flush=True))
+    print(json.dumps(results, indent=1))
     return 0

@@ -1,6 +1,6 @@
 """Student-vs-teacher mask agreement on the *distillation* images, from a teacher cache.
 
-The fidelity report (``medsam_lite.distill.fidelity``) measures held-out images; this measures the images the
+The fidelity report (``medsam_lite.bench.fidelity``) measures held-out images; this measures the images the
 student was trained on (``train``) and the validation split (``val``), to tell under-fitting from
 over-fitting. Per image (every ``--stride``-th of the split, plain variant 0) ``--boxes`` random
 boxes are drawn in the 256 x 256 model frame inside the image's unpadded content

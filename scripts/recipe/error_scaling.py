@@ -1,6 +1,6 @@
 """How mask agreement depends on the size of the student's embedding error (a calibration of the fidelity bar).
 
-For every held-out image of :mod:`medsam_lite.distill.fidelity` and its fixed random boxes, the teacher's decoder
+For every held-out image of :mod:`medsam_lite.bench.fidelity` and its fixed random boxes, the teacher's decoder
 decodes the *blended* embedding ``e_t + alpha * (e_s - e_t)`` for several ``alpha`` in [0, 1]
 (``e_t``: teacher embedding, ``e_s``: student embedding of the same image). ``alpha = 1`` is the
 student itself (its fidelity IoU), ``alpha = 0`` the teacher; the embedding MSE at ``alpha`` is
@@ -29,7 +29,8 @@ from medsam_lite.io_utils import atomic_path
 from medsam_lite.predictor import Predictor
 
 from medsam_lite.distill.boxes import random_boxes
-from medsam_lite.distill.fidelity import HeldOut, add_report_args, load_held_out, mask_iou
+from medsam_lite.bench.fidelity import HeldOut, load_held_out, mask_iou
+from medsam_lite.cli.benchmark import add_report_args
 
 PathLike = Union[str, Path]
 ALPHAS: Tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)

@@ -14,22 +14,22 @@ Sections of the result (``benchmark.json``; ``benchmark.md`` and ``benchmark.png
   cost is never extrapolated.
 * ``scaling``: seconds against number of boxes and number of slices; cells that would exceed
   ``max_calls`` are listed with their exact encoder-call count and ``seconds = null``.
-* ``backends`` (only with ``backends=...``): the first of ``models`` run with eager PyTorch,
-  TorchScript, ONNX Runtime and ONNX Runtime int8 on the bundled cases: seconds, agreement with
-  eager, DSC vs ground truth, artifact sizes and load times (:mod:`medsam_lite.benchmark.backends`).
+* ``backends`` (only with ``backends=...``): the first of ``models`` run with several backends
+  (``BACKEND:PRECISION`` of the registry, and the TorchScript artifact as the row ``torchscript``) on the
+  bundled cases: seconds, agreement with eager, DSC vs ground truth, artifact sizes and load times
+  (:mod:`medsam_lite.bench.compare`).
 
 Peak memory is the peak resident set size (RSS, MiB) sampled every 5 ms while a path runs, and
 the process-wide ``ru_maxrss``; the challenge limit is 8 GB.
 
-Model specs: a pretrained name or checkpoint path (:func:`medsam_lite.checkpoint.load_model`),
-``random:<encoder>`` (random weights, seed 0: timing only), and a ``+fused`` suffix that applies
-:func:`medsam_lite.encoders.repvit.fuse_for_inference` to the image encoder.
+Model specs: :func:`medsam_lite.bench.models.resolve_model`.
 """
 from __future__ import annotations
 
 import json
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -41,7 +41,8 @@ from ..baseline import (baseline_encoder_calls_volume, baseline_propagator, base
 from ..io_utils import atomic_path
 from ..model import MedSAMLite
 from ..resources import load_example
-from .cases import build_cases, resample_volume, resolve_model, slab_boxes
+from .cases import Case, build_cases, resample_volume, slab_boxes
+from .models import resolve_model
 from .timing import PeakRSS, machine_info, median_seconds
 
 
@@ -60,16 +61,16 @@ def _timed(fn: Callable[[], Any], counters: Any) -> Dict[str, Any]:
             "decoder_calls": counters.decoder_calls - dec, "peak_rss_mib": round(mem.peak_mib, 1)}
 
 
-def _subset(case: Dict[str, Any], max_calls: Optional[int]) -> Tuple[np.ndarray, Optional[str]]:
+def _subset(case: Case, max_calls: Optional[int]) -> Tuple[np.ndarray, Optional[str]]:
     """Boxes to time for ``case`` so that the baseline stays within ``max_calls``; and a label, or None."""
-    boxes = np.asarray(case["boxes"])
+    boxes = np.asarray(case.boxes)
     if max_calls is None:
         return boxes, None
-    if case["kind"] == "2d":
+    if case.kind == "2d":
         if len(boxes) <= max_calls:
             return boxes, None
         return boxes[:max_calls], f"first {max_calls} of {len(boxes)} boxes"
-    shape = case["image"].shape
+    shape = case.image.shape
     if baseline_encoder_calls_volume(shape, boxes) <= max_calls:
         return boxes, None
     slices = shape[0]
@@ -81,19 +82,21 @@ def _subset(case: Dict[str, Any], max_calls: Optional[int]) -> Tuple[np.ndarray,
                  f"(full case: {full} baseline encoder calls)")
 
 
-def _run_path(path: str, model: MedSAMLite, case: Dict[str, Any], boxes: np.ndarray) -> Dict[str, Any]:
+def _run_path(path: str, model: MedSAMLite, case: Case, boxes: np.ndarray) -> Dict[str, Any]:
+    """One timed run (:func:`_timed`) of ``boxes`` on ``case``: the baseline, or ours (eager Predictor)."""
     from ..predictor import Predictor
+    from . import REFERENCE
 
-    image = case["image"]
+    image = case.image
     if path == "baseline":
         propagator = baseline_propagator(model)
-        fn = ((lambda: baseline_segment_2d(propagator, image, boxes)) if case["kind"] == "2d"
+        fn = ((lambda: baseline_segment_2d(propagator, image, boxes)) if case.kind == "2d"
               else (lambda: baseline_segment_volume(propagator, image, boxes)))
         return _timed(fn, propagator)
-    predictor = Predictor(model, backend="torch")
+    predictor = Predictor(model, backend=REFERENCE)
 
     def fn() -> None:
-        if case["kind"] == "2d":
+        if case.kind == "2d":
             predictor.set_image(image)
             predictor.predict(boxes)
         else:
@@ -144,18 +147,18 @@ def bench_decoder(model: MedSAMLite, repeats: int, warmup: int, batch: int,
             "single_times_s": t1, "batched_call_times_s": tb}
 
 
-def bench_cases(cases: List[Dict[str, Any]], baseline: Tuple[str, MedSAMLite], ours: Dict[str, MedSAMLite],
+def bench_cases(cases: List[Case], baseline: Tuple[str, MedSAMLite], ours: Dict[str, MedSAMLite],
                 max_calls: Optional[int], log: Callable[[str], None]) -> List[Dict[str, Any]]:
     """Baseline vs ours on every case (same boxes for both; see ``_subset``)."""
     results = []
     for case in cases:
         boxes, subset = _subset(case, max_calls)
-        entry: Dict[str, Any] = {"name": case["name"], "kind": case["kind"], "shape": list(case["image"].shape),
-                                 "n_boxes": int(len(case["boxes"])), "note": case["note"],
+        entry: Dict[str, Any] = {"name": case.name, "kind": case.kind, "shape": list(case.image.shape),
+                                 "n_boxes": int(len(case.boxes)), "note": case.note,
                                  "measured_on": subset or "full case", "n_boxes_timed": int(len(boxes))}
-        if case["kind"] == "3d":
-            entry["slices_timed_baseline"] = baseline_encoder_calls_volume(case["image"].shape, boxes)
-        log(f"  case {case['name']} ({entry['measured_on']})")
+        if case.kind == "3d":
+            entry["slices_timed_baseline"] = baseline_encoder_calls_volume(case.image.shape, boxes)
+        log(f"  case {case.name} ({entry['measured_on']})")
         entry["baseline"] = {"model": baseline[0], **_run_path("baseline", baseline[1], case, boxes)}
         log(f"    baseline {baseline[0]}: {entry['baseline']['seconds']:.2f} s, "
             f"{entry['baseline']['encoder_calls']} encoder calls")
@@ -184,7 +187,7 @@ def bench_scaling(spec: str, model: MedSAMLite, box_counts: Sequence[int], slice
         volume, boxes = resample_volume(ct["imgs"], ct["boxes"], (n_slices, *ct["imgs"].shape[1:]))
         boxes = np.stack([boxes[i % len(boxes)] for i in range(n_boxes)])
         boxes[:, 2], boxes[:, 5] = 0, n_slices - 1
-        case = {"kind": "3d", "image": volume, "boxes": boxes}
+        case = Case(f"scaling_{n_boxes}x{n_slices}", "3d", volume, boxes)
         row: Dict[str, Any] = {"boxes": n_boxes, "slices": n_slices, "model": spec,
                                "baseline_encoder_calls": n_boxes * n_slices, "ours_encoder_calls": n_slices}
         for path, calls in (("baseline", n_boxes * n_slices), ("ours", n_slices)):
@@ -240,7 +243,7 @@ def write_markdown(result: Dict[str, Any], path: Path) -> None:
     lines += ["", f"Process peak RSS (ru_maxrss): {result['process_peak_rss_mib']:.0f} MiB (challenge limit 8 GB).",
               "'not measured' = the cell would exceed the run's max_calls budget; it is not extrapolated.", ""]
     if result.get("backends"):
-        from .backends import markdown_lines
+        from .compare import markdown_lines
 
         lines += markdown_lines(result["backends"])
     with atomic_path(path) as tmp:
@@ -280,98 +283,133 @@ def write_chart(result: Dict[str, Any], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- entry point
-def run_benchmark(
-    out_dir: Union[str, Path],
-    models: Sequence[str] = ("lite_medsam",),
-    baseline_model: str = "lite_medsam",
-    threads: int = 2,
-    repeats: int = 5,
-    quick: bool = False,
-    encoders: Optional[Sequence[str]] = None,
-    max_calls: Optional[int] = None,
-    scaling_model: Optional[str] = None,
-    scaling_max_calls: Optional[int] = None,
-    box_counts: Optional[Sequence[int]] = None,
-    slice_counts: Optional[Sequence[int]] = None,
-    decode_batch: int = 1,
-    backends: Optional[Sequence[str]] = None,
-    backends_all_cases: bool = False,
-    log: Callable[[str], None] = print,
-) -> Dict[str, Any]:
-    """Time encoders, the decoder, whole cases and scaling in one run; write json / md / png.
+@dataclass
+class SpeedConfig:
+    """Settings of one speed benchmark run.
 
-    Args:
-        out_dir: folder for ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``.
-        models: model specs timed as "ours" (Predictor: cache + batched decoding).
+    Attributes:
+        models: model specs timed as "ours" (Predictor: cache + batched decoding; :mod:`.models`).
         baseline_model: model spec run by the baseline path (LiteMedSAM by default).
-        threads: threads the run is meant to use: recorded, and given to ONNX Runtime sessions (torch's
+        threads: threads the run is meant to use: recorded, and given to the non-torch runtimes (torch's
             own pool is set by the caller, e.g. the CLI entry point, never here).
-        repeats: timed calls per encoder / decoder latency (median reported); 1 warm-up call.
+        repeats: timed calls per encoder / decoder latency (median reported); 1 warm-up call (0 in quick mode).
         quick: tiny cases and grids (for tests); the full mode produces the published numbers.
-        encoders: registry encoders to time (default: all of ``ENCODERS``).
+        encoders: registry encoders to time (None: all of ``ENCODERS``).
         max_calls: cap on the baseline's encoder calls (3D) / decoder calls (2D) per measurement;
             cases above it are timed on a labelled subset, scaling cells above it are skipped.
-        scaling_model: model spec for the scaling table (default: ``baseline_model``).
-        scaling_max_calls: ``max_calls`` for the scaling table (default: ``max_calls``).
-        box_counts, slice_counts: scaling grid (default (1, 2, 4, 8) and (50, 100, 200); quick (1, 2), (1, 2)).
-        decode_batch: boxes per decoder call for ours (the decoder table's batched timing always uses 4).
-        backends: also compare these backends (:data:`medsam_lite.benchmark.backends.BACKENDS`) for
+        scaling_model: model spec for the scaling table (None: ``baseline_model``).
+        scaling_max_calls: ``max_calls`` for the scaling table (None: ``max_calls``).
+        box_counts, slice_counts: scaling grid (None: (1, 2, 4, 8) and (50, 100, 200); quick (1, 2), (1, 2)).
+        decode_batch: recorded; boxes per decoder call for ours (the decoder table's batched timing uses 4).
+        backends: also compare these backends (:func:`medsam_lite.bench.compare_choice` names) for
             ``models[0]`` on the bundled cases (section ``backends``); None / empty: skip.
         backends_all_cases: in full mode, include the generated large cases in the backend section.
-    Returns: the dict written to ``benchmark.json``.
     """
+
+    models: Sequence[str] = ("lite_medsam",)
+    baseline_model: str = "lite_medsam"
+    threads: int = 2
+    repeats: int = 5
+    quick: bool = False
+    encoders: Optional[Sequence[str]] = None
+    max_calls: Optional[int] = None
+    scaling_model: Optional[str] = None
+    scaling_max_calls: Optional[int] = None
+    box_counts: Optional[Sequence[int]] = None
+    slice_counts: Optional[Sequence[int]] = None
+    decode_batch: int = 1
+    backends: Optional[Sequence[str]] = None
+    backends_all_cases: bool = False
+
+
+class _Models:
+    """Model specs resolved once each (:func:`~medsam_lite.bench.models.resolve_model`)."""
+
+    def __init__(self) -> None:
+        self._loaded: Dict[str, MedSAMLite] = {}
+
+    def __call__(self, spec: str) -> MedSAMLite:
+        if spec not in self._loaded:
+            self._loaded[spec] = resolve_model(spec)
+        return self._loaded[spec]
+
+
+def _settings(cfg: SpeedConfig, warmup: int) -> Dict[str, Any]:
+    return {"models": list(cfg.models), "baseline_model": cfg.baseline_model, "repeats": cfg.repeats,
+            "warmup": warmup, "max_calls": cfg.max_calls, "decode_batch": cfg.decode_batch}
+
+
+def _latency_sections(result: Dict[str, Any], cfg: SpeedConfig, get: _Models, warmup: int,
+                      log: Callable[[str], None]) -> None:
+    """(a): the ``encoders``, ``decoder_model`` and ``decoder`` sections."""
     from ..encoders import ENCODERS
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log(f"medsam-lite benchmark: torch threads {torch.get_num_threads()}, "
-        f"{'quick' if quick else 'full'} mode, out={out_dir}")
-    warmup = 0 if quick else 1
-    box_counts = tuple(box_counts or ((1, 2) if quick else (1, 2, 4, 8)))
-    slice_counts = tuple(slice_counts or ((1, 2) if quick else (50, 100, 200)))
-    started = time.perf_counter()
-
-    loaded: Dict[str, MedSAMLite] = {}
-
-    def get(spec: str) -> MedSAMLite:
-        if spec not in loaded:
-            loaded[spec] = resolve_model(spec)
-        return loaded[spec]
-
-    result: Dict[str, Any] = {"machine": machine_info(torch.get_num_threads()), "quick": quick,
-                              "settings": {"models": list(models), "baseline_model": baseline_model,
-                                           "repeats": repeats, "warmup": warmup, "max_calls": max_calls,
-                                           "decode_batch": decode_batch}}
     log("(a) image encoder latency")
-    result["encoders"] = bench_encoders(list(encoders or ENCODERS), repeats, warmup, log)
+    result["encoders"] = bench_encoders(list(cfg.encoders or ENCODERS), cfg.repeats, warmup, log)
     log("(a) prompt encoder + mask decoder")
-    result["decoder_model"] = baseline_model
+    result["decoder_model"] = cfg.baseline_model
     # the batched timing uses 4 boxes per call whatever decode_batch is (the Predictor's default is 1)
-    result["decoder"] = bench_decoder(get(baseline_model), repeats, warmup, 4, log)
-    log("(b, c) whole cases")
-    ours = {spec: get(spec) for spec in models}
-    result["cases"] = bench_cases(build_cases(quick), (baseline_model, get(baseline_model)), ours, max_calls, log)
-    log("(d) scaling")
-    spec = scaling_model or baseline_model
-    scaling_cap = max_calls if scaling_max_calls is None else scaling_max_calls
-    result["settings"]["scaling_max_calls"] = scaling_cap
-    result["scaling"] = bench_scaling(spec, get(spec), box_counts, slice_counts, scaling_cap, log)
-    if backends:
-        from .backends import bench_backends, markdown_lines
-        from .cases import backend_cases
+    result["decoder"] = bench_decoder(get(cfg.baseline_model), cfg.repeats, warmup, 4, log)
 
-        log(f"(e) backends for {models[0]}: {', '.join(backends)}")
-        result["settings"]["backends"] = list(backends)
-        result["settings"]["backends_all_cases"] = backends_all_cases
-        result["backends"] = bench_backends(models[0], backends, backend_cases(quick, backends_all_cases), threads,
-                                            warmup=not quick, log=log)
-        for line in markdown_lines(result["backends"]):
-            log(line)
-    result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["total_seconds"] = time.perf_counter() - started
+
+def _case_sections(result: Dict[str, Any], cfg: SpeedConfig, get: _Models, log: Callable[[str], None]) -> None:
+    """(b, c) whole cases and (d) scaling: the ``cases`` and ``scaling`` sections."""
+    log("(b, c) whole cases")
+    ours = {spec: get(spec) for spec in cfg.models}
+    result["cases"] = bench_cases(build_cases(cfg.quick), (cfg.baseline_model, get(cfg.baseline_model)), ours,
+                                  cfg.max_calls, log)
+    log("(d) scaling")
+    spec = cfg.scaling_model or cfg.baseline_model
+    scaling_cap = cfg.max_calls if cfg.scaling_max_calls is None else cfg.scaling_max_calls
+    result["settings"]["scaling_max_calls"] = scaling_cap
+    box_counts = tuple(cfg.box_counts or ((1, 2) if cfg.quick else (1, 2, 4, 8)))
+    slice_counts = tuple(cfg.slice_counts or ((1, 2) if cfg.quick else (50, 100, 200)))
+    result["scaling"] = bench_scaling(spec, get(spec), box_counts, slice_counts, scaling_cap, log)
+
+
+def _backend_section(result: Dict[str, Any], cfg: SpeedConfig, log: Callable[[str], None]) -> None:
+    """(e) the ``backends`` section (:mod:`.compare`), printed as tables too."""
+    from .cases import backend_cases
+    from .compare import bench_backends, markdown_lines
+
+    log(f"(e) backends for {cfg.models[0]}: {', '.join(cfg.backends or ())}")
+    result["settings"]["backends"] = list(cfg.backends or ())
+    result["settings"]["backends_all_cases"] = cfg.backends_all_cases
+    result["backends"] = bench_backends(cfg.models[0], list(cfg.backends or ()),
+                                        backend_cases(cfg.quick, cfg.backends_all_cases), cfg.threads,
+                                        warmup=not cfg.quick, log=log)
+    for line in markdown_lines(result["backends"]):
+        log(line)
+
+
+def write_outputs(result: Dict[str, Any], out_dir: Path) -> None:
+    """``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` into ``out_dir`` (each written atomically)."""
     with atomic_path(out_dir / "benchmark.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     write_markdown(result, out_dir / "benchmark.md")
     write_chart(result, out_dir / "benchmark.png")
+
+
+def run_benchmark(out_dir: Union[str, Path], cfg: SpeedConfig = SpeedConfig(),
+                  log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Time encoders, the decoder, whole cases, scaling (and, with ``cfg.backends``, the backend comparison)
+    in one run (:class:`SpeedConfig`); write ``benchmark.json`` / ``benchmark.md`` / ``benchmark.png`` into
+    ``out_dir`` (created). Returns the dict written to ``benchmark.json``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"medsam-lite benchmark: torch threads {torch.get_num_threads()}, "
+        f"{'quick' if cfg.quick else 'full'} mode, out={out_dir}")
+    warmup = 0 if cfg.quick else 1
+    started = time.perf_counter()
+    get = _Models()
+    result: Dict[str, Any] = {"machine": machine_info(torch.get_num_threads()), "quick": cfg.quick,
+                              "settings": _settings(cfg, warmup)}
+    _latency_sections(result, cfg, get, warmup, log)
+    _case_sections(result, cfg, get, log)
+    if cfg.backends:
+        _backend_section(result, cfg, log)
+    result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["total_seconds"] = time.perf_counter() - started
+    write_outputs(result, out_dir)
     log(f"wrote {out_dir / 'benchmark.json'}, benchmark.md, benchmark.png in {result['total_seconds']:.0f} s")
     return result

@@ -17,7 +17,7 @@ One run measures, on the same cases and the same machine:
   agreement of the label map with ``torch:fp32`` (pixel agreement, mean label DSC), DSC against
   the case's ground truth where it has one.
 
-Cases (:func:`inference_cases`): the bundled nuclei (125 boxes), CT abdomen (5 organs), MR tumour; in
+Cases (:func:`medsam_lite.bench.cases.inference_cases`): the bundled nuclei (125 boxes), CT abdomen (5 organs), MR tumour; in
 full mode also the CT resampled to 133 x 512 x 512 with 6 boxes (the memory check) and the nuclei
 image tiled to 1024 x 1024 with 241 boxes.
 """
@@ -27,22 +27,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ..backends import format_choice, parse_choice
 from ..baseline import baseline_segment_2d, baseline_segment_volume
 from ..errors import InputError
-from ..metrics import dice
 from ..model import MedSAMLite
-from ..resources import example_path, load_example
-from .cases import resample_volume, tile_image
+from . import INFERENCE_DEFAULT, REFERENCE
+from .agreement import agreement_row
+from .cases import Case, inference_cases
 from .timing import PeakRSS, median_seconds
 
-DEFAULT_CONFIGS = ("torch:fp32", "onnxruntime:fp32", "openvino:fp32", "openvino:bf16")
+DEFAULT_CONFIGS = INFERENCE_DEFAULT
 """Configurations timed by default (``backend:precision``); missing runtimes are skipped with a note."""
 
 
@@ -74,56 +75,6 @@ class InferenceBenchConfig:
     threads: int = 2
     cache_dir: Optional[Path] = None
     cases: Optional[Sequence[str]] = None  # names of :func:`inference_cases` to run (None: all)
-
-
-@dataclass
-class Case:
-    """One timed case: (H, W, 3) image with (N, 4) boxes or (D, H, W) volume with (N, 6) boxes."""
-
-    name: str
-    kind: str
-    image: np.ndarray
-    boxes: np.ndarray
-    gts: Optional[np.ndarray]
-    note: str
-    path: Optional[Path] = None  # a challenge .npz holding it (for the whole-process runs)
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- cases
-def inference_cases(quick: bool, work_dir: Path) -> List[Case]:
-    """The cases (see the module docstring); generated ones are written as challenge .npz into ``work_dir``."""
-    nuclei = load_example("2DBox_Microscopy_nuclei.npz")
-    ct = load_example("3DBox_CT_abdomen.npz")
-    mr = load_example("3DBox_MR_brain_tumour.npz")
-    if quick:
-        boxes = mr["boxes"].copy()
-        boxes[:, 2], boxes[:, 5] = 12, 14
-        cases = [Case("2d_nuclei_8boxes", "2d", nuclei["imgs"], nuclei["boxes"][:8], nuclei["gts"],
-                      "bundled nuclei 512x512, first 8 boxes (quick)"),
-                 Case("3d_mr_3slices", "3d", mr["imgs"], boxes, None, "bundled MR, box cut to slices 12-14 (quick)")]
-    else:
-        cases = [Case("2d_nuclei_125boxes", "2d", nuclei["imgs"], nuclei["boxes"], nuclei["gts"],
-                      "bundled microscopy nuclei 512x512, 125 boxes", example_path("2DBox_Microscopy_nuclei.npz")),
-                 Case("3d_ct_5organs", "3d", ct["imgs"], ct["boxes"], ct["gts"],
-                      f"bundled CT abdomen {'x'.join(map(str, ct['imgs'].shape))}, 5 organ boxes",
-                      example_path("3DBox_CT_abdomen.npz")),
-                 Case("3d_mr_1box", "3d", mr["imgs"], mr["boxes"], mr["gts"], "bundled MR brain tumour 25x256x256",
-                      example_path("3DBox_MR_brain_tumour.npz"))]
-        big_ct, big_boxes = resample_volume(ct["imgs"], ct["boxes"], (133, 512, 512))
-        big_boxes = np.vstack([big_boxes, big_boxes[3:4]])
-        big_2d, boxes_241 = tile_image(nuclei["imgs"], nuclei["boxes"], 241)
-        cases += [Case("3d_ct_133x512x512_6boxes", "3d", big_ct, big_boxes, None,
-                       "CT example resampled to 133x512x512 (cv2 linear in-plane, nearest z), 5 boxes + box 4 again "
-                       "(timing and memory only)"),
-                  Case("2d_nuclei_1024_241boxes", "2d", big_2d, boxes_241, None,
-                       "nuclei example tiled 2x2 to 1024x1024, first 241 tiled boxes (timing only)")]
-    for case in cases:
-        if case.path is None:
-            prefix = "3D" if case.kind == "3d" else "2D"
-            case.path = work_dir / f"{prefix}Box_{case.name}.npz"
-            np.savez_compressed(case.path, imgs=case.image, boxes=case.boxes)
-    return cases
 
 
 # ----------------------------------------------------------------------------- machine
@@ -171,10 +122,10 @@ def count_gflops(model: MedSAMLite) -> Tuple[float, float]:
 
 def count_split_decoder_gflops(model: MedSAMLite) -> Tuple[float, float]:
     """(GFLOPs per embedding, GFLOPs per box) of the OpenVINO decoder's two graphs
-    (:class:`~medsam_lite.model.DecoderImageGraph`, :class:`~medsam_lite.model.DecoderBoxGraph`)."""
+    (:class:`~medsam_lite.backends.graphs.DecoderImageGraph`, :class:`~medsam_lite.backends.graphs.DecoderBoxGraph`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..model import DecoderBoxGraph, DecoderImageGraph
+    from ..backends.graphs import DecoderBoxGraph, DecoderImageGraph
 
     with torch.inference_mode():
         with FlopCounterMode(display=False) as image:
@@ -190,20 +141,6 @@ def _run(predictor: Any, case: Case) -> np.ndarray:
         predictor.set_image(case.image)
         return predictor.predict(case.boxes)
     return predictor.predict_volume(case.image, case.boxes, progress=False)
-
-
-def _agreement(labels: np.ndarray, reference: Optional[np.ndarray], gts: Optional[np.ndarray],
-               n_labels: int) -> Dict[str, Optional[float]]:
-    out: Dict[str, Optional[float]] = {"pixel_agreement": None, "label_dsc_vs_reference": None, "gt_dsc": None}
-    if reference is not None:
-        present = [k for k in range(1, n_labels + 1) if (labels == k).any() or (reference == k).any()]
-        out["pixel_agreement"] = float((labels == reference).mean())
-        out["label_dsc_vs_reference"] = (float(np.mean([dice(labels == k, reference == k) for k in present]))
-                                         if present else 1.0)
-    if gts is not None:
-        present = [k for k in range(1, n_labels + 1) if (gts == k).any()]
-        out["gt_dsc"] = float(np.mean([dice(labels == k, gts == k) for k in present])) if present else None
-    return out
 
 
 def _vm_hwm_mib(pid: int) -> Optional[float]:
@@ -264,111 +201,151 @@ def decoder_batches(backend: Any, embedding: torch.Tensor, repeats: int) -> Dict
     return out
 
 
-def _parse(config: str) -> Tuple[str, str]:
-    backend, _, precision = config.partition(":")
-    return backend, precision or "auto"
+class _Run:
+    """One benchmark run's state: the model, its FLOP counts, the ``inference`` section being filled, the
+    work folder (generated cases, whole-process outputs) and the predictor of each configuration."""
+
+    def __init__(self, cfg: InferenceBenchConfig, work: Path, log: Callable[[str], None]) -> None:
+        from .models import resolve_model
+
+        self.cfg, self.work, self.log = cfg, work, log
+        self.model = resolve_model(cfg.model)
+        self.enc_gflops, dec_gflops = count_gflops(self.model)
+        split_image, split_box = count_split_decoder_gflops(self.model)
+        self.section: Dict[str, Any] = {
+            "model": cfg.model, "encoder_gflops": self.enc_gflops, "decoder_gflops_per_box": dec_gflops,
+            "split_decoder_gflops": {"per_embedding": split_image, "per_box": split_box},
+            "cpu_peak": cpu_peak_gflops(cfg.threads), "configs": {}, "cases": [], "skipped": {}}
+        self.predictors: Dict[str, Any] = {}
+        log(f"  encoder {self.enc_gflops:.1f} GFLOPs per call, decoder {dec_gflops:.2f} GFLOPs per box")
+
+
+def _select_cases(cfg: InferenceBenchConfig, work: Path) -> List[Case]:
+    """:func:`~medsam_lite.bench.cases.inference_cases` of the mode, restricted to ``cfg.cases``."""
+    cases = inference_cases(cfg.quick, work)
+    if not cfg.cases:
+        return cases
+    unknown = sorted(set(cfg.cases) - {c.name for c in cases})
+    if unknown:
+        raise InputError(f"unknown case(s) {', '.join(unknown)}; this mode has {', '.join(c.name for c in cases)}")
+    return [c for c in cases if c.name in cfg.cases]
+
+
+def _resolved(config: str) -> Tuple[Optional[str], str]:
+    """(``BACKEND:PRECISION`` with ``auto`` resolved, None) or (None, why it is skipped here)."""
+    from ..backends import installed, resolve
+
+    try:
+        name, precision = parse_choice(config)
+        if name != "auto" and not installed(name):
+            return None, f"{name} is not installed"
+        return format_choice(*resolve(name, precision)), ""
+    except InputError as exc:
+        return None, str(exc)
+
+
+def _time_config(run: _Run, config: str) -> None:
+    """Build one configuration's backend (start-up), time its encoder and decoder, keep its Predictor."""
+    from ..backends import create_backend
+    from ..predictor import Predictor
+
+    key, why = _resolved(config)
+    if key is None:
+        run.section["skipped"][config] = why
+        return
+    cfg = run.cfg
+    start = time.perf_counter()
+    backend = create_backend(run.model, key, cache_dir=cfg.cache_dir, threads=cfg.threads)
+    startup = time.perf_counter() - start
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        emb = backend.encode(x)
+        enc_s, _ = median_seconds(lambda: backend.encode(x), cfg.repeats, warmup=1)
+        box = torch.tensor(EXAMPLE_BOX)
+        dec_s, _ = median_seconds(lambda: backend.decode(emb, box), cfg.repeats, warmup=1)
+        batches = decoder_batches(backend, emb, cfg.repeats)
+    run.section["configs"][key] = {"requested": config, "startup_s": startup, "encoder_ms": enc_s * 1000,
+                                   "encoder_gflops_per_s": run.enc_gflops / enc_s,
+                                   "decoder_ms_per_box": dec_s * 1000, "decoder_ms_per_box_by_batch": batches}
+    run.predictors[key] = Predictor(backend=backend)
+    run.log(f"  {key}: start-up {startup:.2f} s, encoder {enc_s * 1000:.0f} ms ({run.enc_gflops / enc_s:.0f} "
+            f"GFLOP/s), decoder {dec_s * 1000:.1f} ms/box; by batch " + ", ".join(f"{k} {v:.1f}"
+                                                                               for k, v in batches.items()))
+
+
+def _time_ours(run: _Run, case: Case, key: str, reference: Optional[np.ndarray]) -> Tuple[Dict[str, Any],
+                                                                                          np.ndarray]:
+    """One configuration on one case: in process (seconds, peak RSS, agreement) and, when asked, as two
+    whole ``medsam-lite segment`` processes (``process_first``, ``process``). Returns (row, label map)."""
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        labels = _run(run.predictors[key], case)
+        seconds = time.perf_counter() - start
+    reference = labels if key == REFERENCE else reference
+    res = {"seconds": seconds, "peak_rss_mib": round(mem.peak_mib, 1),
+           **agreement_row(labels, reference, case.gts, len(case.boxes))}
+    if run.cfg.whole_process:
+        name, precision = parse_choice(key)
+        args = ["--model", run.cfg.model, "--backend", name, "--precision", precision]
+        res["process_first"], res["process"] = [whole_process(case, args, run.work / f"out_{key.replace(':', '_')}",
+                                                              run.cfg.threads) for _ in range(2)]
+    run.log(f"    {key:18s} {seconds:8.2f} s in process"
+            + (f", {res['process']['seconds']:.2f} s whole process (2nd run), peak RSS "
+               f"{res['process']['peak_rss_mib']:.0f} MiB" if run.cfg.whole_process else "")
+            + (f", agreement {res['pixel_agreement']:.5f}" if res["pixel_agreement"] is not None else "")
+            + (f", GT DSC {res['gt_dsc']:.4f}" if res["gt_dsc"] is not None else ""))
+    return res, labels
+
+
+def _time_baseline(run: _Run, case: Case, entry: Dict[str, Any], reference: Optional[np.ndarray]) -> None:
+    """The baseline algorithm on one case (in process and, when asked, as a whole process), or why it is
+    skipped; sets the speed-ups of every configuration against it."""
+    cfg = run.cfg
+    calls = 1 if case.kind == "2d" else int(sum(b[5] - b[2] + 1 for b in case.boxes.astype(np.int64)))
+    if cfg.baseline_max_calls is not None and calls > cfg.baseline_max_calls:
+        entry["baseline"] = {"skipped": f"{calls} encoder calls > {cfg.baseline_max_calls}"}
+        return
+    start = time.perf_counter()
+    segment = baseline_segment_2d if case.kind == "2d" else baseline_segment_volume
+    labels = segment(run.model, case.image, case.boxes)
+    base: Dict[str, Any] = {"seconds": time.perf_counter() - start, "encoder_calls": calls,
+                            **agreement_row(labels, reference, case.gts, len(case.boxes))}
+    if cfg.whole_process:
+        base["process"] = whole_process(case, ["--model", cfg.model, "--baseline"], run.work / "out_base", cfg.threads)
+    entry["baseline"] = base
+    for res in entry["ours"].values():
+        res["speedup_in_process"] = base["seconds"] / res["seconds"]
+        if cfg.whole_process:
+            res["speedup_process"] = base["process"]["seconds"] / res["process"]["seconds"]
+    run.log(f"    baseline           {base['seconds']:8.2f} s in process"
+            + (f", {base['process']['seconds']:.2f} s whole process" if cfg.whole_process else ""))
+
+
+def _time_case(run: _Run, case: Case) -> Dict[str, Any]:
+    """Every configuration (the reference first) and the baseline on one case: its ``cases`` entry."""
+    entry: Dict[str, Any] = {"name": case.name, "kind": case.kind, "shape": list(case.image.shape),
+                             "n_boxes": int(len(case.boxes)), "note": case.note, "has_gt": case.gts is not None,
+                             "ours": {}}
+    run.log(f"  case {case.name}")
+    reference: Optional[np.ndarray] = None
+    keys = sorted(run.predictors, key=lambda k: k != REFERENCE)  # stable: the reference first, others as given
+    for key in keys:
+        entry["ours"][key], labels = _time_ours(run, case, key, reference)
+        reference = labels if key == REFERENCE else reference
+    if run.cfg.baseline:
+        _time_baseline(run, case, entry, reference)
+    return entry
 
 
 def run_inference_bench(cfg: InferenceBenchConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Run the benchmark (module docstring); returns the ``inference`` section of ``benchmark.json``."""
-    from ..backends import installed, make_backend, resolve
-    from ..checkpoint import load_model
-    from ..predictor import Predictor
-
-    model = load_model(cfg.model)
-    enc_gflops, dec_gflops = count_gflops(model)
-    split_image, split_box = count_split_decoder_gflops(model)
-    section: Dict[str, Any] = {"model": cfg.model, "encoder_gflops": enc_gflops, "decoder_gflops_per_box": dec_gflops,
-                               "split_decoder_gflops": {"per_embedding": split_image, "per_box": split_box},
-                               "cpu_peak": cpu_peak_gflops(cfg.threads), "configs": {}, "cases": [],
-                               "skipped": {}}
-    log(f"  encoder {enc_gflops:.1f} GFLOPs per call, decoder {dec_gflops:.2f} GFLOPs per box")
+    """Run the benchmark (module docstring); returns the ``inference`` section of ``inference.json``."""
     with tempfile.TemporaryDirectory(prefix="medsam-infer-") as tmp:
-        work = Path(tmp)
-        cases = inference_cases(cfg.quick, work)
-        if cfg.cases:
-            unknown = sorted(set(cfg.cases) - {c.name for c in cases})
-            if unknown:
-                raise InputError(f"unknown case(s) {', '.join(unknown)}; this mode has {', '.join(c.name for c in cases)}")
-            cases = [c for c in cases if c.name in cfg.cases]
-        predictors: Dict[str, Any] = {}
+        run = _Run(cfg, Path(tmp), log)
+        cases = _select_cases(cfg, run.work)
         for config in cfg.configs:
-            backend_name, precision = _parse(config)
-            if backend_name != "auto" and not installed(backend_name):
-                section["skipped"][config] = f"{backend_name} is not installed"
-                continue
-            try:
-                backend_name, precision = resolve(backend_name, precision)
-            except InputError as exc:
-                section["skipped"][config] = str(exc)
-                continue
-            key = f"{backend_name}:{precision}"
-            start = time.perf_counter()
-            backend = make_backend(model, backend_name, precision, cache_dir=cfg.cache_dir, threads=cfg.threads)
-            startup = time.perf_counter() - start
-            x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-            with torch.inference_mode():
-                emb = backend.encode(x)
-                enc_s, _ = median_seconds(lambda: backend.encode(x), cfg.repeats, warmup=1)
-                box = torch.tensor(EXAMPLE_BOX)
-                dec_s, _ = median_seconds(lambda: backend.decode(emb, box), cfg.repeats, warmup=1)
-                batches = decoder_batches(backend, emb, cfg.repeats)
-            section["configs"][key] = {"requested": config, "startup_s": startup, "encoder_ms": enc_s * 1000,
-                                       "encoder_gflops_per_s": enc_gflops / enc_s, "decoder_ms_per_box": dec_s * 1000,
-                                       "decoder_ms_per_box_by_batch": batches}
-            predictors[key] = Predictor(backend=backend)
-            log(f"  {key}: start-up {startup:.2f} s, encoder {enc_s * 1000:.0f} ms ({enc_gflops / enc_s:.0f} GFLOP/s), "
-                f"decoder {dec_s * 1000:.1f} ms/box; by batch " + ", ".join(f"{k} {v:.1f}" for k, v in batches.items()))
-        reference_key = next((k for k in predictors if k == "torch:fp32"), None)
-        for case in cases:
-            entry: Dict[str, Any] = {"name": case.name, "kind": case.kind, "shape": list(case.image.shape),
-                                     "n_boxes": int(len(case.boxes)), "note": case.note, "has_gt": case.gts is not None,
-                                     "ours": {}}
-            log(f"  case {case.name}")
-            reference: Optional[np.ndarray] = None
-            for key in ([reference_key] if reference_key else []) + [k for k in predictors if k != reference_key]:
-                with PeakRSS() as mem:
-                    start = time.perf_counter()
-                    labels = _run(predictors[key], case)
-                    seconds = time.perf_counter() - start
-                if key == reference_key:
-                    reference = labels
-                res = {"seconds": seconds, "peak_rss_mib": round(mem.peak_mib, 1),
-                       **_agreement(labels, reference, case.gts, len(case.boxes))}
-                if cfg.whole_process:
-                    backend_name, precision = key.split(":")
-                    runs = [whole_process(case, ["--model", cfg.model, "--backend", backend_name, "--precision",
-                                                 precision], work / f"out_{key.replace(':', '_')}", cfg.threads)
-                            for _ in range(2)]
-                    res["process_first"], res["process"] = runs
-                entry["ours"][key] = res
-                log(f"    {key:18s} {seconds:8.2f} s in process"
-                    + (f", {res['process']['seconds']:.2f} s whole process (2nd run), peak RSS "
-                       f"{res['process']['peak_rss_mib']:.0f} MiB" if cfg.whole_process else "")
-                    + (f", agreement {res['pixel_agreement']:.5f}" if res["pixel_agreement"] is not None else "")
-                    + (f", GT DSC {res['gt_dsc']:.4f}" if res["gt_dsc"] is not None else ""))
-            if cfg.baseline:
-                calls = (1 if case.kind == "2d" else int(sum(b[5] - b[2] + 1 for b in case.boxes.astype(np.int64))))
-                if cfg.baseline_max_calls is not None and calls > cfg.baseline_max_calls:
-                    entry["baseline"] = {"skipped": f"{calls} encoder calls > {cfg.baseline_max_calls}"}
-                else:
-                    start = time.perf_counter()
-                    run = baseline_segment_2d if case.kind == "2d" else baseline_segment_volume
-                    labels = run(model, case.image, case.boxes)
-                    base: Dict[str, Any] = {"seconds": time.perf_counter() - start, "encoder_calls": calls,
-                                            **_agreement(labels, reference, case.gts, len(case.boxes))}
-                    if cfg.whole_process:
-                        base["process"] = whole_process(case, ["--model", cfg.model, "--baseline"], work / "out_base",
-                                                        cfg.threads)
-                    entry["baseline"] = base
-                    for key, res in entry["ours"].items():
-                        res["speedup_in_process"] = base["seconds"] / res["seconds"]
-                        if cfg.whole_process:
-                            res["speedup_process"] = base["process"]["seconds"] / res["process"]["seconds"]
-                    log(f"    baseline           {base['seconds']:8.2f} s in process"
-                        + (f", {base['process']['seconds']:.2f} s whole process" if cfg.whole_process else ""))
-            section["cases"].append(entry)
-    return section
+            _time_config(run, config)
+        run.section["cases"] = [_time_case(run, case) for case in cases]
+    return run.section
 
 
 def markdown_lines(section: Dict[str, Any]) -> List[str]:

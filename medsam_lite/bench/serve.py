@@ -1,4 +1,4 @@
-"""Latency of the annotator's API on the bundled cases: ``python -m medsam_lite.serve.bench``.
+"""Latency of the annotator's API on the bundled cases: ``medsam-lite benchmark serve``.
 
 Measured in-process through the ASGI app (starlette TestClient, no network), with the shipped model:
 
@@ -13,11 +13,10 @@ Timings depend on the CPU and on what else runs; the output names the CPU.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 
@@ -50,8 +49,9 @@ def _stats(values: List[float]) -> Dict[str, float]:
 
 def measure_case(client: Any, path: str, boxes: int) -> Dict[str, Any]:
     """Open ``path``, time the first mask, then boxes once embedded, then (3D) a cached propagation."""
-    from ..resources import load_example
     from pathlib import Path
+
+    from ..resources import load_example
 
     data = load_example(Path(path).name)
     t0 = time.perf_counter()
@@ -92,32 +92,28 @@ def measure_case(client: Any, path: str, boxes: int) -> Dict[str, Any]:
     return out
 
 
-def main(argv: List[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--boxes", type=int, default=10, help="boxes timed per case once embedded")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--cases", nargs="+", default=["2DBox_Microscopy_nuclei.npz", "3DBox_MR_brain_tumour.npz",
-                                                       "3DBox_CT_abdomen.npz"])
-    args = parser.parse_args(argv)
-    import torch
+DEFAULT_CASES = ("2DBox_Microscopy_nuclei.npz", "3DBox_MR_brain_tumour.npz", "3DBox_CT_abdomen.npz")
+"""Bundled examples timed by default."""
+
+
+def run_serve_bench(cases: Sequence[str] = DEFAULT_CASES, boxes: int = 10, threads: int = 2,
+                    log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Start the app in process (:func:`medsam_lite.serve.app.create_app`) on the bundled examples ``cases``
+    and :func:`measure_case` each; returns ``{"cpu", "threads", "model_load_s", "cases": [...]}``, logging each
+    case's row as one JSON line. ``threads`` is recorded (torch's pool is set by the caller)."""
     from fastapi.testclient import TestClient
 
     from ..resources import example_path
-    from .app import create_app
-    from .state import ServeConfig
+    from ..serve.app import create_app
+    from ..serve.config import ServeConfig
 
-    torch.set_num_threads(args.threads)
-    paths = [str(example_path(name)) for name in args.cases]
+    paths = [str(example_path(name)) for name in cases]
     t = time.perf_counter()
-    app = create_app(ServeConfig(roots=[example_path(args.cases[0]).parent]))
-    results = {"cpu": cpu_name(), "threads": args.threads, "model_load_s": time.perf_counter() - t, "cases": []}
-    with TestClient(app) as client:
+    app = create_app(ServeConfig(roots=[example_path(cases[0]).parent]))
+    results: Dict[str, Any] = {"cpu": cpu_name(), "threads": threads, "model_load_s": time.perf_counter() - t,
+                               "cases": []}
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # a loopback Host (the server's allow-list)
         for path in paths:
-            results["cases"].append(measure_case(client, path, args.boxes))
-            print(json.dumps(results["cases"][-1]), flush=True)
-    print(json.dumps(results, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+            results["cases"].append(measure_case(client, path, boxes))
+            log(json.dumps(results["cases"][-1]))
+    return results
