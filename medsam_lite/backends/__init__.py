@@ -37,9 +37,10 @@ if TYPE_CHECKING:
 
     from ..model import MedSAMLite
 
-PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "bf16-mixed", "bf16-mixed3", "int8")
+PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "bf16-encoder", "bf16-mixed", "bf16-mixed3", "int8")
 """Every precision some backend runs (``torch``: fp32 only, it is the reference; the ``bf16-mixed*``
-schemes are OpenVINO's per-stage mixes, :data:`medsam_lite.backends.openvino.MIXED_F32_STAGES`)."""
+schemes are OpenVINO's per-stage mixes, :data:`medsam_lite.backends.openvino.MIXED_F32_STAGES`; ``bf16-encoder``
+OpenVINO's bf16 encoder with an f32 decoder)."""
 
 
 @runtime_checkable
@@ -106,7 +107,8 @@ register_backend("torch", "torch", "medsam_lite.backends.torch:TorchBackend", ("
 register_backend("onnxruntime", "onnxruntime", "medsam_lite.backends.onnxruntime:OnnxRuntimeBackend",
                  ("fp32", "int8"), preference=1, install="onnxruntime", opens_folder=True)
 register_backend("openvino", "openvino", "medsam_lite.backends.openvino:OpenVINOBackend",
-                 ("fp32", "bf16", "bf16-mixed", "bf16-mixed3", "int8"), preference=2, install="openvino")
+                 ("fp32", "bf16", "bf16-encoder", "bf16-mixed", "bf16-mixed3", "int8"), preference=2,
+                 install="openvino")
 
 
 REFERENCE: Tuple[str, str] = ("torch", "fp32")

@@ -63,7 +63,7 @@ Object-box mask IoU against f32 in that probe (54 boxes): all bf16 0.984 (min 0.
 0.990 (0.83), ``bf16-mixed3`` 0.993 (0.95); the gate (docs/backends/gate.md) decides."""
 
 GATE_FILE = Path(__file__).with_name("gate.json")
-"""The agreement-gate decision (written by ``python -m medsam_lite.benchmark.gate``)."""
+"""The agreement-gate decision (written by ``medsam-lite benchmark gate --decide``)."""
 
 CALIBRATION_SLICES_PER_VOLUME = 8
 """int8 calibration: evenly spaced slices taken from each bundled 3D example (plus the 2D example)."""
