@@ -33,8 +33,7 @@ from torch.utils.data import Dataset
 
 from medsam_lite.errors import InputError
 from medsam_lite.model import MedSAMLite
-from medsam_lite.prep.dataset import MODEL_FRAME
-from medsam_lite.transforms import pad_to_square
+from medsam_lite.prep.dataset import MODEL_FRAME, model_frame_tensor
 
 from . import cache as cache_mod
 from .augment import augment as augment_image
@@ -108,8 +107,7 @@ class OnlineImages(Dataset):
         image = load_model_frame(self.refs[index])
         if self.augment:
             image = augment_image(image, self.seed, ONLINE_AUG_SALT, self.epoch, index)
-        tensor = torch.from_numpy(np.ascontiguousarray(pad_to_square(image).transpose(2, 0, 1), dtype=np.float32))
-        return {"image": tensor, "index": index}
+        return {"image": model_frame_tensor(image), "index": index}
 
 
 # ------------------------------------------------------------------ teachers and targets

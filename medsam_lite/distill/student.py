@@ -5,17 +5,17 @@ Loss: MSE between the teacher's and the student's (B, 256, 64, 64) embeddings of
 a checkpoint path, train-teacher's ``best.pth``) runs frozen, in eval mode, in fp32 and never under
 autocast; only the student is autocast. Data are images only (``--data`` prep folders). Optionally
 (``mask_loss_weight`` > 0) a mask-level term is added (:mod:`medsam_lite.distill.mask_kd`): the frozen decoder's
-masks from the student's and the teacher's embeddings for the same random boxes are pulled together.
+masks from the student's and the teacher's embeddings for the same random boxes are pulled together;
+``prompt_boxes="teacher"`` takes its boxes from the teacher's own stable masks.
 
-With ``online_views`` (:mod:`medsam_lite.distill.views`) the data are fresh views drawn every step from
-one views pack or the shared data folder's training sources (:class:`FreshViews`), and the teacher
-encoder embeds each of them online, through OpenVINO fp32 on a CPU device when installed
-(``teacher_backend="auto"``), else through torch; ``prompt_boxes="teacher"`` takes the mask term's
-boxes from the teacher's own stable masks (:mod:`medsam_lite.distill.mask_kd`).
-
-Otherwise teacher targets come either from the on-disk cache (:mod:`medsam_lite.distill.cache`; K cached variants per
-image, one drawn per image and epoch) or online (``augment``: the augmentation of
-:mod:`medsam_lite.distill.augment` keyed by (seed, epoch, image), so it is also deterministic).
+Where images and teacher targets come from is one data-mode object per run
+(:mod:`medsam_lite.distill.modes`, chosen once by :func:`~medsam_lite.distill.modes.data_mode`):
+cached embeddings (``cache_dir``: :mod:`medsam_lite.distill.cache`, K cached variants per image, one
+drawn per image and epoch), the online teacher on folder images (``augment``: keyed by (seed, epoch,
+image), so also deterministic), or fresh views (``online_views``: :mod:`medsam_lite.distill.views`, the
+teacher through OpenVINO fp32 on a CPU device when installed). :func:`distill_task` turns the mode's
+data into the :class:`~medsam_lite.distill.loop.Task` that the one trainer (:func:`~medsam_lite.distill.loop.fit`,
+nnU-Net-style hooks) runs; the mode's ``set_epoch`` is its per-epoch hook.
 
 Result: ``student.pth`` in the run folder, a self-describing checkpoint (encoder = the student
 name) holding the student encoder's best weights (lowest validation loss; unfused: RepViT's
