@@ -340,10 +340,62 @@ def test_campaign_learning_rate_follows_the_warm_start() -> None:
     """A warm start gets the 10x lower rate the second CPU campaign measured; a given --lr is kept as given."""
     from medsam_lite.distill.campaign import CampaignConfig, campaign_configs
 
-    lr = lambda **kw: campaign_configs(CampaignConfig(device="cpu", **kw))[1].lr  # noqa: E731
+    lr = lambda **kw: campaign_configs(CampaignConfig.of(device="cpu", **kw))[1].lr  # noqa: E731
     assert lr() == 0.005
     assert lr(init_student="repvit_m0_6_lite") == 0.0005
     assert lr(init_student="repvit_m0_6_lite", lr=0.002) == 0.002 and lr(lr=0.0001) == 0.0001
+
+
+def test_campaign_configs_keep_the_cpu_and_cuda_defaults() -> None:
+    """CampaignConfig is a DistillConfig + TrainConfig + the device-dependent settings: its defaults resolve to
+    exactly what the flat campaign settings (before the composition) gave, on CPU and on CUDA (2 processes)."""
+    from medsam_lite.distill.campaign import CampaignConfig, campaign_configs
+    from medsam_lite.distill.options import DistillConfig, TrainConfig
+
+    def expected(device: str, batch: int, views: int, fraction: float):
+        return (DistillConfig(teacher="lite_medsam", student="repvit_m0_6_fpn", online_views=True, views_per_epoch=views,
+                              val_views=16, mask_loss_weight=0.01, mask_boxes=4, prompt_boxes="teacher",
+                              mask_fraction=fraction, init_student=None, teacher_backend="auto"),
+                TrainConfig(epochs=100000, batch_size=batch, lr=0.005, schedule="plateau", seed=0, device=device,
+                            amp="auto", workers=0, resume=False, checkpoint_every=50, progress=True, time_limit=10.0))
+
+    assert campaign_configs(CampaignConfig.of(device="cpu")) == expected("cpu", 8, 64, 0.25)
+    assert campaign_configs(CampaignConfig.of(device="cuda"), world_size=2) == expected("cuda", 64, 16 * 64 * 2, 1.0)
+    cpu = CampaignConfig(train=TrainConfig(epochs=100000, checkpoint_every=50, time_limit=10.0, device="cpu"))
+    assert campaign_configs(cpu) == expected("cpu", 8, 64, 0.25)  # composed directly == from flat settings
+    with pytest.raises(TypeError, match="no setting 'minute'"):
+        CampaignConfig.of(minute=3)
+
+
+def test_campaign_and_distill_flags_map_onto_the_configs() -> None:
+    """Every ``campaign run`` / ``distill`` flag lands in its config field (and the CLI defaults are the configs')."""
+    from medsam_lite.cli.campaign import config_from_args
+    from medsam_lite.cli.main import build_parser
+    from medsam_lite.distill.campaign import campaign_configs
+    from medsam_lite.distill.options import DistillConfig, TrainConfig, config_from_args as train_from_args, from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["campaign", "run", "--pack", "P", "-o", "O", "--minutes", "3", "--student", "s",
+                              "--teacher", "t", "--init-student", "i", "--batch-size", "4", "--views-per-epoch", "12",
+                              "--val-views", "3", "--lr", "0.001", "--mask-loss-weight", "0.5", "--mask-boxes", "2",
+                              "--mask-fraction", "0.5", "--prompt-boxes", "random", "--teacher-backend", "torch",
+                              "--device", "cpu", "--amp", "off", "--seed", "7", "--workers", "1",
+                              "--checkpoint-every", "5", "--resume", "--no-progress"])
+    options, train = campaign_configs(config_from_args(args))
+    assert options == DistillConfig(teacher="t", student="s", online_views=True, views_per_epoch=12, val_views=3,
+                                    mask_loss_weight=0.5, mask_boxes=2, prompt_boxes="random", mask_fraction=0.5,
+                                    init_student="i", teacher_backend="torch")
+    assert train == TrainConfig(epochs=100000, batch_size=4, lr=0.001, seed=7, device="cpu", amp="off", workers=1,
+                                resume=True, checkpoint_every=5, progress=False, time_limit=3.0)
+    plain = parser.parse_args(["distill", "--data", "D", "-o", "O"])
+    assert from_args(DistillConfig, plain) == DistillConfig() and train_from_args(plain) == TrainConfig()
+    given = parser.parse_args(["distill", "--data", "D", "-o", "O", "--cache-dir", "C", "--aug-variants", "3",
+                               "--cache-seed", "2", "--val-split", "image", "--stable-iou", "0.6", "--finetune-lr",
+                               "0.01", "--views-per-epoch", "9", "--epochs", "4", "--lr", "0.1", "--time-limit", "2"])
+    assert from_args(DistillConfig, given) == DistillConfig(cache_dir="C", aug_variants=3, cache_seed=2,
+                                                            val_split="image", stable_iou=0.6, finetune_lr=0.01,
+                                                            views_per_epoch=9)
+    assert train_from_args(given) == TrainConfig(epochs=4, lr=0.1, time_limit=2.0)
 
 
 @pytest.mark.slow

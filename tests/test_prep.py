@@ -522,3 +522,28 @@ def test_uint8_path_equals_unit_path(mni_crop: Path) -> None:
     hu = t1.astype(np.int16) * 8 - 1024
     assert np.array_equal(normalize.normalize_to_uint8(hu, "CT", (40, 400)),
                           normalize.unit_to_uint8(normalize.normalize_to_unit(hu, "CT", (40, 400))))
+
+
+def test_discovery_case_ids_label_pairing_and_window_rules(tmp_path: Path) -> None:
+    """Pairing rules shared by spec and npz discovery: stems that repeat in two folders become folder-prefixed case
+    ids (in both), a label glob pairs by case id and then by folder, a template names the label per case, a missing
+    label fails that case only, and a CT window is refused for another modality."""
+    from medsam_lite.prep.layouts import discover_npz, discover_spec
+
+    for name in ("a/case1.nii.gz", "b/case1.nii.gz", "a/case1_seg.nii.gz", "b/case1_seg.nii.gz", "c/case2.nii.gz",
+                 "f/p.npz", "g/p.npz", "h/q.npz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    glob = discover_spec(DatasetSpec(root=tmp_path, images="*/case*[0-9].nii.gz", labels="*/case*_seg.nii.gz",
+                                     label_suffix="_seg", modality="CT", name="d"))
+    assert [(c.case_id, c.labels[0].path.relative_to(tmp_path).as_posix()) for c in glob.cases] == [
+        ("a_case1", "a/case1_seg.nii.gz"), ("b_case1", "b/case1_seg.nii.gz")]
+    assert [f.case for f in glob.failures] == ["d__c_case2"] and "no label file matches" in glob.failures[0].message
+    template = discover_spec(DatasetSpec(root=tmp_path, images="c/*.nii.gz", labels="{dir}/{case}_seg.nii.gz",
+                                         modality="MR", name="d"))
+    assert not template.cases and "c/case2_seg.nii.gz not found" in template.failures[0].message
+    npz = discover_npz(tmp_path, Overrides(modality="CT"))
+    assert [c.case_id for c in npz.cases] == ["f_p", "g_p", "h_q"]  # p repeats: every id gets its folder
+    assert [c.case_id for c in discover_npz(tmp_path / "f", Overrides(modality="CT")).cases] == ["p"]
+    with pytest.raises(InputError, match="a CT window was given for modality MR"):
+        discover_spec(DatasetSpec(root=tmp_path, images="c/*.nii.gz", modality="MR", window="chest"))

@@ -8,7 +8,10 @@ Modules: :mod:`medsam_lite.distill.options` (``TrainConfig``, ``DistillConfig``,
 options; no torch import), :mod:`medsam_lite.distill.state` (RNG states, weights-only loading),
 :mod:`medsam_lite.distill.runtime` (device, distributed setup, autocast), :mod:`medsam_lite.distill.loop` (the ``Trainer``),
 :mod:`medsam_lite.distill.data` (data folders and splits), :mod:`medsam_lite.distill.augment` (deterministic augmentation),
-:mod:`medsam_lite.distill.cache` (teacher-embedding cache), :mod:`medsam_lite.distill.teacher`, :mod:`medsam_lite.distill.student`.
+:mod:`medsam_lite.distill.cache` (teacher-embedding cache), :mod:`medsam_lite.distill.modes` (the distillation data
+modes: cached embeddings, online teacher, fresh views), :mod:`medsam_lite.distill.teacher`,
+:mod:`medsam_lite.distill.student`, :mod:`medsam_lite.distill.campaign` (``CampaignConfig``: a DistillConfig +
+TrainConfig with device-dependent defaults).
 
 The public functions are imported lazily so that ``import medsam_lite.distill.options`` stays light.
 """

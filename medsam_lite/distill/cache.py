@@ -195,14 +195,19 @@ class _BuildInputs(Dataset):
         return {"row": row, "input": torch.from_numpy(to_model_input(image))}
 
 
-def teacher_embed(teacher: nn.Module, inputs_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """fp32 teacher image embeddings of (B, 256, 256, 3) uint8 inputs -> (B, 256, 64, 64) float32 (on device).
+def embed_fp32(teacher: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """The frozen teacher's embeddings of (B, 3, 256, 256) float [0, 1] model-frame ``images`` ->
+    (B, 256, 64, 64) float32 on their device: no grad, never autocast (a bf16 teacher drifts by a few
+    percent). The one teacher forward of distillation (cache build and online targets)."""
+    with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
+        return teacher(images).float()
 
-    Never autocast: a bf16 teacher drifts by a few percent.
-    """
+
+def teacher_embed(teacher: nn.Module, inputs_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """fp32 teacher image embeddings of (B, 256, 256, 3) uint8 inputs -> (B, 256, 64, 64) float32 (on device)
+    (:func:`embed_fp32` of inputs / 255)."""
     images = inputs_u8.to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-        return teacher(images.contiguous()).float()
+    return embed_fp32(teacher, images.contiguous())
 
 
 def build(root: PathLike, spec: CacheSpec, teacher_encoder: nn.Module, device: torch.device,

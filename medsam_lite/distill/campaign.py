@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from medsam_lite.errors import InputError
 from medsam_lite.io_utils import atomic_path
@@ -29,51 +29,73 @@ PathLike = Union[str, Path]
 CAMPAIGN_FILE = "campaign.json"
 SCRATCH_LR = TrainConfig.lr  # the LiteMedSAM recipe's rate, one definition (options.TrainConfig)
 WARM_START_LR = 0.0005
+CAMPAIGN_DISTILL = DistillConfig(student="repvit_m0_6_fpn", online_views=True, val_views=16, mask_loss_weight=0.01,
+                                 mask_boxes=4, prompt_boxes="teacher")
+"""What a campaign distils by default (everything else: :class:`DistillConfig`'s defaults)."""
+CAMPAIGN_TRAIN = TrainConfig(epochs=100000, checkpoint_every=50, time_limit=10.0)
+"""How a campaign trains by default (``epochs``: no cap in practice, the time limit ends a session)."""
+_RENAMED = {"minutes": ("train", "time_limit"), "max_epochs": ("train", "epochs")}
 
 
 @dataclass
 class CampaignConfig:
-    """Settings of ``campaign run``; None = chosen by the device (CPU / CUDA).
+    """Settings of ``campaign run``: a :class:`DistillConfig` and a :class:`TrainConfig` (defaults
+    :data:`CAMPAIGN_DISTILL`, :data:`CAMPAIGN_TRAIN`) and the settings chosen by the device (CPU / CUDA)
+    unless given, which :func:`campaign_configs` writes over the two parts.
 
     Attributes:
-        minutes: training budget of this session (the run stops at the last epoch end that fits).
+        distill: what is distilled (``online_views`` is always on; ``views_per_epoch`` and ``mask_fraction``
+            come from the fields below). By default student ``repvit_m0_6_fpn``, teacher ``lite_medsam``,
+            mask term W 0.01 on 4 candidate teacher boxes, 16 validation views.
+        train: how (``batch_size`` and ``lr`` come from the fields below; ``time_limit`` = the minutes of
+            this session, the run stopping at the last epoch end that fits). By default last.pth every
+            50 steps, plateau schedule.
         batch_size: images per step per process (None: 8 on CPU, 64 on CUDA).
         views_per_epoch: fresh views per epoch, all processes together (None: 64 on CPU, 16 steps of
             the global batch on CUDA); validation and checkpoints follow each epoch.
-        lr: AdamW learning rate (None: :data:`WARM_START_LR` with ``init_student``, else :data:`SCRATCH_LR`;
-            the second CPU campaign, docs/distill/v3_campaign, measured 0.005 pulling a warm-started
-            student off its start once the mask term is on, 0.0005 keeping and improving it).
-        checkpoint_every: also write last.pth every this many steps.
-        mask_loss_weight, mask_boxes, prompt_boxes, mask_fraction: the mask term
-            (:mod:`medsam_lite.distill.mask_kd`); ``mask_fraction`` None: 0.25 of the views on CPU (the
-            decoder costs about as much per box as the teacher encoder per image there), all on CUDA.
+        lr: AdamW learning rate (None: :data:`WARM_START_LR` with ``distill.init_student``, else
+            :data:`SCRATCH_LR`; the second CPU campaign, docs/distill/v3_campaign, measured 0.005 pulling a
+            warm-started student off its start once the mask term is on, 0.0005 keeping and improving it).
+        mask_fraction: share of the views that get the mask term (:mod:`medsam_lite.distill.mask_kd`; None:
+            0.25 on CPU, where the decoder costs about as much per box as the teacher encoder per image,
+            all on CUDA).
     """
 
-    student: str = "repvit_m0_6_fpn"
-    teacher: str = "lite_medsam"
-    minutes: float = 10.0
+    distill: DistillConfig = field(default_factory=lambda: replace(CAMPAIGN_DISTILL))
+    train: TrainConfig = field(default_factory=lambda: replace(CAMPAIGN_TRAIN))
     batch_size: Optional[int] = None
     views_per_epoch: Optional[int] = None
-    val_views: int = 16
     lr: Optional[float] = None
-    schedule: str = "plateau"
-    mask_loss_weight: float = 0.01
-    mask_boxes: int = 4
     mask_fraction: Optional[float] = None
-    prompt_boxes: str = "teacher"
-    init_student: Optional[str] = None
-    teacher_backend: str = "auto"
-    device: str = "auto"
-    amp: str = "auto"
-    seed: int = 0
-    workers: int = 0
-    checkpoint_every: int = 50
-    max_epochs: int = 100000
-    resume: bool = False
-    progress: bool = True
+
+    @classmethod
+    def of(cls, **settings: Any) -> "CampaignConfig":
+        """A campaign from flat settings (the ``campaign run`` flags): each name is a field of this class,
+        ``minutes`` (-> ``train.time_limit``), ``max_epochs`` (-> ``train.epochs``), or a field of
+        :class:`DistillConfig` / :class:`TrainConfig`; unknown names raise TypeError."""
+        own = {f.name for f in fields(cls)} - {"distill", "train"}
+        parts: Dict[str, Dict[str, Any]] = {"own": {}, "distill": {}, "train": {}}
+        for name, value in settings.items():
+            if name in own:
+                parts["own"][name] = value
+            elif name in _RENAMED:
+                part, target = _RENAMED[name]
+                parts[part][target] = value
+            elif name in _field_names(DistillConfig):
+                parts["distill"][name] = value
+            elif name in _field_names(TrainConfig):
+                parts["train"][name] = value
+            else:
+                raise TypeError(f"CampaignConfig has no setting {name!r}")
+        return cls(distill=replace(CAMPAIGN_DISTILL, **parts["distill"]), train=replace(CAMPAIGN_TRAIN, **parts["train"]),
+                   **parts["own"])
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "distill": self.distill.to_dict()}
+
+
+def _field_names(cls: type) -> set:
+    return {f.name for f in fields(cls)}
 
 
 def _on_cuda(device: str) -> bool:
@@ -82,27 +104,21 @@ def _on_cuda(device: str) -> bool:
     return torch.cuda.is_available() if device == "auto" else device == "cuda"
 
 
-def campaign_configs(cfg: CampaignConfig, world_size: int = 1) -> "tuple[DistillConfig, TrainConfig]":
-    """The distill settings of a campaign (device-dependent defaults resolved)."""
-    cuda = _on_cuda(cfg.device)
+def campaign_configs(cfg: CampaignConfig, world_size: int = 1) -> Tuple[DistillConfig, TrainConfig]:
+    """The distill settings of a campaign: its two parts with the device-dependent settings resolved."""
+    cuda = _on_cuda(cfg.train.device)
     batch = cfg.batch_size or (64 if cuda else 8)
     views = cfg.views_per_epoch or (16 * batch * world_size if cuda else 64)
-    options = DistillConfig(teacher=cfg.teacher, student=cfg.student, online_views=True, views_per_epoch=views,
-                            val_views=cfg.val_views, mask_loss_weight=cfg.mask_loss_weight, mask_boxes=cfg.mask_boxes,
-                            prompt_boxes=cfg.prompt_boxes,
-                            mask_fraction=(1.0 if cuda else 0.25) if cfg.mask_fraction is None else cfg.mask_fraction, init_student=cfg.init_student,
-                            teacher_backend=cfg.teacher_backend)
-    train = TrainConfig(epochs=cfg.max_epochs, batch_size=batch, lr=campaign_lr(cfg), schedule=cfg.schedule, seed=cfg.seed,
-                        device=cfg.device, amp=cfg.amp, workers=cfg.workers, resume=cfg.resume,
-                        checkpoint_every=cfg.checkpoint_every, progress=cfg.progress, time_limit=cfg.minutes)
-    return options, train
+    fraction = (1.0 if cuda else 0.25) if cfg.mask_fraction is None else cfg.mask_fraction
+    options = replace(cfg.distill, online_views=True, views_per_epoch=views, mask_fraction=fraction)
+    return options, replace(cfg.train, batch_size=batch, lr=campaign_lr(cfg))
 
 
 def campaign_lr(cfg: CampaignConfig) -> float:
     """The learning rate of a campaign: ``cfg.lr`` when given, else by warm start (:class:`CampaignConfig`)."""
     if cfg.lr is not None:
         return cfg.lr
-    return WARM_START_LR if cfg.init_student else SCRATCH_LR
+    return WARM_START_LR if cfg.distill.init_student else SCRATCH_LR
 
 
 def pack(shared: PathLike, out_dir: PathLike) -> Path:
@@ -151,4 +167,5 @@ def run_campaign(pack_dir: PathLike, out_dir: PathLike, cfg: Optional[CampaignCo
     return summary
 
 
-__all__ = ["CampaignConfig", "campaign_configs", "pack", "run_campaign", "CAMPAIGN_FILE"]
+__all__ = ["CampaignConfig", "campaign_configs", "campaign_lr", "pack", "run_campaign", "CAMPAIGN_FILE",
+           "CAMPAIGN_DISTILL", "CAMPAIGN_TRAIN"]

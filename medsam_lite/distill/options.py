@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Union
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -112,15 +112,14 @@ def add_training_arguments(p: argparse.ArgumentParser, defaults: Optional[TrainC
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
+def from_args(cls: Any, args: argparse.Namespace) -> Any:
+    """A config dataclass ``cls`` from parsed arguments whose option dests are its field names."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of parsed arguments from :func:`add_training_arguments`."""
-    return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        plateau_factor=args.plateau_factor, plateau_patience=args.plateau_patience, schedule=args.schedule,
-        min_lr_ratio=args.min_lr_ratio, time_limit=args.time_limit, max_steps=args.max_steps,
-        workers=args.workers, seed=args.seed, device=args.device, amp=args.amp, channels_last=args.channels_last,
-        resume=args.resume, checkpoint_every=args.checkpoint_every, progress=args.progress,
-    )
+    return from_args(TrainConfig, args)
 
 
 @dataclass

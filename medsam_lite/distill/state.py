@@ -83,6 +83,15 @@ def preserved_rng_state() -> Iterator[None]:
         set_rng_state(saved)
 
 
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Run a block (building initial weights) with torch's CPU RNG seeded from ``seed``, in a forked RNG:
+    the weights depend only on ``seed`` and the caller's torch stream is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def reset_dataset_rngs(dataset: Dataset) -> None:
     """Call ``reset_random()`` of every dataset that has one (``SliceDataset``, ``ImageOnlyDataset``),
     looking through ``ConcatDataset`` and ``Subset``: their per-process stream re-seeds from
@@ -115,5 +124,5 @@ def load_weights_only(path: Union[str, Path]) -> Any:
         raise InputError(f"not a readable PyTorch checkpoint ({type(exc).__name__})", path) from exc
 
 
-__all__ = ["derive_seed", "seed_everything", "rng_state", "set_rng_state", "preserved_rng_state", "reset_dataset_rngs",
-           "load_weights_only"]
+__all__ = ["derive_seed", "seed_everything", "rng_state", "set_rng_state", "preserved_rng_state", "seeded_init",
+           "reset_dataset_rngs", "load_weights_only"]

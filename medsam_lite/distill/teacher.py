@@ -26,10 +26,10 @@ from medsam_lite.errors import InputError
 from medsam_lite.model import MedSAMLite, build_medsam
 
 from .data import preprocessing_record, slice_datasets
-from .loop import CheckpointHook, FitResult, Task, check_run_folder, fit
+from .loop import CheckpointHook, FitResult, LossFn, Task, check_run_folder, fit
 from .options import INIT_CHOICES, TeacherConfig, TrainConfig
 from .runtime import Runtime, runtime_scope
-from .state import preserved_rng_state
+from .state import preserved_rng_state, seeded_init
 
 PathLike = Union[str, Path]
 
@@ -59,8 +59,7 @@ class SegmentationLoss(nn.Module):
         return self.dice(logits, masks) + self.bce(logits, masks) + F.mse_loss(iou_pred, iou)
 
 
-def _seg_loss_fn(criterion: SegmentationLoss, encoder: Optional[nn.Module] = None
-                 ) -> Callable[[Callable[..., Any], Dict[str, Any], Runtime], torch.Tensor]:
+def _seg_loss_fn(criterion: SegmentationLoss, encoder: Optional[nn.Module] = None) -> LossFn:
     """Loss function for :class:`~medsam_lite.distill.loop.Task`.
 
     Without ``encoder``: ``forward(images, boxes)`` is the whole model. With ``encoder`` (frozen):
@@ -151,8 +150,7 @@ def train_teacher(data: Sequence[PathLike], out_dir: PathLike, options: Optional
     train_set, val_set, info = slice_datasets(data)
     check_run_folder(out_dir, cfg.resume)
     with runtime_scope(cfg.device, cfg.amp, cfg.channels_last) as rt:
-        with torch.random.fork_rng(devices=[]):  # initial weights from cfg.seed; the caller's RNG is untouched
-            torch.manual_seed(cfg.seed)
+        with seeded_init(cfg.seed):  # initial weights from cfg.seed; the caller's RNG is untouched
             model = build_medsam(opt.encoder)
         if opt.init == "lite_medsam":
             from medsam_lite.checkpoint import load_model

@@ -27,7 +27,6 @@ A view (:meth:`ViewSampler.view`) is determined by integer keys (seed, epoch, in
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from medsam_lite.encoders.weights import sha256_of
 from medsam_lite.errors import InputError
 from medsam_lite.normalize import (CT_WINDOWS, canonical_modality, rgb_to_unit, scale_to_unit, unit_to_uint8,
                                    window_to_unit)
@@ -150,14 +150,6 @@ def check_not_held_out(path: str) -> None:
 
 
 # ------------------------------------------------------------------ packs
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_pack(sources: Sequence[SourceArray], out_dir: PathLike, limit_bytes: int = PACK_LIMIT_BYTES,
                origin: Optional[Dict[str, str]] = None) -> Path:
     """Write a view pack: ``<name>.npz`` (compressed ``array``, ``spacing_zyx``) per source and
@@ -180,7 +172,7 @@ def write_pack(sources: Sequence[SourceArray], out_dir: PathLike, limit_bytes: i
                 raise InputError(f"pack would exceed {limit_bytes / 2 ** 20:.0f} MiB (at {src.name}: "
                                  f"{total / 2 ** 20:.1f} MiB); pack fewer sources", out)
             entries.append({"name": src.name, "modality": src.modality, "kind": src.kind, "file": path.name,
-                            "bytes": size, "sha256": _sha256(path), "shape": list(src.array.shape),
+                            "bytes": size, "sha256": sha256_of(path), "shape": list(src.array.shape),
                             "dtype": str(src.array.dtype), "origin": (origin or {}).get(src.name)})
         manifest = {"format": "medsam-lite views pack", "version": VIEWS_VERSION, "total_bytes": total,
                     "limit_bytes": limit_bytes, "sources": entries}
@@ -219,7 +211,7 @@ def read_pack(path: PathLike) -> List[SourceArray]:
         file = root / entry["file"]
         if not file.is_file():
             raise InputError("pack file missing", file)
-        if _sha256(file) != entry["sha256"]:
+        if sha256_of(file) != entry["sha256"]:
             raise InputError("SHA-256 does not match the pack manifest (corrupt or changed file)", file)
         with np.load(file, allow_pickle=False) as z:
             array, spacing = z["array"], tuple(float(s) for s in z["spacing_zyx"])

@@ -70,6 +70,12 @@ def image_to_model_frame(image: np.ndarray) -> np.ndarray:
     return minmax_normalize(resize_longest_side(to_three_channels(image)))
 
 
+def model_frame_tensor(image: np.ndarray) -> torch.Tensor:
+    """Unpadded (h, w, 3) model-frame image in [0, 1] -> the model input (3, 256, 256) float32 tensor,
+    zero-padded at the bottom / right (``pad_to_square``)."""
+    return torch.from_numpy(np.ascontiguousarray(pad_to_square(image).transpose(2, 0, 1), dtype=np.float32))
+
+
 def _flips() -> Any:
     import albumentations as A
 
@@ -179,7 +185,7 @@ class SliceDataset(Dataset):
         box = np.clip(tight + np.array([-jitter[0], -jitter[1], jitter[2], jitter[3]]), 0, [w - 1, h - 1, w - 1, h - 1]
                       ).astype(np.float32)
 
-        image_t = torch.from_numpy(np.ascontiguousarray(pad_to_square(resized).transpose(2, 0, 1), dtype=np.float32))
+        image_t = model_frame_tensor(resized)
         mask_t = torch.from_numpy(np.ascontiguousarray(pad_to_square(mask)[None], dtype=np.float32))
         return {"image": image_t, "mask": mask_t, "box": torch.from_numpy(box), "name": Path(row["file"]).stem}
 
@@ -222,9 +228,8 @@ class ImageOnlyDataset(Dataset):
         resized = image_to_model_frame(image)
         if self.augment:
             resized = self._random.flip(image=resized)["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(pad_to_square(resized).transpose(2, 0, 1), dtype=np.float32))
-        return {"image": tensor, "name": Path(name).stem}
+        return {"image": model_frame_tensor(resized), "name": Path(name).stem}
 
 
 __all__ = ["SliceDataset", "ImageOnlyDataset", "SeededRandom", "MODEL_FRAME", "read_manifest", "parse_labels",
-           "image_to_model_frame"]
+           "image_to_model_frame", "model_frame_tensor"]

@@ -40,7 +40,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from medsam_lite.errors import InputError
 from medsam_lite.imageio import DICOM_SUFFIXES, IMAGE_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
@@ -254,6 +254,20 @@ def _format(template: str, image: Path, root: Path, case: str) -> Path:
         raise InputError(f"bad label template {template!r} (placeholders: {{case}}, {{dir}}, {{name}})") from exc
 
 
+def _case_ids(paths: Sequence[Path], root: Path, suffix: str = "") -> List[str]:
+    """Case ids of ``paths``: their stems less ``suffix`` when those are unique, else their paths below
+    ``root`` (stem last) joined by ``_``, less ``suffix``."""
+    stems = [_strip(strip_suffix(p), suffix) for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [_strip("_".join(p.relative_to(root).with_name(strip_suffix(p)).parts), suffix) for p in paths]
+
+
+def _check_window(window: Optional[Window], modality: str, where: Path) -> None:
+    if window is not None and modality_rule(modality).grey != "window":
+        raise InputError(f"a CT window was given for modality {modality}", where)
+
+
 def discover_spec(spec: DatasetSpec) -> Discovery:
     """Cases of one spec dataset (see module doc)."""
     root = spec.root
@@ -263,60 +277,67 @@ def discover_spec(spec: DatasetSpec) -> Discovery:
         raise InputError("no modality given (spec 'modality:' or --modality)", root)
     modality = canonical_modality(spec.modality, root)
     window = parse_window(spec.window)
-    if window is not None and modality_rule(modality).grey != "window":
-        raise InputError(f"a CT window was given for modality {modality}", root)
+    _check_window(window, modality, root)
     name = safe_name(spec.name or root.resolve().name)
     images = [p for p in _glob(root, spec.images) if p.is_dir() or suffix_of(p) in _READABLE]
     if not images:
         raise InputError(f"no image matches {spec.images!r}", root)
     stems = [_strip(strip_suffix(p), spec.image_suffix) for p in images]
-    if len(set(stems)) == len(stems):
-        case_ids = stems
-    else:
-        case_ids = [_strip("_".join(p.relative_to(root).with_name(strip_suffix(p)).parts), spec.image_suffix)
-                    for p in images]
-
+    labels_of = _label_finder(spec, images)
     found = Discovery()
-    by_key: Dict[str, List[Path]] = {}
-    label_glob = isinstance(spec.labels, str) and "{" not in spec.labels
-    if label_glob:
-        label_files = _glob(root, str(spec.labels))
-        for lab in label_files:
-            by_key.setdefault(_strip(strip_suffix(lab), spec.label_suffix), []).append(lab)
-    for image, stem, case_id in zip(images, stems, case_ids):
+    for image, stem, case_id in zip(images, stems, _case_ids(images, root, spec.image_suffix)):
         cid = safe_name(case_id)
-        key = f"{name}__{cid}"
         if suffix_of(image) == ".npz":  # challenge npz: its 'gts' are the labels when the spec names any
             npz_labels = (LabelSource(image),) if spec.labels is not None else ()
             found.cases.append(CaseSpec(name, cid, cid, image, npz_labels, modality, window, "npz"))
             continue
         try:
-            if spec.labels is None:
-                labels: Tuple[LabelSource, ...] = ()
-            elif isinstance(spec.labels, list):
-                labels = tuple(_label_source(item, image, root, stem) for item in spec.labels)
-            elif label_glob:
-                if len(images) == 1 and len(label_files) == 1:
-                    matches = label_files
-                else:
-                    matches = by_key.get(stem, [])
-                    if len(matches) > 1:
-                        matches = [m for m in matches if m.parent == image.parent] or matches
-                if not matches:
-                    raise InputError(f"no label file matches {spec.labels!r} for case id {stem!r}", image)
-                if len(matches) > 1:
-                    raise InputError(f"several label files match: {', '.join(m.name for m in matches)}", image)
-                labels = (LabelSource(matches[0]),)
-            else:
-                label_path = _format(str(spec.labels), image, root, stem)
-                if not label_path.exists():
-                    raise InputError(f"label file {label_path} not found", image)
-                labels = (LabelSource(label_path),)
+            labels = labels_of(image, stem)
         except InputError as exc:
-            found.failures.append(CaseFailure(key, str(exc.with_source(image))))
+            found.failures.append(CaseFailure(f"{name}__{cid}", str(exc.with_source(image))))
             continue
         found.cases.append(CaseSpec(name, cid, cid, image, labels, modality, window))
     return found
+
+
+LabelFinder = Callable[[Path, str], Tuple[LabelSource, ...]]
+
+
+def _label_finder(spec: DatasetSpec, images: Sequence[Path]) -> LabelFinder:
+    """``labels_of(image, case stem)`` for a spec's ``labels``: none, a list of per-id files, a template,
+    or a glob paired by case id (directly when it matches one file for the one image); InputError when
+    an image has no (or several) label files."""
+    root, labels = spec.root, spec.labels
+    if labels is None:
+        return lambda image, stem: ()
+    if isinstance(labels, list):
+        return lambda image, stem: tuple(_label_source(item, image, root, stem) for item in labels)
+    if not isinstance(labels, str) or "{" in labels:
+        return lambda image, stem: (_templated_label(str(labels), image, root, stem),)
+    label_files = _glob(root, labels)
+    by_key: Dict[str, List[Path]] = {}
+    for lab in label_files:
+        by_key.setdefault(_strip(strip_suffix(lab), spec.label_suffix), []).append(lab)
+    single = len(images) == 1 and len(label_files) == 1
+
+    def globbed(image: Path, stem: str) -> Tuple[LabelSource, ...]:
+        matches = label_files if single else by_key.get(stem, [])
+        if not single and len(matches) > 1:
+            matches = [m for m in matches if m.parent == image.parent] or matches
+        if not matches:
+            raise InputError(f"no label file matches {labels!r} for case id {stem!r}", image)
+        if len(matches) > 1:
+            raise InputError(f"several label files match: {', '.join(m.name for m in matches)}", image)
+        return (LabelSource(matches[0]),)
+
+    return globbed
+
+
+def _templated_label(template: str, image: Path, root: Path, case: str) -> LabelSource:
+    label_path = _format(template, image, root, case)
+    if not label_path.exists():
+        raise InputError(f"label file {label_path} not found", image)
+    return LabelSource(label_path)
 
 
 def _label_source(item: Any, image: Path, root: Path, case: str) -> LabelSource:
@@ -375,8 +396,7 @@ def discover_nnunet(root: Path, ov: Optional[Overrides] = None) -> Discovery:
                 raise InputError("modality unknown (no dataset.json channel_names / modality): give --modality",
                                  image)
             modality = canonical_modality(modality_name, image)
-            if window is not None and modality_rule(modality).grey != "window":
-                raise InputError(f"a CT window was given for modality {modality}", image)
+            _check_window(window, modality, image)
         except InputError as exc:
             found.failures.append(CaseFailure(key, str(exc)))
             continue
@@ -407,10 +427,8 @@ def discover_npz(root: Path, ov: Optional[Overrides] = None) -> Discovery:
     name = safe_name(ov.name or root.resolve().name)
     found = Discovery()
     files = sorted(p for p in root.rglob("*.npz") if not _is_hidden(p))
-    stems = [strip_suffix(p) for p in files]
-    unique = len(set(stems)) == len(stems)
-    for path, stem in zip(files, stems):
-        cid = safe_name(stem if unique else "_".join(path.relative_to(root).with_name(stem).parts))
+    for path, case_id in zip(files, _case_ids(files, root)):
+        cid = safe_name(case_id)
         key = f"{name}__{cid}"
         try:
             modality_name = ov.modality or npz_modality(path, root)
