@@ -123,16 +123,19 @@ class BackendTeacher:
 
 
 def teacher_encoder_for(teacher_model: MedSAMLite, backend: str, rt: Runtime) -> Tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """(encoder callable, backend name): ``auto`` = OpenVINO fp32 on a CPU device when installed, else torch."""
-    from medsam_lite.backends import installed, make_backend
+    """(encoder callable, ``"BACKEND PRECISION"`` label for the run log) of the fp32 teacher. ``auto`` = the preferred installed
+    fp32 backend on a CPU device (:func:`medsam_lite.backends.resolve`: OpenVINO when installed), the eager
+    reference on any other device (a converted runtime runs on the CPU only)."""
+    from medsam_lite.backends import REFERENCE, create_backend, is_reference, resolve
 
-    if backend == "openvino" and rt.device.type != "cpu":
-        raise InputError("--teacher-backend openvino runs on the CPU; use torch (or auto) with --device cuda")
-    if backend == "auto":
-        backend = "openvino" if rt.device.type == "cpu" and installed("openvino") else "torch"
-    if backend == "openvino":
-        return BackendTeacher(make_backend(teacher_model, "openvino", "fp32")), "openvino fp32"
-    return teacher_model.image_encoder.to(rt.device), "torch fp32"
+    on_cpu = rt.device.type == "cpu"
+    if not on_cpu and not is_reference(backend, "fp32"):
+        raise InputError(f"--teacher-backend {backend} runs on the CPU; use torch (or auto) with --device "
+                         f"{rt.device.type}")
+    name, precision = resolve(backend, "fp32") if on_cpu else REFERENCE
+    if (name, precision) == REFERENCE:
+        return teacher_model.image_encoder.to(rt.device), " ".join(REFERENCE)
+    return BackendTeacher(create_backend(teacher_model, name, precision)), f"{name} {precision}"
 
 
 def time_teacher(encoder: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, repeats: int = 2) -> float:

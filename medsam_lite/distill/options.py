@@ -13,13 +13,16 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Union
 
+from ..backends import backend_names  # the registry only: no runtime is imported
+
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 SCHEDULE_CHOICES = ("plateau", "cosine")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 VAL_SPLIT_CHOICES = ("case", "image")
 INIT_CHOICES = ("scratch", "lite_medsam")
 PROMPT_BOX_CHOICES = ("random", "teacher")
-TEACHER_BACKEND_CHOICES = ("auto", "torch", "openvino")
+TEACHER_BACKEND_CHOICES = ("auto",) + backend_names()
+"""``--teacher-backend``: a registry backend (:mod:`medsam_lite.backends`), always run at fp32."""
 
 
 @dataclass
