@@ -486,8 +486,9 @@ def _speed_lines(report: Dict[str, Any]) -> List[str]:
     fp32 = speed["fp32"]
     lines = [f"Speed on this CPU (OpenVINO, {report['config']['threads']} threads; median of {fp32['rounds']} "
              "interleaved rounds on real images of the 2D cases: each round times every precision once, in "
-             "alternating order; a decoder call decodes up to 4 boxes of a new embedding; 1-minute load average "
-             f"{fp32.get('load_avg_1min')} when the timing ended, on {report.get('logical_cpus')} logical CPUs):", "",
+             "alternating order; a decoder call decodes up to 4 boxes of a new embedding" +
+             (f"; 1-minute load average {fp32['load_avg_1min']:.1f} when the timing ended, on "
+              f"{report.get('logical_cpus')} logical CPUs" if fp32.get("load_avg_1min") is not None else "") + "):", "",
              "| precision | encoder ms | decoder ms / box | encoder + 1 box ms | vs fp32 | agreement | auto may run |",
              "|---|---|---|---|---|---|---|"]
     for p, v in speed.items():
@@ -519,6 +520,7 @@ def write_report(report: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
         f"fp32 >= {report['thresholds']['box_iou_min_mean']}.", "",
         f"Reference GT DSC: 2D {ref['gt_dsc_2d']:.4f}, 3D {ref['gt_dsc_3d']:.4f} ({ref['seconds']} s, "
         f"{ref['encoder_calls']} encoder calls).", ""]
+    lines += [f"Note: {report['note']}", ""] if report.get("note") else []
     lines += _agreement_lines(report) + [""] + _speed_lines(report)
     lines += ["Cases (subsampled to finish in minutes on 2 cores): "
               f"{len(report['cases_2d'])} 2D slices / images with {sum(c['boxes'] for c in report['cases_2d'])} "
