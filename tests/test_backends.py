@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List
 
 import numpy as np
 import pytest
@@ -390,53 +390,28 @@ def test_cpuinfo_flags_and_native_bf16(tmp_path: Path) -> None:
 
 
 def test_auto_precision_needs_gate_and_native_support(tmp_path: Path, monkeypatch) -> None:
+    """OpenVINO's ``auto``: the gate entry of this CPU's kind, and a bf16 precision only with native bf16
+    (the kinds, the speed rule and the committed decision: tests/test_gate.py)."""
     from medsam_lite.backends import cpu, openvino
 
     gate = tmp_path / "gate.json"
-    gate.write_text(json.dumps({"passed": {"bf16": True, "int8": False}, "auto_order": ["bf16"]}))
-    cpu.native_bf16.cache_clear()
-    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
-    assert openvino.auto_precision(gate) == "bf16"
-    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
-    assert openvino.auto_precision(gate) == "fp32"  # passed the gate but no native bf16
-    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
-    gate.write_text(json.dumps({"passed": {"bf16": False}, "auto_order": ["bf16"]}))
-    assert openvino.auto_precision(gate) == "fp32"  # listed but did not pass
-    gate.write_text(json.dumps({"passed": {"bf16-mixed3": True}, "auto_order": ["bf16-mixed3"]}))
-    assert openvino.auto_precision(gate) == "bf16-mixed3"
-    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
-    assert openvino.auto_precision(gate) == "fp32"  # a mixed scheme is bf16 too: never emulated
-    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    kind = "AuthenticAMD/avx512_bf16"
+    entry = {"fp32": {"encoder_ms": 300.0, "decoder_ms": 10.0},
+             "precisions": {"bf16": {"passes": True, "encoder_ms": 180.0, "decoder_ms": 9.0},
+                            "int8": {"passes": False, "encoder_ms": 150.0, "decoder_ms": 10.0}}}
+    gate.write_text(json.dumps({"format": 2, "kinds": {kind: entry}}))
+    assert openvino.auto_precision([gate], kind, native_bf16=True) == "bf16"
+    assert openvino.auto_precision([gate], kind, native_bf16=False) == "fp32"  # passed, but no native bf16
+    assert openvino.auto_precision([gate], "GenuineIntel/avx512_bf16", native_bf16=True) == "fp32"  # other kind
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)  # the defaults: this CPU's kind and native bf16
+    monkeypatch.setattr(cpu, "this_cpu_kind", lambda: kind)
+    assert openvino.auto_precision([gate]) == "bf16"
+    entry["precisions"]["bf16"]["passes"] = False
+    gate.write_text(json.dumps({"format": 2, "kinds": {kind: entry}}))
+    assert openvino.auto_precision([gate]) == "fp32"  # did not pass
     gate.write_text("{broken")
-    assert openvino.auto_precision(gate) == "fp32"
-    assert openvino.auto_precision(tmp_path / "missing.json") == "fp32"
-
-
-# ----------------------------------------------------------------------------- the committed gate
-def _committed() -> Tuple[Dict, Dict]:
-    from medsam_lite.backends.openvino import GATE_FILE
-
-    report_path = REPO / "docs" / "backends" / "gate.json"
-    if not report_path.is_file() or not GATE_FILE.is_file():
-        pytest.fail("docs/backends/gate.json or medsam_lite/backends/gate.json is missing")
-    return json.loads(report_path.read_text()), json.loads(GATE_FILE.read_text())
-
-
-def test_committed_decision_matches_report_and_thresholds() -> None:
-    from medsam_lite.bench.gate import THRESHOLDS, decision, passes
-
-    report, committed = _committed()
-    assert report["thresholds"] == THRESHOLDS == committed["thresholds"]
-    for name, metrics in report["results"].items():
-        assert metrics["passes"] == passes(metrics, THRESHOLDS), name
-    expected = decision(report)
-    assert committed["passed"] == expected["passed"]
-    assert committed["auto_order"] == expected["auto_order"]
-    assert (REPO / "docs" / "backends" / "gate.md").is_file()
-    for precision in committed["auto_order"]:  # nothing auto may pick failed the rule
-        m = report["results"][f"openvino/{precision}"]
-        assert m["box_iou_mean"] >= THRESHOLDS["box_iou_min_mean"]
-        assert abs(m["gt_dsc_3d_delta"]) <= THRESHOLDS["gt_dsc_max_abs_delta"]
+    assert openvino.auto_precision([gate]) == "fp32"
+    assert openvino.auto_precision([tmp_path / "missing.json"]) == "fp32"
 
 
 @pytest.mark.slow

@@ -21,7 +21,6 @@ OpenVINO's own cache (``CACHE_DIR`` = ``<entry>/compiled``), so a second process
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
@@ -32,6 +31,7 @@ import torch
 from ..errors import InputError
 from .artifacts import ArtifactKey, ensure_entry, entry_dir, is_complete, read_alias, write_alias
 from .cpu import core
+from .decision import GATE_FILE, auto_precision  # noqa: F401  (the gate decision, per CPU kind)
 
 if TYPE_CHECKING:
     from ..model import MedSAMLite
@@ -62,9 +62,6 @@ ran bf16: stem 0.020, layer0 0.024, layer1 0.018, layer2 0.028, layer3 0.009, ne
 Object-box mask IoU against f32 in that probe (54 boxes): all bf16 0.984 (min 0.83), ``bf16-mixed``
 0.990 (0.83), ``bf16-mixed3`` 0.993 (0.95); the gate (docs/backends/gate.md) decides."""
 
-GATE_FILE = Path(__file__).with_name("gate.json")
-"""The agreement-gate decision (written by ``medsam-lite benchmark gate --decide``)."""
-
 CALIBRATION_SLICES_PER_VOLUME = 8
 """int8 calibration: evenly spaced slices taken from each bundled 3D example (plus the 2D example)."""
 
@@ -88,32 +85,6 @@ def ir_precision(precision: str) -> str:
     f32 encoder split into stage IRs (``fp32-stages``), the others share the f32 IR."""
     kind = SCHEMES[precision][0]
     return "int8" if kind == "int8" else "fp32-stages" if kind == "mixed" else "fp32"
-
-
-def gate_decision(path: Path = GATE_FILE) -> Dict[str, Any]:
-    """The committed gate decision (``{}`` when the file is missing or unreadable)."""
-    try:
-        decision = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return decision if isinstance(decision, dict) else {}
-
-
-def auto_precision(gate_path: Path = GATE_FILE) -> str:
-    """Precision ``auto`` runs OpenVINO at: a reduced precision only when the CPU computes it natively
-    (:func:`medsam_lite.backends.cpu.native_bf16` for bf16) AND the agreement gate passed it
-    (``gate.json``: ``{"passed": {"bf16": true, ...}, "auto_order": [...]}``); else ``fp32``."""
-    from .cpu import native_bf16
-
-    decision = gate_decision(gate_path)
-    passed = decision.get("passed", {}) if isinstance(decision.get("passed"), dict) else {}
-    for precision in decision.get("auto_order", []):
-        if precision not in SCHEMES or precision == "fp32" or passed.get(precision) is not True:
-            continue
-        if any(p in ("bf16", "mixed") for p in SCHEMES[precision]) and not native_bf16():
-            continue
-        return str(precision)
-    return "fp32"
 
 
 def calibration_images() -> List[np.ndarray]:
@@ -231,7 +202,7 @@ class OpenVINOBackend:
 
     @staticmethod
     def auto_precision() -> str:
-        """The precision ``auto`` runs at on this CPU (:func:`auto_precision`)."""
+        """The precision ``auto`` runs at on this CPU (:func:`medsam_lite.backends.decision.auto_precision`)."""
         return auto_precision()
 
     @classmethod

@@ -22,13 +22,17 @@ cores the data are subsampled (:class:`GateConfig`, recorded in the report).
 
 Rule (:data:`THRESHOLDS`): a reduced precision passes when its mean ground-truth DSC is within 0.005 of
 fp32 (|delta| on the 2D objects and on the 3D objects) and its mean 2D object-box IoU against fp32 is
->= 0.98. Writes ``gate.json`` + ``gate.md`` to the output folder and, with ``--decide``, the decision
-(:func:`decision`) into :data:`medsam_lite.backends.openvino.GATE_FILE` (package data of the backends, read by
-:func:`~medsam_lite.backends.openvino.auto_precision`): the measurement lives here, the decision file there.
+>= 0.98. bf16 precisions are skipped on a CPU without native bf16 (:func:`not_native`). Then the speed of
+OpenVINO fp32 and of every measured reduced precision (:func:`measure_speed`: encoder call and decoded box,
+interleaved rounds, medians). Writes ``gate.json`` + ``gate.md`` to the output folder and the CPU kind's
+entry (:func:`decision`: agreement + speed per precision) into a decision file
+(:mod:`medsam_lite.backends.decision`): the committed package data with ``benchmark gate --decide``, the
+user cache folder with ``medsam-lite gate``. The measurement lives here, the choice from it there.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..backends.decision import AUTO_CANDIDATES, BF16_PRECISIONS, FORMAT, read_decision
 from ..errors import InputError
 from ..io_utils import atomic_path
 from ..metrics import dice
@@ -54,15 +59,13 @@ VARIANTS: Tuple[str, ...] = ("onnxruntime:fp32", "openvino:fp32", "openvino:bf16
 """``BACKEND:PRECISION`` measured against the eager torch fp32 reference."""
 
 REDUCED = ("bf16", "bf16-encoder", "bf16-mixed", "bf16-mixed3", "int8")
-"""OpenVINO precisions the decision is about (preference order for ``auto``: fastest first)."""
-AUTO_ORDER = ("bf16", "bf16-encoder", "int8")
-"""``auto``'s preference among the precisions that pass (fastest first). The per-stage mixes
-``bf16-mixed`` / ``bf16-mixed3`` are never chosen by ``auto``, whatever the gate says: on this CPU both
-passed the gate's subsampled cases, but in the benchmark run (docs/benchmark_inference) ``bf16-mixed3``
-was only 5 % faster in the encoder than fp32 (271 vs 286 ms: splitting the graph into stages costs
-most of what bf16 saves) and lowered the bundled CT's ground-truth DSC through the whole 3D
-propagation by 0.022 (0.6281 vs 0.6501), far outside the 0.005 budget. They stay available as
-``--precision bf16-mixed`` / ``bf16-mixed3``."""
+"""OpenVINO precisions the decision records (agreement, and speed against fp32)."""
+AUTO_ORDER = AUTO_CANDIDATES
+"""The reduced precisions ``auto`` may run (:data:`medsam_lite.backends.decision.AUTO_CANDIDATES`, where the
+reason the per-stage mixes are left out is given)."""
+
+USER_VARIANTS: Tuple[str, ...] = ("openvino:fp32",) + tuple(f"openvino:{p}" for p in AUTO_CANDIDATES)
+"""What ``medsam-lite gate`` measures on a user's CPU: OpenVINO fp32 and every precision ``auto`` may run."""
 
 
 @dataclass
@@ -82,6 +85,8 @@ class GateConfig:
         threads: runtime threads (torch and the converted backends).
         variants: ``BACKEND:PRECISION`` choices to measure.
         quick: bundled examples only, 3D on the MR example only (for tests).
+        speed_rounds: interleaved timing rounds of the speed measurement (:func:`measure_speed`; medians).
+        speed_images: 2D cases (the first ones) whose images and boxes are timed.
     """
 
     shared: Optional[Path] = None
@@ -95,6 +100,8 @@ class GateConfig:
     variants: Tuple[str, ...] = VARIANTS
     quick: bool = False
     cache_dir: Optional[Path] = None
+    speed_rounds: int = 9
+    speed_images: int = 3
 
 
 # ----------------------------------------------------------------------------- cases
@@ -284,6 +291,10 @@ def _measure(model: MedSAMLite, choice: str, ref: Outputs, cases_2d: Sequence[Ca
         if not installed(backend):
             log(f"{backend}: not installed, skipped")
             return None
+        reason = not_native(backend, precision)
+        if reason:
+            log(f"{choice}: skipped ({reason})")
+            return None
         log(f"{backend} {precision} ...")
         variant = make_variant(model, backend, precision, cfg)
     except InputError as exc:
@@ -300,14 +311,26 @@ def _measure(model: MedSAMLite, choice: str, ref: Outputs, cases_2d: Sequence[Ca
     return f"{backend}/{precision}", metrics
 
 
+def not_native(backend: str, precision: str) -> Optional[str]:
+    """Why ``backend:precision`` is not measured on this CPU (a bf16 precision without native bf16: OpenVINO
+    would silently run it in f32), else None."""
+    from ..backends.cpu import native_bf16
+
+    if precision in BF16_PRECISIONS and not native_bf16():  # OpenVINO's names: no other backend has them
+        return "no native bf16 on this CPU: OpenVINO would run it in f32"
+    return None
+
+
 def run_gate(model: MedSAMLite, cfg: GateConfig, log: Any = _log) -> Dict[str, Any]:
-    """Measure every variant of ``cfg`` against eager fp32; returns the report dict (see :func:`write_report`)."""
+    """Measure every variant of ``cfg`` against eager fp32, then the speed of the OpenVINO ones
+    (:func:`measure_speed`); returns the report dict (see :func:`write_report`)."""
     from ..backends import parse_choice
-    from ..backends.cpu import cpu_name, native_bf16
+    from ..backends.cpu import cpu_name, native_bf16, this_cpu_kind
 
     cases_2d, cases_3d = build_cases(cfg)
-    log(f"gate: {len(cases_2d)} 2D cases ({sum(len(c.boxes) for c in cases_2d)} boxes), "
-        f"{len(cases_3d)} 3D cases ({sum(len(c.boxes) for c in cases_3d)} objects)")
+    log(f"gate on {cpu_name()} ({this_cpu_kind()}): {len(cases_2d)} 2D cases "
+        f"({sum(len(c.boxes) for c in cases_2d)} boxes), {len(cases_3d)} 3D cases "
+        f"({sum(len(c.boxes) for c in cases_3d)} objects)")
     log(f"{REFERENCE} (reference) ...")
     ref = run_backend(make_variant(model, REFERENCE, "auto", cfg), cases_2d, cases_3d)
     r2, r3 = gt_dsc(ref, cases_2d, cases_3d)
@@ -317,9 +340,13 @@ def run_gate(model: MedSAMLite, cfg: GateConfig, log: Any = _log) -> Dict[str, A
         measured = _measure(model, choice, ref, cases_2d, cases_3d, cfg, log)
         if measured is not None:
             results[measured[0]] = measured[1]
+    skipped = {c: not_native(*parse_choice(c)) for c in cfg.variants if not_native(*parse_choice(c))}
+    timed = [key.split("/", 1)[1] for key in results if key.startswith("openvino/")]
+    speed = measure_speed(model, timed, speed_inputs(cases_2d, cfg.speed_images), cfg, log) if timed else {}
     ref_backend, ref_precision = parse_choice(REFERENCE)
     return {
-        "cpu": cpu_name(), "native_bf16": native_bf16(), "torch": torch.__version__,
+        "cpu": cpu_name(), "kind": this_cpu_kind(), "native_bf16": native_bf16(), "logical_cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "torch": torch.__version__,
         "openvino": _version("openvino"), "onnxruntime": _version("onnxruntime"), "nncf": _version("nncf"),
         "thresholds": THRESHOLDS, "config": {k: (str(v) if isinstance(v, Path) else v)
                                              for k, v in asdict(cfg).items() if k != "cache_dir"},
@@ -328,8 +355,51 @@ def run_gate(model: MedSAMLite, cfg: GateConfig, log: Any = _log) -> Dict[str, A
         "reference": {"backend": ref_backend, "precision": ref_precision, "gt_dsc_2d": float(np.mean(r2)),
                       "gt_dsc_3d": float(np.mean(r3)), "seconds": round(ref.seconds, 1),
                       "encoder_calls": ref.encoder_calls},
-        "results": results,
+        "results": results, "skipped": skipped, "speed": speed,
     }
+
+
+# ----------------------------------------------------------------------------- speed
+def speed_inputs(cases_2d: Sequence[Case], n: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """(model input (1, 3, 256, 256), its boxes in the model frame (k, 4), at most 4 a call as the OpenVINO
+    Predictor decodes them) of the first ``n`` 2D cases: the real images the speed is measured on."""
+    from ..transforms import preprocess_image, scale_boxes
+
+    inputs = []
+    for case in list(cases_2d)[:n]:
+        image, _ = preprocess_image(case.image)
+        boxes = scale_boxes(case.boxes[:4], case.image.shape[:2])
+        inputs.append((image, torch.from_numpy(boxes)))
+    return inputs
+
+
+def measure_speed(model: MedSAMLite, precisions: Sequence[str], inputs: Sequence[Tuple[torch.Tensor, torch.Tensor]],
+                  cfg: GateConfig, log: Any = _log) -> Dict[str, Dict[str, Any]]:
+    """Median ms of one encoder call and of one decoded box (a call of the input's boxes, a new embedding:
+    the decoder's image part included) for each OpenVINO precision, fp32 always among them. The variants
+    are timed interleaved, round by round (their order reversed every other round), so a shared machine's
+    load falls on all of them alike; one warm-up call each is not timed."""
+    names = ["fp32"] + [p for p in precisions if p != "fp32"]
+    backends = {p: make_variant(model, "openvino", p, cfg) for p in names}
+    for backend in backends.values():
+        backend.decode(backend.encode(inputs[0][0]), inputs[0][1])
+    enc: Dict[str, List[float]] = {p: [] for p in names}
+    dec: Dict[str, List[float]] = {p: [] for p in names}
+    for r in range(cfg.speed_rounds):
+        image, boxes = inputs[r % len(inputs)]
+        for p in names if r % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            embedding = backends[p].encode(image)
+            t1 = time.perf_counter()
+            backends[p].decode(embedding, boxes)
+            enc[p].append((t1 - t0) * 1e3)
+            dec[p].append((time.perf_counter() - t1) * 1e3 / len(boxes))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # how shared the cores were
+    speed = {p: {"encoder_ms": round(float(np.median(enc[p])), 1), "decoder_ms": round(float(np.median(dec[p])), 2),
+                 "rounds": cfg.speed_rounds, "load_avg_1min": load} for p in names}
+    log("speed (median ms, interleaved): " + ", ".join(
+        f"{p} encoder {v['encoder_ms']} decoder/box {v['decoder_ms']}" for p, v in speed.items()))
+    return speed
 
 
 def _version(module: str) -> Optional[str]:
@@ -341,29 +411,50 @@ def _version(module: str) -> Optional[str]:
         return None
 
 
-def decision(report: Dict[str, Any]) -> Dict[str, Any]:
-    """The decision file content: which reduced OpenVINO precisions passed, and ``auto``'s preference."""
-    passed = {p: bool(report["results"].get(f"openvino/{p}", {}).get("passes", False)) for p in REDUCED}
-    return {"passed": passed, "auto_order": [p for p in AUTO_ORDER if passed[p]], "thresholds": report["thresholds"],
-            "cpu": report["cpu"], "report": "docs/backends/gate.md"}
+AGREEMENT_KEYS: Tuple[str, ...] = ("box_iou_mean", "box_iou_min", "gt_dsc_2d_delta", "gt_dsc_3d_delta",
+                                   "label_dsc_vs_fp32_mean", "n_boxes", "n_objects_3d")
+"""Agreement metrics a decision entry keeps per precision (the report keeps them all)."""
 
 
-def write_report(report: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
-    """Write ``out_dir/gate.json`` (all numbers) and ``out_dir/gate.md`` (tables)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "gate.json", out_dir / "gate.md"
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    ref = report["reference"]
+def decision(report: Dict[str, Any], report_path: str) -> Dict[str, Any]:
+    """The decision-file entry of the report's CPU kind (:mod:`medsam_lite.backends.decision`): per reduced
+    OpenVINO precision its agreement metrics, pass / fail and speed, or why it was not measured here."""
+    speed = report.get("speed", {})
+    precisions: Dict[str, Any] = {}
+    for p in REDUCED:
+        metrics = report["results"].get(f"openvino/{p}")
+        if metrics is not None:
+            precisions[p] = {"passes": bool(metrics["passes"]), **{k: metrics[k] for k in AGREEMENT_KEYS},
+                             **{k: v for k, v in speed.get(p, {}).items() if k in ("encoder_ms", "decoder_ms")}}
+        elif f"openvino:{p}" in report.get("skipped", {}):
+            precisions[p] = {"skipped": report["skipped"][f"openvino:{p}"]}
+    fp32 = speed.get("fp32")
+    return {"cpu": report["cpu"], "date": report["date"], "openvino": report["openvino"],
+            "threads": report["config"]["threads"], "thresholds": report["thresholds"],
+            "speed_rounds": fp32["rounds"] if fp32 else None,
+            "load_avg_1min": fp32.get("load_avg_1min") if fp32 else None,
+            "fp32": {k: fp32[k] for k in ("encoder_ms", "decoder_ms")} if fp32 else None,
+            "precisions": precisions, "report": report_path}
+
+
+def write_decision(report: Dict[str, Any], report_path: str, path: Optional[Path] = None) -> Path:
+    """Store :func:`decision` of ``report`` (its markdown report at ``report_path``) under its CPU kind in the
+    decision file ``path`` (default: the committed :data:`medsam_lite.backends.decision.GATE_FILE`), keeping
+    the other kinds' entries; its path."""
+    from ..backends.decision import GATE_FILE
+
+    path = Path(GATE_FILE if path is None else path)
+    content = read_decision(path) or {"format": FORMAT, "kinds": {}}
+    content["kinds"][report["kind"]] = decision(report, report_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def _agreement_lines(report: Dict[str, Any]) -> List[str]:
+    """The report's agreement tables (every variant; per-case 3D DSC)."""
     lines = [
-        "# Backend agreement gate", "",
-        f"CPU: {report['cpu']} (native bf16: {report['native_bf16']}); torch {report['torch']}, "
-        f"OpenVINO {report['openvino']}, ONNX Runtime {report['onnxruntime']}, NNCF {report['nncf']}.", "",
-        "Reference: eager torch fp32 (lite_medsam). Rule: a reduced precision passes when |GT DSC delta| <= "
-        f"{report['thresholds']['gt_dsc_max_abs_delta']} (2D objects and 3D objects) and mean object-box IoU vs "
-        f"fp32 >= {report['thresholds']['box_iou_min_mean']}.", "",
-        f"Reference GT DSC: 2D {ref['gt_dsc_2d']:.4f}, 3D {ref['gt_dsc_3d']:.4f} ({ref['seconds']} s, "
-        f"{ref['encoder_calls']} encoder calls).", "",
         "| backend / precision | box IoU mean | box IoU min | 3D label DSC vs fp32 mean / min | GT DSC 2D (delta) "
         "| GT DSC 3D (delta) | s | gate |",
         "|---|---|---|---|---|---|---|---|",
@@ -374,14 +465,64 @@ def write_report(report: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
             f"{m['label_dsc_vs_fp32_min']:.4f} | {m['gt_dsc_2d']:.4f} ({m['gt_dsc_2d_delta']:+.4f}) | "
             f"{m['gt_dsc_3d']:.4f} ({m['gt_dsc_3d_delta']:+.4f}) | {m['seconds']} | "
             f"{'pass' if m['passes'] else 'fail'} |")
+    lines += [f"| {name.replace(':', '/')} | - | - | - | - | - | - | skipped: {why} |"
+              for name, why in report.get("skipped", {}).items()]
     lines += ["", "Per-case 3D GT DSC:", "", "| backend / precision | " +
               " | ".join(c["name"] for c in report["cases_3d"]) + " |",
               "|---|" + "---|" * len(report["cases_3d"])]
     for name, m in report["results"].items():
         lines.append(f"| {name} | " + " | ".join(f"{m['per_case_3d_gt_dsc'][c['name']]:.4f}"
                                                  for c in report["cases_3d"]) + " |")
-    cfg = report["config"]
-    lines += ["", "Cases (subsampled to finish in minutes on 2 cores): "
+    return lines
+
+
+def _speed_lines(report: Dict[str, Any]) -> List[str]:
+    """The speed table and the decision it leads to on this CPU kind."""
+    from ..backends.decision import SPEED_MARGIN, choose, eligible, image_ms
+
+    speed, entry = report.get("speed", {}), decision(report, "")
+    if not speed:
+        return ["No OpenVINO variant was timed: `auto` runs fp32 on this kind.", ""]
+    fp32 = speed["fp32"]
+    lines = [f"Speed on this CPU (OpenVINO, {report['config']['threads']} threads; median of {fp32['rounds']} "
+             "interleaved rounds on real images of the 2D cases: each round times every precision once, in "
+             "alternating order; a decoder call decodes up to 4 boxes of a new embedding" +
+             (f"; 1-minute load average {fp32['load_avg_1min']:.1f} when the timing ended, on "
+              f"{report.get('logical_cpus')} logical CPUs" if fp32.get("load_avg_1min") is not None else "") + "):", "",
+             "| precision | encoder ms | decoder ms / box | encoder + 1 box ms | vs fp32 | agreement | auto may run |",
+             "|---|---|---|---|---|---|---|"]
+    for p, v in speed.items():
+        passed = "pass" if p == "fp32" else ("pass" if entry["precisions"][p]["passes"] else "fail")
+        may = "yes (reference)" if p == "fp32" else ("yes" if eligible(entry, p) else "no")
+        lines.append(f"| {p} | {v['encoder_ms']} | {v['decoder_ms']} | {image_ms(v):.1f} | "
+                     f"{image_ms(v) / image_ms(fp32):.2f}x | {passed} | {may} |")
+    chosen = choose(entry, native_bf16=bool(report["native_bf16"]))
+    return lines + ["", f"Rule (`medsam_lite.backends.decision`): `auto` runs the fastest precision of "
+                    f"{', '.join(AUTO_CANDIDATES)} that passed the agreement rule AND takes at most "
+                    f"{1 - SPEED_MARGIN:.2f}x fp32's encoder + 1 box time with a decoder no more than "
+                    f"{SPEED_MARGIN:.0%} slower; else fp32. On this kind ({report['kind']}): **{chosen}**.", ""]
+
+
+def write_report(report: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
+    """Write ``out_dir/gate.json`` (all numbers) and ``out_dir/gate.md`` (tables)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "gate.json", out_dir / "gate.md"
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    ref, cfg = report["reference"], report["config"]
+    lines = [
+        "# Backend agreement and speed gate", "",
+        f"CPU: {report['cpu']}, kind `{report['kind']}` (native bf16: {report['native_bf16']}), measured "
+        f"{report['date']}; torch {report['torch']}, OpenVINO {report['openvino']}, ONNX Runtime "
+        f"{report['onnxruntime']}, NNCF {report['nncf']}.", "",
+        "Reference: eager torch fp32 (lite_medsam). Rule: a reduced precision passes when |GT DSC delta| <= "
+        f"{report['thresholds']['gt_dsc_max_abs_delta']} (2D objects and 3D objects) and mean object-box IoU vs "
+        f"fp32 >= {report['thresholds']['box_iou_min_mean']}.", "",
+        f"Reference GT DSC: 2D {ref['gt_dsc_2d']:.4f}, 3D {ref['gt_dsc_3d']:.4f} ({ref['seconds']} s, "
+        f"{ref['encoder_calls']} encoder calls).", ""]
+    lines += [f"Note: {report['note']}", ""] if report.get("note") else []
+    lines += _agreement_lines(report) + [""] + _speed_lines(report)
+    lines += ["Cases (subsampled to finish in minutes on 2 cores): "
               f"{len(report['cases_2d'])} 2D slices / images with {sum(c['boxes'] for c in report['cases_2d'])} "
               f"tight ground-truth boxes (at most {cfg['max_boxes_per_slice']} largest objects per slice, "
               f"{cfg['slices_per_volume']} evenly spaced slices per labelled volume, {cfg['nuclei_boxes']} of the "
@@ -390,21 +531,8 @@ def write_report(report: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
               f"{sum(c['objects'] for c in report['cases_3d'])} objects:", ""]
     lines += [f"- 2D {c['name']}: {c['boxes']} boxes, {c['shape']}" for c in report["cases_2d"]]
     lines += [f"- 3D {c['name']}: {c['objects']} objects, {c['shape']}" for c in report["cases_3d"]]
-    lines += ["", "Seconds are indicative only: the 2 CPU cores were shared with other jobs, and every variant ran "
-              "in the same process as torch.", ""]
-    chosen = decision(report)["auto_order"]
-    lines += [f"Decision (`medsam_lite/backends/gate.json`): `auto` may run {', '.join(chosen) if chosen else 'none of them'}"
-              f" (preference {', '.join(AUTO_ORDER)}; passing precisions outside that list are opt-in only, see "
-              "`medsam_lite.bench.gate.AUTO_ORDER` for why), otherwise OpenVINO fp32.", ""]
+    lines += ["", "The seconds column is indicative only (whole runs, one after another, in the same process as "
+              "torch); the speed table is the measurement the decision uses.", ""]
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines))
     return json_path, md_path
-
-
-def write_decision(report: Dict[str, Any]) -> Path:
-    """Write :func:`decision` of ``report`` into :data:`medsam_lite.backends.openvino.GATE_FILE`; its path."""
-    from ..backends.openvino import GATE_FILE
-
-    with atomic_path(GATE_FILE) as tmp:
-        tmp.write_text(json.dumps(decision(report), indent=1, sort_keys=True) + "\n")
-    return GATE_FILE

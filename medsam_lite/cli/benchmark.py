@@ -102,17 +102,18 @@ def _add_inference(sub: Any) -> None:
 
 
 def _add_gate(sub: Any) -> None:
-    p = sub.add_parser("gate", help="agreement gate: every backend x precision against eager fp32 (gate.json)",
+    p = sub.add_parser("gate", help="agreement + speed gate: every backend x precision against eager fp32 (gate.json)",
                        description="Measure every backend x precision against eager torch fp32 on the bundled "
-                       "examples and the labelled shared data; writes gate.json / gate.md into --out (the "
-                       "committed report is docs/backends/) and, with --decide, the decision into the package's "
-                       "medsam_lite/backends/gate.json.")
+                       "examples and the labelled shared data, and the OpenVINO precisions' speed against fp32; "
+                       "writes gate.json / gate.md into --out (the committed report is docs/backends/) and, with "
+                       "--decide, this CPU kind's entry into the package's medsam_lite/backends/gate.json (for the "
+                       "project's committed decision; a user measures their CPU with 'medsam-lite gate').")
     p.add_argument("-o", "--out", required=True, type=Path, help="report folder")
     p.add_argument("--shared", type=Path, default=os.environ.get(SHARED_ENV),
                    help=f"shared labelled data folder (default: ${SHARED_ENV}; none: bundled examples only)")
     p.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
     p.add_argument("--quick", action="store_true", help="bundled examples only, small")
-    p.add_argument("--decide", action="store_true", help="also write the decision into medsam_lite/backends/gate.json")
+    p.add_argument("--decide", action="store_true", help="also write this CPU kind's decision into medsam_lite/backends/gate.json")
     p.add_argument("--cache-dir", type=Path, default=None, help="artifact cache root")
     p.set_defaults(func=run_gate)
 
@@ -258,7 +259,7 @@ def run_gate(args: argparse.Namespace) -> int:
     json_path, md_path = write_report(report, args.out)
     print(f"wrote {json_path} and {md_path}")
     if args.decide:
-        print(f"wrote {write_decision(report)}")
+        print(f"wrote the {report['kind']} entry of {write_decision(report, str(md_path))}")
     return 0
 
 

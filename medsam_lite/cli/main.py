@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "distill": "medsam_lite.cli.distill",
     "campaign": "medsam_lite.cli.campaign",
     "serve": "medsam_lite.cli.serve",
+    "gate": "medsam_lite.cli.gate",
 }
 
 
