@@ -255,3 +255,33 @@ def test_volume_overlay_is_the_array_overlay_turned(tmp_path) -> None:
     h, w = r.shape[:2]
     centre = (slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
     assert np.array_equal(r[::-1, ::-1][centre], a[centre]) and not np.array_equal(r[centre], a[centre])
+
+
+def test_evaluate_nrrd_ground_truth_against_mha_prediction(tmp_path, shared_data) -> None:
+    """ITK formats too: the real breast-lesion NRRD label as ground truth, a prediction written as MHA on its
+    grid (the lesion shrunk by one voxel in-plane and shifted one slice): paired by name across formats
+    (breast1.nrrd <-> breast1_mask.mha), scored on the files' spacing, equal to case_scores on the arrays."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from medsam_lite.evaluate import evaluate_dirs
+    from medsam_lite.metrics import case_scores
+
+    image = sitk.ReadImage(str(shared_data / "lesions" / "breast1_label.nrrd"))
+    gt = (sitk.GetArrayFromImage(image) > 0).astype(np.uint8)  # (z, y, x)
+    pred = np.roll(ndimage.binary_erosion(gt, np.ones((1, 3, 3), bool)), 1, axis=0).astype(np.uint8)
+    assert gt.sum() > 100 and 0 < pred.sum() < gt.sum()
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    out = sitk.GetImageFromArray(gt)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(tmp_path / "gt" / "breast1.nrrd"))
+    out = sitk.GetImageFromArray(pred)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(tmp_path / "pred" / "breast1_mask.mha"))
+    result = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "report")
+    assert result.ok, result.failures
+    sx, sy, sz = image.GetSpacing()
+    dsc, nsd, _ = case_scores(pred, gt, (sz, sy, sx), 2.0)
+    assert result.cases[0].dsc == pytest.approx(dsc, abs=1e-9) and result.cases[0].nsd == pytest.approx(nsd, abs=1e-9)
+    assert 0.2 < dsc < 0.95 and sz != sx  # anisotropic: the files' spacing, in (z, y, x) order, is what was used
