@@ -54,7 +54,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import InputError
-from .imageio import NIFTI_SUFFIXES, read_case, read_label_names, stem_of, suffix_of
+from .imageio import DEFAULT_OBJECT_NAME, NIFTI_SUFFIXES, index_to_lps, read_case, read_label_names, stem_of, suffix_of
 from .io_utils import atomic_path, check_output_folder
 from .metrics import NSD_MIN_DSC, LabelScore, case_scores
 
@@ -64,8 +64,9 @@ METRICS_COLUMNS = ("case", "modality", "dim", "n_labels", "dsc", "nsd", "error")
 PER_LABEL_COLUMNS = ("case", "label", "dsc", "nsd")
 VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".nrrd", ".dcm")
 PAIRING_RULE = ("a ground truth <stem>.<ext> pairs with the prediction <stem>_mask.<ext>, <stem>_0000_mask.<ext> "
-                "or <stem>.<ext> (.nii, .nii.gz, .mha, .nrrd; DICOM-SEG <stem>_seg.dcm with <stem>_seg.dcm or "
-                "<stem>.dcm); or give one file to each of --pred and --gt; "
+                "or <stem>.<ext> (.nii, .nii.gz, .mha, .nrrd) or <stem>_seg.dcm (DICOM-SEG); a ground-truth DICOM-SEG "
+                "<stem>_seg.dcm or <stem>.dcm with <stem>_seg.dcm, <stem>.dcm or <stem>_mask.<ext>; or give one file "
+                "to each of --pred and --gt; "
                 "challenge .npz cases pair by the same file name, and a name starting with '3D' is a volume")
 LabelMap = Dict[int, int]
 
@@ -503,22 +504,37 @@ def _norm_name(name: str) -> str:
     return "_".join(name.strip().lower().replace("-", " ").split())
 
 
+def _names_of(path: Path, table: Optional[Path] = None, given_only: bool = False,
+              extra: Sequence[str] = ()) -> Dict[int, str]:
+    """Label value -> name of a label file: ``table`` when given; a DICOM-SEG's segment labels (``given_only``:
+    without default ``object_<i>`` labels); else its names sidecar (:func:`_names_beside`, ``given_only``: without
+    entries marked ``auto_name``); {} when there is none."""
+    if table is not None:
+        return read_label_names(table)
+    if suffix_of(path) == ".dcm":
+        names = _read_dicom_seg(path)[2]
+        return {v: n for v, n in names.items() if not (given_only and n == DEFAULT_OBJECT_NAME.format(v))}
+    sidecar = _names_beside(path, extra)
+    return read_label_names(sidecar, given_only=given_only) if sidecar is not None else {}
+
+
 def _mapping_for(pred_path: Path, gt_path: Path, label_map: Optional[LabelMap], gt_names_file: Optional[Path],
                  ) -> Tuple[Optional[LabelMap], Dict[int, str]]:
-    """(prediction value -> ground-truth value, or None = as is; ground-truth value -> name)."""
-    gt_file = gt_names_file or _names_beside(gt_path, ("label_names.json",))
-    gt_names = read_label_names(gt_file) if gt_file is not None else {}
+    """(prediction value -> ground-truth value, or None = as is; ground-truth value -> name). Without
+    ``label_map``, labels pair by name when the prediction has given names (not only default ``object_<i>``
+    ones) and the ground truth has names; a prediction name the ground truth lacks is one line."""
+    gt_names = _names_of(gt_path, gt_names_file, extra=("label_names.json",))
     if label_map is not None:
         return label_map, gt_names
-    pred_file = _names_beside(pred_path)
-    if pred_file is None or not gt_names:
+    if not gt_names or not _names_of(pred_path, given_only=True):
         return None, gt_names
     by_name = {_norm_name(n): v for v, n in gt_names.items()}
     mapping: LabelMap = {}
-    for value, name in read_label_names(pred_file).items():
+    for value, name in _names_of(pred_path).items():
         if _norm_name(name) not in by_name:
-            raise InputError(f"label {value} '{name}' has no ground-truth label of that name in {gt_file.name}; "
-                             f"give --map PRED=GT", pred_file)
+            where = gt_names_file.name if gt_names_file else f"the names of {gt_path.name}"
+            raise InputError(f"label {value} '{name}' has no ground-truth label of that name in {where}; "
+                             f"give --map PRED=GT", pred_path)
         mapping[value] = by_name[_norm_name(name)]
     return mapping, gt_names
 
@@ -533,20 +549,27 @@ def apply_label_map(segs: np.ndarray, gts: np.ndarray, mapping: LabelMap) -> Tup
     return out, kept
 
 
-def _read_labels(path: Path) -> Tuple[np.ndarray, Tuple[float, ...]]:
-    """Integer label map of a volume file in its own (z, y, x) voxel order, and its spacing (mm)."""
-    case = read_case(path)
-    labels = case.array
+def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
     if labels.dtype.kind == "f":
         if not np.array_equal(labels, np.round(labels)):
             raise InputError("holds non-integer values: not a label map", path)
         labels = labels.astype(np.int32)
+    return labels
+
+
+def _read_labels(path: Path) -> Tuple[np.ndarray, Tuple[float, ...]]:
+    """Integer label map of a volume file (or DICOM-SEG) in its own (z, y, x) voxel order, and its spacing (mm)."""
+    if suffix_of(path) == ".dcm":
+        labels, affine, _ = _read_dicom_seg(path)
+        return labels, tuple(float(np.linalg.norm(affine[:3, i])) for i in range(3))
+    case = read_case(path)
+    labels = _integer_labels(case.array, path)
     spacing = case.spacing_zyx if case.is_3d and case.spacing_zyx is not None else (1.0,) * labels.ndim
     return labels, tuple(float(s) for s in spacing)
 
 
 def _read_dicom_seg(path: Path) -> Tuple[np.ndarray, np.ndarray, Dict[int, str]]:
-    """A DICOM-SEG as (label map (slices, rows, cols), 4x4 index -> patient affine, segment number -> label)."""
+    """A DICOM-SEG as (label map (slices, rows, cols), 4x4 index -> patient LPS affine, segment number -> label)."""
     import highdicom as hd
 
     try:
@@ -558,38 +581,75 @@ def _read_dicom_seg(path: Path) -> Tuple[np.ndarray, np.ndarray, Dict[int, str]]
     return np.asarray(volume.array).astype(np.int32), np.asarray(volume.affine, dtype=np.float64), names
 
 
-def _dicom_seg_pair(pred_path: Path, gt_path: Path) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...], LabelMap]:
-    """Two DICOM-SEGs of one series on one grid (empty frames may be omitted in either: they are aligned by
-    their affines) -> (segs, gts, spacing (slice, row, column) mm, prediction -> ground-truth value by name)."""
-    segs, affine_p, names_p = _read_dicom_seg(pred_path)
-    gts, affine_g, names_g = _read_dicom_seg(gt_path)
-    if not np.allclose(affine_p[:3, :3], affine_g[:3, :3], atol=1e-3):
-        raise InputError("prediction and ground truth DICOM-SEGs are not on one grid (orientation / spacing)", pred_path)
-    offset = np.linalg.solve(affine_g, affine_p[:, 3])[:3]
-    if not np.allclose(offset, np.round(offset), atol=1e-2):
-        raise InputError("prediction frames do not fall on the ground truth's slices", pred_path)
-    off = np.round(offset).astype(int)
+def _grid_of(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """(label map, 4x4 array index -> patient LPS mm) of a DICOM-SEG or a NIfTI / MHA / NRRD label file."""
+    if suffix_of(path) == ".dcm":
+        return _read_dicom_seg(path)[:2]
+    case = read_case(path)
+    affine = index_to_lps(case)
+    if affine is None:
+        raise InputError("stores no 3D patient geometry to align with a DICOM-SEG", path)
+    return _integer_labels(case.array, path), affine
+
+
+def align_on_grid(segs: np.ndarray, affine_p: np.ndarray, gts: np.ndarray, affine_g: np.ndarray,
+                  source: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """Two 3D label maps with their (4, 4) index -> patient affines, put on one voxel grid: the ground truth's
+    axes, grown where the prediction reaches beyond it (empty DICOM-SEG frames may be omitted in either).
+    The prediction's axes may be a permutation / flip of the ground truth's (a DICOM series and its NIfTI);
+    another orientation, spacing or a sub-voxel shift is one line naming ``source``. Returns (segs, gts)."""
+    m = np.linalg.solve(affine_g, affine_p)  # prediction index -> ground-truth index
+    rot = m[:3, :3]
+    perm = np.abs(rot).argmax(axis=0)  # prediction axis a lies along ground-truth axis perm[a]
+    signs = np.sign(rot[perm, np.arange(3)])
+    expected = np.zeros((3, 3))
+    expected[perm, np.arange(3)] = signs
+    if sorted(perm.tolist()) != [0, 1, 2] or not np.allclose(rot, expected, atol=1e-3):
+        raise InputError("prediction and ground truth are not on one voxel grid (orientation or spacing differ; "
+                         "resample one onto the other)", source)
+    start = rot @ np.where(signs < 0, np.array(segs.shape) - 1, 0) + m[:3, 3]
+    if not np.allclose(start, np.round(start), atol=1e-2):
+        raise InputError("prediction voxels do not fall on the ground truth's voxels (origins differ by part of a "
+                         "voxel)", source)
+    order = np.argsort(perm)
+    moved = np.transpose(segs, order)[tuple(slice(None, None, -1) if signs[a] < 0 else slice(None) for a in order)]
+    off = np.round(start).astype(int)
     lo = np.minimum(0, off)
-    hi = np.maximum(gts.shape, off + np.array(segs.shape))
+    hi = np.maximum(gts.shape, off + np.array(moved.shape))
     canvas_p, canvas_g = np.zeros(hi - lo, np.int32), np.zeros(hi - lo, np.int32)
     canvas_g[tuple(slice(-a, -a + n) for a, n in zip(lo, gts.shape))] = gts
-    canvas_p[tuple(slice(o - a, o - a + n) for o, a, n in zip(off, lo, segs.shape))] = segs
-    spacing = tuple(float(np.linalg.norm(affine_g[:3, i])) for i in range(3))
-    by_name = {_norm_name(n): v for v, n in names_g.items()}
-    mapping = {v: by_name[_norm_name(n)] for v, n in names_p.items() if _norm_name(n) in by_name}
-    return canvas_p, canvas_g, spacing, mapping
+    canvas_p[tuple(slice(o - a, o - a + n) for o, a, n in zip(off, lo, moved.shape))] = moved
+    return canvas_p, canvas_g
+
+
+def _load_pair(pred_path: Path, gt_path: Path) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...]]:
+    """(segs, gts, spacing (z, y, x) mm) of a prediction and its ground truth on one grid: two NIfTI / MHA / NRRD
+    files of the same shape and spacing, or, when either is a DICOM-SEG, aligned by their patient geometry
+    (:func:`align_on_grid`)."""
+    if ".dcm" in (suffix_of(pred_path), suffix_of(gt_path)):
+        segs, affine_p = _grid_of(pred_path)
+        gts, affine_g = _grid_of(gt_path)
+        segs, gts = align_on_grid(segs, affine_p, gts, affine_g, pred_path)
+        return segs, gts, tuple(float(np.linalg.norm(affine_g[:3, i])) for i in range(3))
+    gts, spacing = _read_labels(gt_path)
+    segs, pred_spacing = _read_labels(pred_path)
+    if segs.shape != gts.shape:
+        raise InputError(f"prediction shape {segs.shape} (z, y, x) does not match the ground truth's "
+                         f"{gts.shape}", pred_path)
+    if not np.allclose(pred_spacing, spacing, rtol=1e-3):
+        raise InputError(f"prediction spacing {pred_spacing} (z, y, x) mm does not match the ground "
+                         f"truth's {spacing}: not the same grid", pred_path)
+    return segs, gts, spacing
 
 
 def _score_volume_case(gt_path: Path, pred_path: Optional[Path], tolerance: float, label_map: Optional[LabelMap],
                        gt_names_file: Optional[Path], messages: List[str]) -> CaseResult:
-    """One NIfTI / MHA / NRRD case; ``pred_path`` None = missing prediction (scored 0, :data:`PAIRING_RULE`)."""
+    """One NIfTI / MHA / NRRD / DICOM-SEG case; ``pred_path`` None = missing prediction (scored 0,
+    :data:`PAIRING_RULE`)."""
     result = CaseResult(case=gt_path.name, modality=modality_of(gt_path.name), dim=3)
     try:
-        if suffix_of(gt_path) == ".dcm" or (pred_path is not None and suffix_of(pred_path) == ".dcm"):
-            return _score_dicom_seg_case(result, gt_path, pred_path, tolerance, label_map)
-        gts, spacing = _read_labels(gt_path)
-        result.dim = gts.ndim
         if pred_path is None:
+            gts, spacing = _read_labels(gt_path)
             msg = f"{gt_path}: no prediction file found ({PAIRING_RULE}); case scored DSC 0, NSD 0"
             messages.append(msg)
             warnings.warn(msg, EvaluationWarning, stacklevel=3)
@@ -597,14 +657,9 @@ def _score_volume_case(gt_path: Path, pred_path: Optional[Path], tolerance: floa
             result.missing_prediction, result.error = True, "missing prediction (scored 0)"
             mapping, names = _mapping_for(gt_path, gt_path, label_map, gt_names_file)
         else:
-            segs, pred_spacing = _read_labels(pred_path)
-            if segs.shape != gts.shape:
-                raise InputError(f"prediction shape {segs.shape} (z, y, x) does not match the ground truth's "
-                                 f"{gts.shape}", pred_path)
-            if not np.allclose(pred_spacing, spacing, rtol=1e-3):
-                raise InputError(f"prediction spacing {pred_spacing} (z, y, x) mm does not match the ground "
-                                 f"truth's {spacing}: not the same grid", pred_path)
+            segs, gts, spacing = _load_pair(pred_path, gt_path)
             mapping, names = _mapping_for(pred_path, gt_path, label_map, gt_names_file)
+        result.dim = gts.ndim
         if mapping is not None:
             segs, gts = apply_label_map(segs, gts, mapping)
         try:
@@ -614,27 +669,6 @@ def _score_volume_case(gt_path: Path, pred_path: Optional[Path], tolerance: floa
     except InputError as exc:
         result.error, result.failed, result.missing_prediction = str(exc), True, False
         return result
-    result.n_labels, result.dsc, result.nsd, result.labels = len(per_label), dsc, nsd_value, per_label
-    result.label_names = {s.label: names[s.label] for s in per_label if s.label in names}
-    return result
-
-
-def _score_dicom_seg_case(result: CaseResult, gt_path: Path, pred_path: Optional[Path], tolerance: float,
-                          label_map: Optional[LabelMap]) -> CaseResult:
-    """A DICOM-SEG prediction against a DICOM-SEG ground truth of the same series; labels by segment label
-    (``label_map`` overrides)."""
-    if pred_path is None or suffix_of(pred_path) != ".dcm" or suffix_of(gt_path) != ".dcm":
-        raise InputError("a DICOM-SEG is scored against a DICOM-SEG of the same series (give both as DICOM-SEG)",
-                         pred_path or gt_path)
-    segs, gts, spacing, by_name = _dicom_seg_pair(pred_path, gt_path)
-    mapping = label_map if label_map is not None else (by_name or None)
-    if mapping is not None:
-        segs, gts = apply_label_map(segs, gts, mapping)
-    names = _read_dicom_seg(gt_path)[2]
-    try:
-        dsc, nsd_value, per_label = case_scores(segs, gts, spacing, tolerance)
-    except InputError as exc:
-        raise exc.with_source(gt_path) from None
     result.n_labels, result.dsc, result.nsd, result.labels = len(per_label), dsc, nsd_value, per_label
     result.label_names = {s.label: names[s.label] for s in per_label if s.label in names}
     return result
@@ -655,8 +689,8 @@ def pair_volume_files(pred: Path, gt: Path) -> List[Tuple[Path, Optional[Path]]]
     for g in gts:
         stem = stem_of(g)
         bare = stem[:-4] if stem.endswith("_seg") else stem
-        match = next((preds[s] for s in (f"{stem}_mask", f"{stem}_0000_mask", stem, f"{bare}_seg", bare)
-                      if s in preds), None)
+        names = (f"{stem}_mask", f"{stem}_0000_mask", stem, f"{bare}_seg", bare, f"{bare}_mask")
+        match = next((preds[s] for s in names if s in preds), None)
         pairs.append((g, match))
     return pairs
 

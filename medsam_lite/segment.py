@@ -27,9 +27,9 @@ other non-uint8 images / volumes                generic grey rule: 0.5 / 99.5 pe
 ``--window`` without ``--modality`` means CT.
 
 Outputs: every file atomically; a case that fails removes its own stale output from an earlier run;
-two inputs sharing a stem (``a.png``, ``a.bmp``) get ``a_png_mask.png`` / ``a_bmp_mask.png``; a run with object
-names (``SegmentOptions.labels`` / ``colors``) writes ``<key>.labels.json`` beside each mask (label value -> name,
-colour; :func:`medsam_lite.imageio.write_label_table`).
+two inputs sharing a stem (``a.png``, ``a.bmp``) get ``a_png_mask.png`` / ``a_bmp_mask.png``; every mask (but a
+challenge ``.npz``, unless names were given) gets its label table ``<key>.labels.json`` beside it (label value ->
+name, colour; default names ``object_<i>`` marked ``auto_name``; :func:`medsam_lite.imageio.write_label_table`).
 
 The shape is nnU-Net v2's predictor (``predict_from_files`` -> ``_manage_input_and_output_lists`` ->
 ``predict_from_data_iterator`` -> ``export_prediction``): :func:`segment_paths` first resolves every input
@@ -73,8 +73,9 @@ class SegmentOptions:
     (module doc). ``window``: CT (level, width). ``fmt``: one of :data:`OUTPUT_FORMATS` (``dicom-seg``
     for DICOM series inputs). ``series_uid``: which series of a DICOM folder that holds several.
     ``overlay``: a PNG path (one case) or a folder (a folder of cases). ``labels``: object names, box i ->
-    ``labels[i-1]`` (DICOM-SEG segment labels, and the ``<key>.labels.json`` table written beside each mask of a
-    run with names or colours: label value -> name, colour); ``colors``: their ``"#rrggbb"`` colours in that table (None: the overlay's). ``dicom_series``: read the input folder as one DICOM series
+    ``labels[i-1]`` (DICOM-SEG segment labels, and the ``<key>.labels.json`` table written beside each mask:
+    label value -> name, colour; default ``object_<i>``); ``colors``: their ``"#rrggbb"`` colours in that table
+    (None: the overlay's). ``dicom_series``: read the input folder as one DICOM series
     even when it holds other files too (otherwise only an all-DICOM folder is a series).
     ``backend`` / ``precision``: the inference backend (:mod:`medsam_lite.backends`; ``auto`` = the fastest
     installed, at the precision the agreement gate allows). ``threads``: threads of a non-torch runtime.
@@ -104,9 +105,12 @@ class SegmentOptions:
 class SegmentResult:
     """Outputs written, failures of cases as (path, one-line message), warnings / notices (one line
     each), (case, seconds, status) per case, and ``errors``: run-level problems that are no case
-    (``timing.csv`` could not be written), one line each."""
+    (``timing.csv`` could not be written), one line each. ``tables``: the label tables written;
+    ``overlays``: (overlay PNG, what it shows: for a volume which slice and in which orientation)."""
 
     outputs: List[Path] = field(default_factory=list)
+    tables: List[Path] = field(default_factory=list)
+    overlays: List[Tuple[Path, str]] = field(default_factory=list)
     failures: List[Tuple[Path, str]] = field(default_factory=list)
     times: List[Tuple[str, float, str]] = field(default_factory=list)
     messages: List[str] = field(default_factory=list)
@@ -509,11 +513,16 @@ def export_prediction(case: Case, mask: np.ndarray, out: Path, labels: Optional[
     return write_mask(case, mask, out, labels)
 
 
-def _export_overlay(target: Path, case: Case, array: np.ndarray, mask: np.ndarray, boxes: np.ndarray) -> None:
+def _export_overlay(target: Path, case: Case, array: np.ndarray, mask: np.ndarray, boxes: np.ndarray) -> str:
+    """Write the overlay PNG; returns what it shows (a volume: which slice, radiological for files with an
+    orientation, :func:`medsam_lite.overlay.write_volume_overlay`)."""
+    from .imageio import index_axes_lps
     from .overlay import write_overlay, write_volume_overlay
 
-    writer = write_volume_overlay if case.is_3d else write_overlay
-    writer(target, array, mask, boxes)
+    if case.is_3d:
+        return write_volume_overlay(target, array, mask, boxes, index_axes_lps(case))[1]
+    write_overlay(target, array, mask, boxes)
+    return "the image as stored"
 
 
 def _run_task(predictor: "Predictor", task: CaseTask, plan: RunPlan, opts: SegmentOptions,
@@ -521,22 +530,25 @@ def _run_task(predictor: "Predictor", task: CaseTask, plan: RunPlan, opts: Segme
     """One case: read, predict, export (mask, then overlay); a failure is one line and removes its outputs."""
     start = time.perf_counter()
     out: Optional[Path] = None
+    table: List[Path] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             case, out, array, used = _load_task(task, plan, opts, say)
             mask = _predict(predictor, case, array, used, opts.progress)
             export_prediction(case, mask, out, opts.labels)
-            if opts.labels or opts.colors:  # named objects (tables beside unnamed outputs would change their lists)
-                write_label_table(label_table_path(plan.out_dir, task.key), len(used), opts.labels, opts.colors)
+            if case.kind != "npz" or opts.labels or opts.colors:  # the challenge format names nothing itself
+                table.append(write_label_table(label_table_path(plan.out_dir, task.key), len(used), opts.labels,
+                                               opts.colors))
             else:  # no stale table of an earlier named run beside this mask
                 _unlink_quietly([label_table_path(plan.out_dir, task.key)], plan.inputs)
         for w in caught:
             say(f"warning: {task.path}: {w.message}")
         elapsed = time.perf_counter() - start
         if task.overlay is not None:
-            _export_overlay(task.overlay, case, array, mask, used)
+            result.overlays.append((task.overlay, _export_overlay(task.overlay, case, array, mask, used)))
         result.outputs.append(out)
+        result.tables.extend(table)
         result.times.append((task.path.name, elapsed, "ok"))
     except Exception as exc:  # one line per case; the other cases go on
         result.failures.append((task.path, _one_line(task.path, exc)))

@@ -69,7 +69,8 @@ def test_output_name_collisions_are_kept_apart(tmp_path, capsys, fast_checkpoint
     code, _, err = _run(capsys, "segment", src, "-o", out, "--model", fast_checkpoint, "--box", 20, 30, 120, 100,
                         "--no-progress", "--overlay", tmp_path / "ov")
     assert code == 0, err
-    assert _files(out) == ["a_bmp_mask.png", "a_png_mask.png", "b_mask.png", "timing.csv"]
+    assert _files(out) == ["a_bmp.labels.json", "a_bmp_mask.png", "a_png.labels.json", "a_png_mask.png",
+                           "b.labels.json", "b_mask.png", "timing.csv"]  # each mask with its label table
     assert _files(tmp_path / "ov") == ["a_bmp.png", "a_png.png", "b.png"]
     # a name that still collides after disambiguation is refused before any work
     cv2.imwrite(str(src / "a_png.jpg"), img)
@@ -90,7 +91,7 @@ def test_failed_rerun_removes_the_stale_mask(tmp_path, capsys, fast_checkpoint) 
     code, _, err = _run(capsys, "segment", src, "-o", out, "--model", fast_checkpoint, "--box", 5, 5, 50, 50,
                         "--no-progress")
     assert code == 0, err
-    assert _files(out) == ["2DBox_a.npz", "p_mask.png", "timing.csv"]
+    assert _files(out) == ["2DBox_a.npz", "p.labels.json", "p_mask.png", "timing.csv"]
     case.write_bytes(case.read_bytes()[:3000])  # the npz is now truncated
     png.write_bytes(b"\x89PNG broken")
     code, _, err = _run(capsys, "segment", src, "-o", out, "--model", fast_checkpoint, "--box", 5, 5, 50, 50,
@@ -351,4 +352,4 @@ def test_dicom_series_flag_reads_a_folder_with_other_files(tmp_path, capsys, fas
     code, _, err = _run(capsys, "segment", src, "-o", out, "--model", fast_checkpoint, "--dicom-series",
                         "--box", 60, 60, 1, 200, 200, 2, "--no-progress")
     assert code == 0, err
-    assert _files(out) == ["series_mask.nii.gz", "timing.csv"]
+    assert _files(out) == ["series.labels.json", "series_mask.nii.gz", "timing.csv"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shutil
 import threading
 import time
@@ -270,15 +271,34 @@ def test_nifti_upload_segment_save_keeps_affine(client, roots, tmp_path, referen
     reference.set_image(data["imgs"][14])
     want = reference.predict(np.asarray([[x0, y0, x1, y1]], np.float64), label_map=False)[0]
     np.testing.assert_array_equal(mask_of(r.json()), want)
+    oid = r.json()["object"]["id"]
     for window in ("percentile", "abdomen", "40,80"):
         r = client.get(f"/api/cases/{info['id']}/slice/14.png", params={"window": window})
         assert r.status_code == 200
         shown = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
         assert shown.shape == (256, 256) and shown.dtype == np.uint8 and shown.max() > shown.min()
+    r = client.patch(f"/api/cases/{info['id']}/objects/{oid}", json={"name": "tumour core"})
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/cases/{info['id']}/segment", json={"box": [20.0, 20.0, 60.0, 60.0], "z": 3})
+    assert r.status_code == 200, r.text  # a second object, left with its default name
     r = client.post(f"/api/cases/{info['id']}/save", json={"out_dir": "run1"})
     assert r.status_code == 200, r.text
     saved = Path(r.json()["path"])
     assert saved == roots["out"] / "run1" / "brain_mask.nii.gz"
+    # the names typed in the annotator are kept: the label table beside the map, and as a download
+    table = json.loads(Path(r.json()["labels"]).read_text())
+    assert Path(r.json()["labels"]) == roots["out"] / "run1" / "brain.labels.json"
+    assert table == {str(oid): {"name": "tumour core", "color": table[str(oid)]["color"]},
+                     str(oid + 1): {"name": f"object {oid + 1}", "color": table[str(oid + 1)]["color"]}}
+    objects = {o["id"]: o for o in client.get(f"/api/cases/{info['id']}").json()["objects"]}
+    assert table[str(oid)]["color"] == "#%02x%02x%02x" % tuple(objects[oid]["colour"])  # the colour shown
+    r = client.get(f"/api/cases/{info['id']}/label-table")
+    assert r.status_code == 200 and json.loads(r.content) == table
+    assert "brain.labels.json" in r.headers["content-disposition"]
+    r = client.post(f"/api/cases/{info['id']}/undo")  # the second object goes: the saved map is the first one's
+    assert r.status_code == 200 and client.post(f"/api/cases/{info['id']}/save", json={"out_dir": "run1"}).json()
+    assert json.loads((roots["out"] / "run1" / "brain.labels.json").read_text()) == {
+        str(oid): {"name": "tumour core", "color": table[str(oid)]["color"]}}
     img = nib.load(str(saved))
     np.testing.assert_allclose(img.affine, affine)
     vol = np.asarray(img.dataobj).transpose(2, 1, 0)

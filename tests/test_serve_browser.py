@@ -240,6 +240,39 @@ def test_browser_second_tab_upload_keeps_cases_apart(server_url, driver):
     assert not first_labels[300:322, 43:60].any()
 
 
+def test_browser_save_keeps_the_typed_name(server_url, driver):
+    """Type a name into the object list and press Save at once (the field never left with Tab or Enter): the
+    saved label table beside the map holds the typed name, as does the label-table download."""
+    import json
+
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    case_id = driver.execute_script("return document.body.dataset.caseId")
+    assert case_id, "run after test_browser_draw_box_shows_mask"
+    objects = httpx.get(f"{server_url}/api/cases/{case_id}", timeout=60).json()["objects"]
+    field = driver.find_element(By.CSS_SELECTOR, f"#objects input[data-id='{objects[0]['id']}']")
+    field.clear()
+    field.send_keys("nucleus with a halo")
+    driver.find_element(By.ID, "save").click()
+    _wait(driver, lambda d: "saved" in d.find_element(By.ID, "message").text, "saved")
+    text = driver.find_element(By.ID, "message").text
+    table_path = Path(text.split(" and its names ", 1)[1].strip())
+    assert table_path.name == "2DBox_Microscopy_nuclei.labels.json"
+    assert (table_path.parent / "2DBox_Microscopy_nuclei.npz").is_file()
+    table = json.loads(table_path.read_text())
+    assert table[str(objects[0]["id"])]["name"] == "nucleus with a halo"
+    assert json.loads(httpx.get(f"{server_url}/api/cases/{case_id}/label-table", timeout=60).content) == table
+    assert driver.find_element(By.ID, "download-names").get_attribute("href").endswith(f"/{case_id}/label-table")
+    # a field whose text changed without a change event (set by script, as autofill does): sent before the save
+    field = driver.find_element(By.CSS_SELECTOR, f"#objects input[data-id='{objects[0]['id']}']")  # re-rendered
+    driver.execute_script("arguments[0].value = 'nucleus, edited'", field)
+    driver.execute_script("document.getElementById('message').textContent = ''")
+    driver.find_element(By.ID, "save").click()
+    _wait(driver, lambda d: "saved" in d.find_element(By.ID, "message").text, "saved again")
+    assert json.loads(table_path.read_text())[str(objects[0]["id"])]["name"] == "nucleus, edited"
+
+
 @pytest.mark.slow
 def test_browser_propagate_3d(server_url, driver):
     from selenium.webdriver.common.by import By

@@ -36,7 +36,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--boxes", help="JSON or CSV file of boxes (rows of 4 or 6 numbers; comma, semicolon or tab "
                    "separated; an optional header names the columns: x_min,y_min[,z_min],x_max,y_max[,z_max]). "
                    'JSON boxes may be objects {"box": [...], "name": "spleen", "color": "#ff8800"}: the names go to '
-                   "DICOM-SEG segments and to <case>.labels.json beside the mask")
+                   "DICOM-SEG segments and to the label table <case>.labels.json written beside every mask")
     p.add_argument("--modality", default=None,
                    help="modality for the intensity mapping, same names as 'medsam-lite prep' (CT, MR, PET, US, "
                         "XRay, Microscopy, ...). Default per input: DICOM -> its Modality tag; .npz and uint8 "
@@ -53,9 +53,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                         "only a folder of DICOM files alone is a series; any other folder is a folder of cases, "
                         "each file its own case)")
     p.add_argument("--label", action="append", metavar="NAME", default=None,
-                   help="object name, one per box in order (default: the --boxes JSON names, else box 1, box 2, ...): "
-                        "DICOM-SEG segment labels and <case>.labels.json (label value -> name, colour)")
-    p.add_argument("--overlay", help="PNG to write (a folder when the input is a folder)")
+                   help="object name, one per box in order (default: the --boxes JSON names, else object_1, "
+                        "object_2, ...): DICOM-SEG segment labels and <case>.labels.json (label value -> name, colour)")
+    p.add_argument("--overlay", help="PNG to write (a folder when the input is a folder); a volume's overlay shows "
+                   "the slice with the largest mask area, says which, and is radiological for NIfTI / MHA / NRRD / "
+                   "DICOM series (patient's right on the left, anterior up for axial slices)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--backend", choices=choices(), default="auto", metavar="BACKEND[:PRECISION]",
                    help="inference backend: auto (default: OpenVINO when installed, else ONNX Runtime, else torch), "
@@ -164,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
                              boxes_file=Path(args.boxes) if args.boxes else None)
     result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, options=options,
                            on_message=lambda line: print(line, file=sys.stderr, flush=True))
-    for out in result.outputs:
+    for out in result.outputs + result.tables:
         print(f"wrote {out}")
+    for overlay, shows in result.overlays:
+        print(f"wrote {overlay}: {shows}")
     code = report_failures("segment", (message for _, message in result.failures), total=len(result.times))
     for line in result.errors:  # run-level (timing.csv), not a case
         print(f"medsam-lite segment: error: {line}", file=sys.stderr)

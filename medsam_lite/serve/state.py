@@ -206,6 +206,11 @@ class CaseState:
         """The label map in the case's own shape: (D, H, W) for volumes, (H, W) for 2D."""
         return self.labels if self.is_3d else self.labels[0]
 
+    def label_entries(self) -> Dict[int, Tuple[str, str]]:
+        """Label value (object id) -> (the name given in the annotator, its colour "#rrggbb"), for the label
+        table written beside a saved map (:func:`medsam_lite.imageio.write_label_entries`)."""
+        return {oid: (o.name, "#%02x%02x%02x" % tuple(o.colour)) for oid, o in sorted(self.objects.items())}
+
 
 def _copy_obj(obj: SegObject) -> SegObject:
     return SegObject(obj.id, obj.name, obj.colour, list(obj.box), obj.z, obj.z_range)

@@ -77,6 +77,20 @@ async function upload() {
   }
 }
 
+async function rename(oid, name) {
+  S.info = await apiJson("PATCH", `/api/cases/${S.caseId}/objects/${oid}`, { name });
+}
+
+// Names typed in the object list reach the server before a save or download: a rename still in flight is
+// awaited, and a field whose text differs from the server's name (typed, not yet committed) is sent now.
+async function flushNames() {
+  if (S.renaming) { try { await S.renaming; } catch (e) { /* reported by its own handler */ } }
+  for (const input of $("objects").querySelectorAll("input[data-id]")) {
+    const o = S.info.objects.find((x) => x.id === Number(input.dataset.id));
+    if (o && input.value.trim() && input.value !== o.name) await rename(o.id, input.value);
+  }
+}
+
 function caseOpened(info) {
   S.caseId = info.id; S.info = info; S.selected = null;
   S.openedAt = performance.now(); S.firstMask = null;
@@ -91,6 +105,7 @@ function caseOpened(info) {
   $("slice").value = S.z;
   $("propagate-panel").style.display = info.kind === "3d" ? "" : "none";
   $("download").href = `/api/cases/${info.id}/labels`;
+  $("download-names").href = `/api/cases/${info.id}/label-table`;
   fit();
   renderObjects();
   defaultRange();
@@ -182,8 +197,10 @@ function renderObjects() {
     sw.className = "swatch"; sw.style.background = `rgb(${o.colour.join(",")})`;
     const name = document.createElement("input");
     name.value = o.name;
+    name.dataset.id = o.id;
     name.onchange = guard(async () => {
-      S.info = await apiJson("PATCH", `/api/cases/${S.caseId}/objects/${o.id}`, { name: name.value });
+      S.renaming = rename(o.id, name.value);
+      await S.renaming;
       renderObjects();
     });
     const where = document.createElement("span");
@@ -341,10 +358,20 @@ function setup() {
   $("redo").onclick = guard(async () => { S.info = await apiJson("POST", `/api/cases/${S.caseId}/redo`); afterEdit(); });
   $("propagate").onclick = propagate;
   $("save").onclick = guard(async () => {
+    await flushNames();
     const res = await apiJson("POST", `/api/cases/${S.caseId}/save`, { out_dir: $("out-dir").value });
-    message(`saved ${res.path}`, "ok");
+    message(`saved ${res.path} and its names ${res.labels}`, "ok");
   });
-  $("download").onclick = (ev) => { if (!S.caseId) { ev.preventDefault(); message("open a case first", "error"); } };
+  for (const [id, what] of [["download", "labels"], ["download-names", "label-table"]]) {
+    $(id).onclick = guard(async (ev) => {
+      ev.preventDefault();
+      if (!S.caseId) { message("open a case first", "error"); return; }
+      await flushNames();  // a name still being typed is part of what is downloaded
+      const a = document.createElement("a");
+      a.href = `/api/cases/${S.caseId}/${what}`; a.download = "";
+      document.body.appendChild(a); a.click(); a.remove();
+    });
+  }
 
   const vp = $("viewport");
   vp.addEventListener("contextmenu", (ev) => ev.preventDefault());
