@@ -14,9 +14,10 @@ inside the volume (a box that leaves it is an :class:`~medsam_lite.errors.InputE
   object's box slice (``z_mid``, where the first step started) is an anchor too. From z the object is
   re-propagated up and down (the baseline's rule) over the slices nearer to z than to the next anchor on that
   side (``reach="nearest"``; ``"next"``: up to that anchor), or to the end of the object's z-range when no
-  anchor lies beyond; a walk stops after the first slice whose new mask agrees with the existing one (IoU >=
-  ``stop_iou``). Slices no walk reaches keep their mask. A correction outside the z-range grows it.
-  :data:`DEFAULT_POLICY` was chosen from the simulated-user curves of docs/interactive.md (training side).
+  anchor lies beyond (optionally a walk stops after the first slice whose new mask agrees with the existing
+  one, IoU >= ``stop_iou``: measured without effect, so off by default). Slices no walk reaches keep their
+  mask. A correction outside the z-range grows it. :data:`DEFAULT_POLICY` ("nearest", box slice an anchor,
+  both directions, no stop) was chosen from the simulated-user curves of docs/interactive.md (training side).
 * **Many objects, locks**: an object never writes over a locked object's voxels, nor over a later object's
   (later unlocked objects are on top, as ``segment``'s later boxes win); by default (``lock_previous``)
   adding an object locks every earlier one, so a finished organ cannot be eaten by its neighbour's
@@ -49,11 +50,13 @@ class CorrectionPolicy:
     """How far a correction re-propagates (module docstring). ``reach``: ``"nearest"`` (slices nearer the new
     anchor than the next one) or ``"next"`` (up to the next anchor); ``stop_iou``: stop after a slice whose new
     mask has at least this IoU with the existing one (None: never); ``box_anchor``: the 3D box's ``z_mid`` is an
-    anchor."""
+    anchor; ``inward``: see below."""
 
     reach: str = "nearest"
-    stop_iou: Optional[float] = 0.9
+    stop_iou: Optional[float] = None
     box_anchor: bool = True
+    inward: bool = True
+    """Also walk from the correction toward the box slice ``z_mid`` (False: only away from it)."""
 
 
 SESSION_STORE_BYTES = 1024 ** 3
@@ -323,6 +326,8 @@ class Session:
         _, first = next(iter(self.segmenter.propagate(box, [z], None, obj.label)))
         masks = {z: first}
         for step in (1, -1):
+            if not policy.inward and (obj.z_mid - z) * step > 0:
+                continue
             beyond = [a for a in anchors if (a - z) * step > 0]
             if beyond:
                 nearest = min(beyond, key=lambda a: abs(a - z))

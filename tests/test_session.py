@@ -137,16 +137,14 @@ def test_locked_objects_are_never_overwritten(predictor, mr) -> None:
     b = s.add_object(box)
     assert s.objects[a].locked and not s.objects[b].locked
     assert np.array_equal(s.labels == a, first) and not (s.labels == b)[first].any()
-    s.undo()
-    s.unlock(a)  # unlocked: the later object is on top
-    b = s.add_object(box)
     with pytest.raises(InputError, match="locked"):
         s.correct(a, int(box[2]), box=box[:2] + box[3:5])
-    s.unlock(a)
+    s = predictor.session(volume, lock_previous=False)
+    a, b = s.add_object(box), s.add_object(box)
     s.lock(b)
     before_b = s.labels == b
     s.correct(a, int(box[2]) + 1, box=box[:2] + box[3:5])
-    assert before_b.any() and np.array_equal(s.labels == b, before_b)  # the correction of a left b alone
+    assert before_b.any() and np.array_equal(s.labels == b, before_b)  # the correction of a left locked b alone
 
 
 def test_later_unlocked_object_is_on_top(predictor, mr) -> None:

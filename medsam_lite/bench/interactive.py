@@ -113,4 +113,59 @@ def correction_latency(session: Session, label: int, z: int, box: Sequence[int],
 def policy_name(policy: CorrectionPolicy) -> str:
     """Short text of a policy, e.g. ``nearest, stop IoU 0.9``."""
     stop = "no stop" if policy.stop_iou is None else f"stop IoU {policy.stop_iou:g}"
-    return f"{policy.reach}, {stop}" + ("" if policy.box_anchor else ", no box anchor")
+    return (f"{policy.reach}, {stop}" + ("" if policy.box_anchor else ", no box anchor")
+            + ("" if policy.inward else ", outward only"))
+
+
+def bundled_cases(examples: Path) -> List[InteractiveCase]:
+    """The bundled labelled 3D examples (``3DBox_*.npz`` with ``gts``): one object per box, label i+1 = box i."""
+    cases = []
+    for path in sorted(Path(examples).glob("3DBox_*.npz")):
+        data = np.load(path)
+        if "gts" not in data:
+            continue
+        gts, boxes = data["gts"], data["boxes"].astype(np.int64)
+        ids = [i for i in np.unique(gts) if i]
+        objects = tuple(gts == i for i in ids) if len(ids) == len(boxes) else (gts > 0,)
+        cases.append(InteractiveCase(path.stem, data["imgs"], objects, boxes[: len(objects)]))
+    return cases
+
+
+def run_benchmark(predictor: object, cases: Sequence[InteractiveCase], policy: CorrectionPolicy,
+                  corrections: int = 3) -> Dict[str, object]:
+    """The simulated user on every case with ``policy`` -> {"policy", "curves" (per case, per object),
+    "summary" (:func:`summarize`), "cpu"}. ``predictor``: a :class:`~medsam_lite.predictor.Predictor`."""
+    curves = {}
+    for case in cases:
+        session = predictor.session(case.volume, policy=policy)  # type: ignore[attr-defined]
+        curves[case.name] = run_case(session, case, corrections)
+    return {"policy": policy_name(policy), "curves": curves, "summary": summarize(curves), "cpu": cpu_model()}
+
+
+def latency_case(predictor: object, volume: np.ndarray, walk: int = 20, repeats: int = 3) -> Dict[str, object]:
+    """:func:`correction_latency` on the middle slice of ``volume`` (D, H, W) with a box of half its size."""
+    session = predictor.session(volume)  # type: ignore[attr-defined]
+    depth, height, width = session.shape
+    z = max(0, min(depth // 2, depth - 1 - walk))
+    box = (width // 4, height // 4, 3 * width // 4, 3 * height // 4)
+    result: Dict[str, object] = dict(correction_latency(session, 1, z, box, walk, repeats))
+    result.update({"shape": [depth, height, width], "cpu": cpu_model()})
+    return result
+
+
+def markdown(report: Dict[str, object], latency: Optional[Dict[str, object]] = None) -> str:
+    """The benchmark report as Markdown (mean DSC after 0..n corrections per case and overall; latency)."""
+    summary: Dict[str, List[float]] = report["summary"]  # type: ignore[assignment]
+    n = len(summary["overall"])
+    lines = [f"Policy: {report['policy']}. CPU: {report['cpu']}.", "",
+             "| case | objects | " + " | ".join(f"{i} corr." for i in range(n)) + " |",
+             "|---|---|" + "---|" * n]
+    curves: Dict[str, List[List[float]]] = report["curves"]  # type: ignore[assignment]
+    for name, values in summary.items():
+        count = sum(len(c) for c in curves.values()) if name == "overall" else len(curves[name])
+        lines.append(f"| {name} | {count} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    if latency:
+        lines += ["", f"Latency on a {latency['shape']} volume ({latency['cpu']}): a correction box, decoder only, "
+                  f"{latency['correction_s']:.3f} s; re-propagation over {int(latency['walk_slices'])} slices "
+                  f"{[v for k, v in latency.items() if str(k).startswith('walk_') and k != 'walk_slices'][0]:.2f} s."]
+    return "\n".join(lines) + "\n"

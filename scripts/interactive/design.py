@@ -6,6 +6,7 @@ Runs the simulated user (medsam_lite.bench.interactive) with each candidate Corr
 (slice embedding, model-frame box) so policies that walk the same prompts cost nothing twice.
 Usage: PYTHONPATH=. python scripts/interactive/design.py EMB_FOLDER > out.json
 """
+import hashlib
 import json
 import sys
 import time
@@ -28,7 +29,10 @@ EX = Path(__file__).resolve().parents[2] / "medsam_lite" / "examples"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 POLICIES = [CorrectionPolicy("next", None, False), CorrectionPolicy("next", None, True),
             CorrectionPolicy("nearest", None, True), CorrectionPolicy("next", 0.9, True),
-            CorrectionPolicy("nearest", 0.9, True), CorrectionPolicy("nearest", 0.8, True)]
+            CorrectionPolicy("nearest", 0.9, True), CorrectionPolicy("nearest", 0.8, True),
+            CorrectionPolicy("nearest", None, True, False), CorrectionPolicy("next", None, True, False)]
+if len(sys.argv) > 2:  # a second round: only the policies from this index on
+    POLICIES = POLICIES[int(sys.argv[2]):]
 
 
 class Chain:
@@ -56,7 +60,8 @@ class MemoDecoder(torch.nn.Module):
         self.inner, self.memo, self.calls = inner, {}, 0
 
     def forward(self, embedding, boxes):
-        key = (embedding.data_ptr(), boxes.numpy().tobytes())
+        # content key: a strided sample of the embedding (data_ptr is not stable: CachedEncoder returns a torch.cat)
+        key = (hashlib.sha1(embedding.numpy()[0, :, ::8, ::8].tobytes()).hexdigest(), boxes.numpy().tobytes())
         if key not in self.memo:
             self.calls += 1
             self.memo[key] = self.inner(embedding, boxes)
