@@ -1,7 +1,7 @@
-"""The session's one window onto inference: :class:`SliceSegmenter` and its Propagator implementation.
+"""The session's one window onto inference: the Propagator implementation of :class:`~medsam_lite.session.SliceSegmenter`.
 
 :class:`~medsam_lite.session.Session` (state + correction algorithm) never touches a network, a tensor or a
-cache; it asks a :class:`SliceSegmenter` for masks. :class:`PropagatorSegmenter` is the one implementation,
+cache; it asks a :class:`~medsam_lite.session.SliceSegmenter` for masks. :class:`PropagatorSegmenter` is the one implementation,
 built from the :class:`~medsam_lite.propagation.Propagator`'s building blocks and the one embedding store
 (:mod:`medsam_lite.embedding_cache`):
 
@@ -21,7 +21,7 @@ masks (H, W) bool in the original frame.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,26 +32,8 @@ from .propagation import Propagator
 from .transforms import scale_boxes
 
 
-class SliceSegmenter(Protocol):
-    """What a session needs from inference (see the module docstring)."""
-
-    shape: Tuple[int, int, int]
-    """(D, H, W) of the volume."""
-
-    def embedding(self, z: int) -> None:
-        """Make sure slice z is embedded (in the store); the encoder runs at most once per slice."""
-
-    def propagate_box(self, box: Sequence[int], label: int) -> Dict[int, np.ndarray]:
-        """The baseline's propagation of one (6,) voxel box with label value ``label``: slice -> (H, W) bool."""
-
-    def propagate(self, box: Sequence[int], order: Sequence[int], prev: Optional[np.ndarray],
-                  label: int) -> Iterator[Tuple[int, np.ndarray]]:
-        """Walk the slices ``order``, yielding (z, (H, W) bool mask); the first slice is prompted from ``prev``'s
-        box (or ``box``, (4,) XYXY pixels, when ``prev`` is None / empty), each next one from the previous mask."""
-
-
 class PropagatorSegmenter:
-    """:class:`SliceSegmenter` of a :class:`Propagator`'s backend over one volume (see the module docstring).
+    """:class:`~medsam_lite.session.SliceSegmenter` of a :class:`Propagator`'s backend over one volume (see the module docstring).
 
     Args:
         volume: (D, H, W) uint8, or (1, H, W[, 3]) for a 2D image.

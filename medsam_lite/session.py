@@ -1,7 +1,8 @@
 """Interactive segmentation sessions: objects from boxes, correction boxes, locks, undo / redo (issue 29).
 
 State lives here, separate from any UI (as micro-sam's ``sam_annotator/_state.py``); inference is reached only
-through a :class:`~medsam_lite.segmenter.SliceSegmenter` (``Predictor.session`` builds one).
+through a :class:`SliceSegmenter` (``Predictor.session`` builds :class:`~medsam_lite.segmenter.PropagatorSegmenter`;
+this module imports neither torch nor a network).
 
 Frames: the volume is (D, H, W) (a 2D image is held as one slice, D = 1); z = slice index; a 3D box is
 ``(x0, y0, z0, x1, y1, z1)``, a 2D / correction box ``(x0, y0, x1, y1)``, in voxel indices, both ends inclusive,
@@ -33,16 +34,35 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from .errors import InputError
-from .segmenter import SliceSegmenter
-from .validation import MAX_LABELS
+
+MAX_OBJECTS = int(np.iinfo(np.uint8).max)
+"""Objects a session holds at most: labels are uint8."""
 
 Box4 = Tuple[int, int, int, int]
 Box6 = Tuple[int, int, int, int, int, int]
+
+
+class SliceSegmenter(Protocol):
+    """What a session needs from inference (see the module docstring)."""
+
+    shape: Tuple[int, int, int]
+    """(D, H, W) of the volume."""
+
+    def embedding(self, z: int) -> None:
+        """Make sure slice z is embedded (in the store); the encoder runs at most once per slice."""
+
+    def propagate_box(self, box: Sequence[int], label: int) -> Dict[int, np.ndarray]:
+        """The baseline's propagation of one (6,) voxel box with label value ``label``: slice -> (H, W) bool."""
+
+    def propagate(self, box: Sequence[int], order: Sequence[int], prev: Optional[np.ndarray],
+                  label: int) -> Iterator[Tuple[int, np.ndarray]]:
+        """Walk the slices ``order``, yielding (z, (H, W) bool mask); the first slice is prompted from ``prev``'s
+        box (or ``box``, (4,) XYXY pixels, when ``prev`` is None / empty), each next one from the previous mask."""
 
 
 @dataclass(frozen=True)
@@ -189,9 +209,9 @@ class Session:
             box6: Box6 = (x0, y0, 0, x1, y1, 0)
         else:
             box6 = self._check_box(box, with_z=True)  # type: ignore[assignment]
-        free = [k for k in range(1, MAX_LABELS + 1) if k not in self.objects]
+        free = [k for k in range(1, MAX_OBJECTS + 1) if k not in self.objects]
         if not free:
-            raise InputError(f"a session holds at most {MAX_LABELS} objects (uint8 labels); remove one first")
+            raise InputError(f"a session holds at most {MAX_OBJECTS} objects (uint8 labels); remove one first")
         label = free[0]
         masks = self.segmenter.propagate_box(box6, label)
         before = copy.deepcopy(self.objects)
