@@ -28,6 +28,7 @@ from .validation import MAX_LABELS, as_uint8, check_boxes_2d, check_boxes_3d, ch
 
 if TYPE_CHECKING:  # building a torch model imports segment-anything / timm; a cached OpenVINO model needs neither
     from .model import MedSAMLite
+    from .session import Session
 
 Embedding = torch.Tensor
 
@@ -222,6 +223,27 @@ class Predictor:
             self.propagator.callback = None
             bar.close()
         return segs.numpy()
+
+    # ----------------------------------------------------------------- interactive
+    def session(self, volume_or_image: np.ndarray, **options: Any) -> "Session":
+        """An interactive :class:`~medsam_lite.session.Session` on a (D, H, W) volume or an (H, W[, 3]) image (same
+        intensity mapping as ``predict_volume`` / ``set_image``); its slices are embedded once each through this
+        predictor's embedding store, or a bounded in-memory one. ``options``: :class:`Session` keyword arguments."""
+        from .embedding_cache import MemoryEmbeddingStore
+        from .segmenter import PropagatorSegmenter
+        from .session import SESSION_STORE_BYTES, Session
+
+        array = np.asarray(volume_or_image)
+        is_2d = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3))  # (H, W, 1 | 3): an image
+        if is_2d:
+            image = check_image(array)
+            image = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+            volume = self._to_uint8(image, is_rgb=image.ndim == 3)[None]
+        else:
+            volume = self._to_uint8(check_volume(array), is_rgb=False)
+        store = self.embedding_cache if self.embedding_cache is not None else MemoryEmbeddingStore(SESSION_STORE_BYTES)
+        return Session(PropagatorSegmenter(volume, self.backend, BackendDecoder(self.backend), store), is_2d=is_2d,
+                       **options)
 
 
 def _check_label_count(n: int) -> None:

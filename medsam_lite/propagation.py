@@ -155,38 +155,57 @@ class Propagator(nn.Module):
         done = 0
         with torch.no_grad():
             for b in range(boxes.shape[0]):
-                label = b + 1
-                x0, y0, z0 = int(boxes[b, 0]), int(boxes[b, 1]), int(boxes[b, 2])
-                x1, y1, z1 = int(boxes[b, 3]), int(boxes[b, 4]), int(boxes[b, 5])
-                given = scale_boxes_torch(torch.tensor([[x0, y0, x1, y1]], dtype=torch.float64), height, width)[0]
-                z_mid = int((z1 - z0) / 2 + z0)
-                prev = torch.zeros([height, width], dtype=torch.bool)
-                mid = prev
-                for direction in range(2):  # 0: z_mid .. z1 (up), 1: z_mid - 1 .. z0 (down)
-                    order = list(range(z_mid, z1 + 1)) if direction == 0 else list(range(z_mid - 1, z0 - 1, -1))
-                    if direction == 1:
-                        prev = mid
-                    for z in order:
-                        box = given
-                        if z != z_mid:
-                            small = mask_to_model_frame_torch(prev.to(torch.uint8) * label)
-                            if bool(small.any()):
-                                box = box_from_mask_torch(small > 0, 3)  # BOX_SHIFT_3D
-                        if self.cache and z in cache:
-                            embedding, new_h, new_w = cache[z]
-                        else:
-                            embedding, new_h, new_w = self.encode_image(volume[z])
-                            if self.cache:
-                                cache[z] = (embedding, new_h, new_w)
-                        prev = self.decode_into(segs[z], embedding, box.unsqueeze(0), label, new_h, new_w)
-                        if z == z_mid:
-                            mid = prev
-                        done += 1
-                        self.on_slice(done, total)
+                done = self.propagate_box(volume, segs, boxes[b], b + 1, cache, done, total)
                 for z in list(cache.keys()):  # memory: keep only embeddings a later box will use again
                     if last_use[z] <= b:
                         cache.pop(z)
         return segs
+
+    @torch.jit.export
+    def propagate_box(self, volume: torch.Tensor, segs: torch.Tensor, box: torch.Tensor, label: int,
+                      cache: Dict[int, Tuple[torch.Tensor, int, int]], done: int, total: int) -> int:
+        """The baseline's propagation of one (6,) int64 voxel box into the (D, H, W) uint8 ``segs`` as ``label``:
+        the given box on ``z_mid``, up to z_max, then from ``z_mid``'s mask down to z_min (:meth:`propagate_run`).
+        Returns ``done`` plus the slices decoded."""
+        x0, y0, z0 = int(box[0]), int(box[1]), int(box[2])
+        x1, y1, z1 = int(box[3]), int(box[4]), int(box[5])
+        height, width = volume.shape[1], volume.shape[2]
+        given = scale_boxes_torch(torch.tensor([[x0, y0, x1, y1]], dtype=torch.float64), height, width)[0]
+        z_mid = int((z1 - z0) / 2 + z0)
+        empty = torch.zeros([height, width], dtype=torch.bool)
+        mid, done = self.propagate_run(volume, segs, label, given, list(range(z_mid, z1 + 1)), empty, cache, done,
+                                       total)
+        _, done = self.propagate_run(volume, segs, label, given, list(range(z_mid - 1, z0 - 1, -1)), mid, cache,
+                                     done, total)
+        return done
+
+    @torch.jit.export
+    def propagate_run(self, volume: torch.Tensor, segs: torch.Tensor, label: int, given: torch.Tensor,
+                      order: List[int], prev: torch.Tensor, cache: Dict[int, Tuple[torch.Tensor, int, int]],
+                      done: int, total: int) -> Tuple[torch.Tensor, int]:
+        """Decode the slices ``order`` of the (D, H, W) uint8 ``volume`` one after the other, writing ``label``
+        into ``segs[z]``: each slice is prompted with the box of the previous slice's (H, W) bool mask (``prev``
+        for the first) in the 256 frame (resized with its label value, as the baseline did) widened by 3 px, or
+        with ``given`` ((4,) float32 model-frame XYXY) when that mask is empty. Returns (the first slice's
+        (H, W) bool mask (``prev`` when ``order`` is empty), ``done`` plus the slices decoded)."""
+        first = prev
+        for i, z in enumerate(order):
+            box = given
+            small = mask_to_model_frame_torch(prev.to(torch.uint8) * label)
+            if bool(small.any()):
+                box = box_from_mask_torch(small > 0, 3)  # BOX_SHIFT_3D
+            if self.cache and z in cache:
+                embedding, new_h, new_w = cache[z]
+            else:
+                embedding, new_h, new_w = self.encode_image(volume[z])
+                if self.cache:
+                    cache[z] = (embedding, new_h, new_w)
+            prev = self.decode_into(segs[z], embedding, box.unsqueeze(0), label, new_h, new_w)
+            if i == 0:
+                first = prev
+            done += 1
+            self.on_slice(done, total)
+        return first, done
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`segment_2d`."""

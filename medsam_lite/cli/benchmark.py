@@ -163,8 +163,24 @@ def _add_serve(sub: Any) -> None:
     p.set_defaults(func=run_serve)
 
 
+def _add_interactive(sub: Any) -> None:
+    p = sub.add_parser("interactive", help="simulated-user corrections of interactive sessions (issue 29)",
+                       description="Per object of the bundled labelled volumes: the 3D box, then 3 correction boxes "
+                       "(the ground-truth box of the worst uncorrected slice); mean DSC after 0..3 corrections per "
+                       "case and overall, and correction latency (medsam_lite.bench.interactive).")
+    _interactive_args(p)
+    p.set_defaults(func=run_interactive)
+
+
+def _interactive_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corrections", type=int, default=3, help="corrections per object (default 3)")
+    p.add_argument("--embedding-cache", default=None, help="embedding cache folder (reused across runs)")
+    p.add_argument("--walk", type=int, default=20, help="slices of the timed re-propagation (default 20)")
+
+
 MEASUREMENTS: Dict[str, Callable[[Any], None]] = {"speed": _add_speed, "inference": _add_inference,
-                                                  "gate": _add_gate, "fidelity": _add_fidelity, "serve": _add_serve}
+                                                  "gate": _add_gate, "fidelity": _add_fidelity, "serve": _add_serve,
+                                                  "interactive": _add_interactive}
 """``medsam-lite benchmark`` subcommands and the functions adding their parsers."""
 
 
@@ -175,6 +191,8 @@ def register(subparsers: Any) -> None:
         description="Measurements of medsam-lite, one subcommand each. Without a subcommand: 'speed' (its options "
         "below), or 'inference' with --inference [BACKEND:PRECISION ...].")
     _speed_args(p, out_required=False)
+    p.add_argument("--interactive", action="store_true", help="same as 'benchmark interactive' (its options below)")
+    _interactive_args(p)
     p.add_argument("--inference", nargs="*", metavar="BACKEND:PRECISION", default=None,
                    help="same as 'benchmark inference [BACKEND:PRECISION ...]' (its options below apply)")
     _inference_args(p)
@@ -194,13 +212,50 @@ def _threads(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """No subcommand: ``speed``, or ``inference`` with ``--inference``."""
+    """No subcommand: ``speed``, ``inference`` with ``--inference``, ``interactive`` with ``--interactive``."""
+    if args.interactive:
+        return run_interactive(args)
     if not args.out:
         raise InputError("-o/--out is required")
     if args.inference is not None:
         args.configs = args.inference
         return run_inference(args)
     return run_speed(args)
+
+
+def run_interactive(args: argparse.Namespace) -> int:
+    """``benchmark interactive``: the simulated user on the bundled labelled volumes (Markdown on stdout, JSON
+    and Markdown into ``-o`` when given)."""
+    from .. import resources
+    from ..bench import interactive
+    from ..predictor import Predictor
+    from ..session import DEFAULT_POLICY
+
+    if args.corrections < 0 or args.walk < 1:
+        raise InputError("--corrections must be >= 0 and --walk >= 1")
+    predictor = Predictor(embedding_cache=args.embedding_cache)
+    cases = interactive.bundled_cases(resources.package_file("examples"))
+    report = interactive.run_benchmark(predictor, cases, DEFAULT_POLICY, args.corrections)
+    ct = next(c for c in cases if "CT" in c.name)
+    report["latency"] = interactive.latency_case(predictor, _upsample_512(ct.volume), walk=args.walk)
+    text = interactive.markdown(report, report["latency"])  # type: ignore[arg-type]
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "interactive.json").write_text(json.dumps(report, indent=1))
+        (out / "interactive.md").write_text(text)
+    print(text)
+    return 0
+
+
+def _upsample_512(volume: Any) -> Any:
+    """The bundled CT's slices at 512 x 512 (nearest), as a clinical CT slice: the latency case."""
+    import numpy as np
+
+    depth, height, width = volume.shape
+    rows = (np.arange(512) * height // 512)[:, None]
+    cols = (np.arange(512) * width // 512)[None, :]
+    return np.ascontiguousarray(volume[:, rows, cols])
 
 
 def run_speed(args: argparse.Namespace) -> int:

@@ -1,0 +1,77 @@
+"""The session's one window onto inference: the Propagator implementation of :class:`~medsam_lite.session.SliceSegmenter`.
+
+:class:`~medsam_lite.session.Session` (state + correction algorithm) never touches a network, a tensor or a
+cache; it asks a :class:`~medsam_lite.session.SliceSegmenter` for masks. :class:`PropagatorSegmenter` is the one implementation,
+built from the :class:`~medsam_lite.propagation.Propagator`'s building blocks and the one embedding store
+(:mod:`medsam_lite.embedding_cache`):
+
+* ``embedding(z)``: ``Propagator.encode_image`` behind a :class:`~medsam_lite.embedding_cache.CachedEncoder`
+  (store hit, or the backend's encoder once, stored);
+* ``propagate_box(box, label)``: ``Propagator.propagate_box`` (the baseline's whole walk for one 3D box, the
+  code ``segment_3d`` runs), on the box's z-range only;
+* ``propagate(box, order, prev, label)``: ``Propagator.propagate_run`` one slice at a time (the baseline's
+  rule: prompt = box of the previous slice's mask in the 256 frame widened by 3 px, or the given box when
+  that mask is empty), so the caller may stop the walk after any slice.
+
+A numpy / OpenVINO twin of the Propagator with the same three building blocks is a drop-in replacement.
+
+Frames: volumes (D, H, W) uint8 (a 2D image is (1, H, W) or (1, H, W, 3)), z = slice index; boxes
+``(x0, y0, x1, y1)`` / ``(x0, y0, z0, x1, y1, z1)`` in original pixel / voxel indices, both ends inclusive;
+masks (H, W) bool in the original frame.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .embedding_cache import CachedEncoder, EmbeddingStore
+from .propagation import Propagator
+from .transforms import scale_boxes
+
+
+class PropagatorSegmenter:
+    """:class:`~medsam_lite.session.SliceSegmenter` of a :class:`Propagator`'s backend over one volume (see the module docstring).
+
+    Args:
+        volume: (D, H, W) uint8, or (1, H, W[, 3]) for a 2D image.
+        backend: a :class:`~medsam_lite.backends.Backend` (its ``encode`` runs behind ``store``).
+        decoder: module (embedding (1, 256, 64, 64), (N, 4) model-frame boxes) -> (N, 1, 256, 256) logits
+            (the Predictor's ``BackendDecoder``).
+        store: the embedding store (each slice is encoded once while the store holds it).
+    ``encoder`` is the :class:`CachedEncoder`: ``encoder.runs`` counts real encoder runs.
+    """
+
+    def __init__(self, volume: np.ndarray, backend: Any, decoder: nn.Module, store: EmbeddingStore) -> None:
+        self.volume = torch.from_numpy(np.ascontiguousarray(volume))
+        self.shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
+        self.encoder = CachedEncoder(backend, store)
+        # cache=False: the store is the cache (the Propagator's per-call dict would hold every walked slice)
+        self.propagator = Propagator(self.encoder, decoder, cache=False, decode_batch=1)
+
+    def embedding(self, z: int) -> None:
+        with torch.inference_mode():
+            self.propagator.encode_image(self.volume[z])
+
+    def propagate_box(self, box: Sequence[int], label: int) -> Dict[int, np.ndarray]:
+        z0, z1 = int(box[2]), int(box[5])
+        segs = torch.zeros((z1 - z0 + 1,) + self.shape[1:], dtype=torch.uint8)
+        local = torch.tensor([int(box[0]), int(box[1]), 0, int(box[3]), int(box[4]), z1 - z0], dtype=torch.int64)
+        with torch.inference_mode():  # the box's z-range only: z_mid shifts with it, as int(a + z0) = int(a) + z0
+            self.propagator.propagate_box(self.volume[z0:z1 + 1], segs, local, int(label), {}, 0, 0)
+        masks = (segs == int(label)).numpy()
+        return {z0 + i: masks[i] for i in range(len(masks))}
+
+    def propagate(self, box: Sequence[int], order: Sequence[int], prev: Optional[np.ndarray],
+                  label: int) -> Iterator[Tuple[int, np.ndarray]]:
+        height, width = self.shape[1], self.shape[2]
+        given = torch.from_numpy(scale_boxes(np.asarray([box[:4]], dtype=np.float64), (height, width))[0])
+        mask = torch.zeros((height, width), dtype=torch.bool) if prev is None else torch.from_numpy(prev)
+        scratch = torch.zeros((1, height, width), dtype=torch.uint8)
+        for z in order:
+            with torch.inference_mode():
+                mask, _ = self.propagator.propagate_run(self.volume[z:z + 1], scratch, int(label), given, [0], mask,
+                                                        {}, 0, 0)
+            yield int(z), mask.numpy().copy()

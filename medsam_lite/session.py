@@ -1,0 +1,361 @@
+"""Interactive segmentation sessions: objects from boxes, correction boxes, locks, undo / redo (issue 29).
+
+State lives here, separate from any UI (as micro-sam's ``sam_annotator/_state.py``); inference is reached only
+through a :class:`SliceSegmenter` (``Predictor.session`` builds :class:`~medsam_lite.segmenter.PropagatorSegmenter`;
+this module imports neither torch nor a network).
+
+Frames: the volume is (D, H, W) (a 2D image is held as one slice, D = 1); z = slice index; a 3D box is
+``(x0, y0, z0, x1, y1, z1)``, a 2D / correction box ``(x0, y0, x1, y1)``, in voxel indices, both ends inclusive,
+inside the volume (a box that leaves it is an :class:`~medsam_lite.errors.InputError`, not clipped).
+
+* **First step** (:meth:`Session.add_object`): the baseline's propagation of the 3D box with the object's label
+  value (``SliceSegmenter.propagate_box``, the code of ``Predictor.predict_volume``), so objects added in the
+  order of ``segment``'s boxes give its label map exactly.
+* **Corrections** (:meth:`Session.correct`): the correction box decodes slice z, which becomes an anchor; the
+  object's box slice (``z_mid``, where the first step started) is an anchor too. From z the object is
+  re-propagated up and down (the baseline's rule) over the slices nearer to z than to the next anchor on that
+  side (``reach="nearest"``; ``"next"``: up to that anchor), or to the end of the object's z-range when no
+  anchor lies beyond (optionally a walk stops after the first slice whose new mask agrees with the existing
+  one, IoU >= ``stop_iou``: measured without effect, so off by default). Slices no walk reaches keep their
+  mask. A correction outside the z-range grows it. :data:`DEFAULT_POLICY` ("nearest", box slice an anchor,
+  both directions, no stop) was chosen from the simulated-user curves of docs/interactive.md (training side).
+* **Many objects, locks**: an object never writes over a locked object's voxels, nor over a later object's
+  (later unlocked objects are on top, as ``segment``'s later boxes win); by default (``lock_previous``)
+  adding an object locks every earlier one, so a finished organ cannot be eaten by its neighbour's
+  propagation; :meth:`Session.unlock` it to correct it.
+* **Memory**: the (D, H, W) uint8 label map is the only voxel state (an object is ``labels == k``), objects keep
+  O(D) metadata, and the undo history keeps compact diffs (the changed voxels' bounding crop, before and
+  after) bounded to ``history_steps`` steps and ``history_bytes`` bytes (default 4 x D x H x W; the newest step
+  is always kept). Embeddings live in the segmenter's bounded store.
+* **Bad input** raises :class:`InputError` (one line) before any state changes; undo then undoes the previous
+  real step.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+
+MAX_OBJECTS = int(np.iinfo(np.uint8).max)
+"""Objects a session holds at most: labels are uint8."""
+
+Box4 = Tuple[int, int, int, int]
+Box6 = Tuple[int, int, int, int, int, int]
+
+
+class SliceSegmenter(Protocol):
+    """What a session needs from inference (see the module docstring)."""
+
+    shape: Tuple[int, int, int]
+    """(D, H, W) of the volume."""
+
+    def embedding(self, z: int) -> None:
+        """Make sure slice z is embedded (in the store); the encoder runs at most once per slice."""
+
+    def propagate_box(self, box: Sequence[int], label: int) -> Dict[int, np.ndarray]:
+        """The baseline's propagation of one (6,) voxel box with label value ``label``: slice -> (H, W) bool."""
+
+    def propagate(self, box: Sequence[int], order: Sequence[int], prev: Optional[np.ndarray],
+                  label: int) -> Iterator[Tuple[int, np.ndarray]]:
+        """Walk the slices ``order``, yielding (z, (H, W) bool mask); the first slice is prompted from ``prev``'s
+        box (or ``box``, (4,) XYXY pixels, when ``prev`` is None / empty), each next one from the previous mask."""
+
+
+@dataclass(frozen=True)
+class CorrectionPolicy:
+    """How far a correction re-propagates (module docstring). ``reach``: ``"nearest"`` (slices nearer the new
+    anchor than the next one) or ``"next"`` (up to the next anchor); ``stop_iou``: stop after a slice whose new
+    mask has at least this IoU with the existing one (None: never); ``box_anchor``: the 3D box's ``z_mid`` is an
+    anchor; ``inward``: see below."""
+
+    reach: str = "nearest"
+    stop_iou: Optional[float] = None
+    box_anchor: bool = True
+    inward: bool = True
+    """Also walk from the correction toward the box slice ``z_mid`` (False: only away from it)."""
+
+
+SESSION_STORE_BYTES = 1024 ** 3
+"""Bound of a session's own in-memory embedding store (~256 slice embeddings) when its Predictor has none."""
+
+DEFAULT_POLICY = CorrectionPolicy()
+"""The chosen design (docs/interactive.md: training-side simulated-user curves per policy)."""
+
+
+@dataclass
+class ObjectState:
+    """One object's metadata (its voxels are ``labels == label``): the 3D ``box``, the slice ``z_mid`` its
+    propagation started on, user ``anchors`` (slice -> correction box), its z-range ``z_lo..z_hi``, ``locked``
+    and ``order`` (creation rank: later objects are on top)."""
+
+    label: int
+    box: Box6
+    z_mid: int
+    z_lo: int
+    z_hi: int
+    order: int
+    locked: bool = False
+    anchors: Dict[int, Box4] = field(default_factory=dict)
+
+
+@dataclass
+class _Step:
+    """One undoable step: the changed voxels' bounding crop ``region`` (z0, z1, y0, y1, x0, x1, half-open) of the
+    labels before / after, and the objects' metadata before / after."""
+
+    region: Optional[Tuple[int, int, int, int, int, int]]
+    before: Optional[np.ndarray]
+    after: Optional[np.ndarray]
+    objects_before: Dict[int, ObjectState]
+    objects_after: Dict[int, ObjectState]
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.before is None else 2 * int(self.before.nbytes)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def _as_ints(box: Sequence[float], n: int, what: str) -> Tuple[int, ...]:
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be {n} numbers, got {box!r}") from None
+    if len(values) != n or not all(np.isfinite(values)):
+        raise InputError(f"{what} must be {n} finite numbers, got {box!r}")
+    return tuple(int(v) for v in values)
+
+
+class Session:
+    """Interactive segmentation of one volume or image (module docstring).
+
+    Args:
+        segmenter: the inference window (:class:`~medsam_lite.segmenter.SliceSegmenter`) over the volume.
+        is_2d: the volume is one 2D image: boxes are ``(x0, y0, x1, y1)``, ``labels`` is (H, W).
+        policy: the correction algorithm's parameters (default :data:`DEFAULT_POLICY`).
+        lock_previous: adding an object locks every earlier one.
+        history_steps / history_bytes: bounds of the undo history (default bytes: 4 x D x H x W).
+    """
+
+    def __init__(self, segmenter: SliceSegmenter, is_2d: bool = False, policy: CorrectionPolicy = DEFAULT_POLICY,
+                 lock_previous: bool = True, history_steps: int = 100, history_bytes: Optional[int] = None) -> None:
+        if policy.reach not in ("nearest", "next"):
+            raise InputError(f"policy reach must be 'nearest' or 'next', got {policy.reach!r}")
+        self.segmenter, self.is_2d, self.policy, self.lock_previous = segmenter, is_2d, policy, lock_previous
+        self.shape = tuple(int(s) for s in segmenter.shape)
+        self._labels = np.zeros(self.shape, dtype=np.uint8)
+        self.objects: Dict[int, ObjectState] = {}
+        self._order = 0
+        self.history_steps = int(history_steps)
+        self.history_bytes = int(history_bytes if history_bytes is not None else 4 * self._labels.nbytes)
+        self._undo: List[_Step] = []
+        self._redo: List[_Step] = []
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def labels(self) -> np.ndarray:
+        """(D, H, W) uint8 label map (2D: (H, W)), value k where object k is; a read-only view."""
+        view = self._labels[0] if self.is_2d else self._labels
+        view = view.view()
+        view.flags.writeable = False
+        return view
+
+    def mask(self, label: int) -> np.ndarray:
+        """(D, H, W) bool voxels of object ``label`` (2D: (H, W))."""
+        self._object(label)
+        return self.labels == label
+
+    @property
+    def history_nbytes(self) -> int:
+        """Bytes held by the undo and redo history."""
+        return sum(s.nbytes for s in self._undo) + sum(s.nbytes for s in self._redo)
+
+    # ------------------------------------------------------------------ checks (raise before any change)
+    def _object(self, label: object) -> ObjectState:
+        if not isinstance(label, (int, np.integer)) or int(label) not in self.objects:
+            raise InputError(f"no object {label!r} in this session (objects: {sorted(self.objects)})")
+        return self.objects[int(label)]
+
+    def _check_box(self, box: Sequence[float], with_z: bool) -> Tuple[int, ...]:
+        n = 6 if with_z else 4
+        what = "3D box (x0, y0, z0, x1, y1, z1)" if with_z else "box (x0, y0, x1, y1)"
+        values = _as_ints(box, n, what)
+        depth, height, width = self.shape[0], self.shape[1], self.shape[2]
+        lows, highs = values[: n // 2], values[n // 2:]
+        limits = (width, height, depth)[: n // 2]
+        for axis, lo, hi, size in zip("xyz", lows, highs, limits):
+            if not 0 <= lo <= hi < size:
+                raise InputError(f"{what} {list(values)}: {axis} range {lo}..{hi} is not inside 0..{size - 1}")
+        return values
+
+    def _check_slice(self, z: object) -> int:
+        if not isinstance(z, (int, np.integer)) or not 0 <= int(z) < self.shape[0]:
+            raise InputError(f"slice {z!r} is outside the volume (0..{self.shape[0] - 1})")
+        return int(z)
+
+    # ------------------------------------------------------------------ actions
+    def add_object(self, box: Sequence[float]) -> int:
+        """Segment a new object from its 3D box (2D session: ``(x0, y0, x1, y1)``) by the baseline's propagation;
+        returns its label k (the smallest free one)."""
+        if self.is_2d:
+            x0, y0, x1, y1 = self._check_box(box, with_z=False)
+            box6: Box6 = (x0, y0, 0, x1, y1, 0)
+        else:
+            box6 = self._check_box(box, with_z=True)  # type: ignore[assignment]
+        free = [k for k in range(1, MAX_OBJECTS + 1) if k not in self.objects]
+        if not free:
+            raise InputError(f"a session holds at most {MAX_OBJECTS} objects (uint8 labels); remove one first")
+        label = free[0]
+        masks = self.segmenter.propagate_box(box6, label)
+        before = copy.deepcopy(self.objects)
+        if self.lock_previous:
+            for obj in self.objects.values():
+                obj.locked = True
+        self._order += 1
+        z_mid = int((box6[5] - box6[2]) / 2 + box6[2])
+        self.objects[label] = ObjectState(label, box6, z_mid, box6[2], box6[5], self._order)
+        self._commit(masks, label, before)
+        return label
+
+    def correct(self, label: int, z: int, box: Optional[Sequence[float]] = None,
+                point: Optional[Sequence[float]] = None, positive: bool = True) -> None:
+        """Correct object ``label`` with a box ``(x0, y0, x1, y1)`` on slice ``z`` (module docstring: the slice
+        becomes an anchor and the object is re-propagated from it). Clicks (``point``) are not supported yet."""
+        if point is not None:
+            raise InputError("click corrections (point=...) need a click-trained prompt path, which this model "
+                             "lacks; correct with box=(x0, y0, x1, y1)")
+        obj = self._object(label)
+        z = self._check_slice(z)
+        if box is None:
+            raise InputError("correct() needs box=(x0, y0, x1, y1)")
+        box4: Box4 = self._check_box(box, with_z=False)  # type: ignore[assignment]
+        if obj.locked:
+            raise InputError(f"object {label} is locked; unlock({label}) it to correct it")
+        masks = self._repropagate(obj, z, box4)
+        before = copy.deepcopy(self.objects)
+        obj.anchors[z] = box4
+        obj.z_lo, obj.z_hi = min(obj.z_lo, z), max(obj.z_hi, z)
+        self._commit(masks, obj.label, before)
+
+    def remove(self, label: int) -> None:
+        """Delete object ``label`` (its voxels become background)."""
+        self._object(label)
+        before = copy.deepcopy(self.objects)
+        del self.objects[int(label)]
+        zs = np.nonzero((self._labels == label).any(axis=(1, 2)))[0]
+        empty = {int(z): np.zeros(self.shape[1:], dtype=bool) for z in zs}
+        self._commit(empty, int(label), before, owner_exists=False)
+
+    def lock(self, label: int) -> None:
+        """Protect object ``label``: no other object writes over its voxels, and it cannot be corrected."""
+        self._set_lock(label, True)
+
+    def unlock(self, label: int) -> None:
+        """Make object ``label`` correctable (and writable by later objects) again."""
+        self._set_lock(label, False)
+
+    def _set_lock(self, label: int, locked: bool) -> None:
+        obj = self._object(label)
+        if obj.locked == locked:
+            return
+        before = copy.deepcopy(self.objects)
+        obj.locked = locked
+        self._push(_Step(None, None, None, before, copy.deepcopy(self.objects)))
+
+    # ------------------------------------------------------------------ undo / redo
+    def undo(self) -> bool:
+        """Undo the last step; returns False (and changes nothing) when there is none."""
+        return self._replay(self._undo, self._redo, forward=False)
+
+    def redo(self) -> bool:
+        """Redo the last undone step; returns False (and changes nothing) when there is none."""
+        return self._replay(self._redo, self._undo, forward=True)
+
+    def _replay(self, source: List[_Step], target: List[_Step], forward: bool) -> bool:
+        if not source:
+            return False
+        step = source.pop()
+        if step.region is not None:
+            z0, z1, y0, y1, x0, x1 = step.region
+            self._labels[z0:z1, y0:y1, x0:x1] = step.after if forward else step.before
+        self.objects = copy.deepcopy(step.objects_after if forward else step.objects_before)
+        target.append(step)
+        return True
+
+    def _push(self, step: _Step) -> None:
+        self._undo.append(step)
+        self._redo.clear()
+        total = sum(s.nbytes for s in self._undo)
+        while len(self._undo) > 1 and (len(self._undo) > self.history_steps or total > self.history_bytes):
+            total -= self._undo.pop(0).nbytes
+
+    # ------------------------------------------------------------------ writing
+    def _writable(self, label: int) -> np.ndarray:
+        """(256,) bool: which label values object ``label`` may overwrite (background, itself, earlier unlocked)."""
+        allowed = np.zeros(256, dtype=bool)
+        allowed[0] = allowed[label] = True
+        owner = self.objects.get(label)
+        for other in self.objects.values():
+            if owner is not None and not other.locked and other.order < owner.order:
+                allowed[other.label] = True
+        return allowed
+
+    def _commit(self, masks: Dict[int, np.ndarray], label: int, objects_before: Dict[int, ObjectState],
+                owner_exists: bool = True) -> None:
+        """Write object ``label``'s new (H, W) bool masks (slice -> mask) into the labels under the lock rules
+        and record one undo step (the changed voxels' bounding crop before / after)."""
+        allowed = self._writable(label) if owner_exists else np.zeros(256, dtype=bool)
+        changed: Dict[int, np.ndarray] = {}
+        for z, mask in masks.items():
+            current = self._labels[z]
+            new = current.copy()
+            new[(current == label) & ~mask] = 0
+            new[mask & allowed[current]] = label
+            if not np.array_equal(new, current):
+                changed[z] = new
+        region, before, after = None, None, None
+        if changed:
+            zs = sorted(changed)
+            diff = np.zeros(self.shape[1:], dtype=bool)
+            for z in zs:
+                diff |= changed[z] != self._labels[z]
+            ys, xs = np.nonzero(diff.any(axis=1))[0], np.nonzero(diff.any(axis=0))[0]
+            region = (zs[0], zs[-1] + 1, int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1)
+            z0, z1, y0, y1, x0, x1 = region
+            before = self._labels[z0:z1, y0:y1, x0:x1].copy()
+            for z, new in changed.items():
+                self._labels[z] = new
+            after = self._labels[z0:z1, y0:y1, x0:x1].copy()
+        self._push(_Step(region, before, after, objects_before, copy.deepcopy(self.objects)))
+
+    # ------------------------------------------------------------------ the correction algorithm
+    def _repropagate(self, obj: ObjectState, z: int, box: Box4) -> Dict[int, np.ndarray]:
+        """New (H, W) bool masks of ``obj`` (slice -> mask) after a correction ``box`` on slice ``z``: the box's
+        mask on z, then a walk up and one down (the baseline's rule) to the reach of :attr:`policy`."""
+        policy = self.policy
+        anchors = set(obj.anchors) | ({obj.z_mid} if policy.box_anchor else set())
+        anchors.discard(z)
+        lo, hi = min(obj.z_lo, z), max(obj.z_hi, z)
+        _, first = next(iter(self.segmenter.propagate(box, [z], None, obj.label)))
+        masks = {z: first}
+        for step in (1, -1):
+            if not policy.inward and (obj.z_mid - z) * step > 0:
+                continue
+            beyond = [a for a in anchors if (a - z) * step > 0]
+            if beyond:
+                nearest = min(beyond, key=lambda a: abs(a - z))
+                end = z + step * (abs(nearest - z) // 2) if policy.reach == "nearest" else nearest - step
+            else:
+                end = hi if step > 0 else lo
+            for zz, mask in self.segmenter.propagate(box, range(z + step, end + step, step), first, obj.label):
+                masks[zz] = mask
+                if policy.stop_iou is not None and _iou(mask, self._labels[zz] == obj.label) >= policy.stop_iou:
+                    break
+        return masks
