@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -49,8 +50,6 @@ def _size_mb(folder: Path) -> float:
 
 def reference(cases: List[str], out: Path) -> Dict[str, float]:
     """Eager torch masks of ``cases`` into ``out`` (this environment, this checkout); seconds per case."""
-    import os
-
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return {case: _run([sys.executable, "-m", "medsam_lite.cli.main", "segment", EXAMPLES / case, "-o", out,
                         "--backend", "torch", "--no-progress"], REPO, env) for case in cases}
@@ -61,6 +60,26 @@ def packages(venv: Path) -> List[str]:
     return sorted(p["name"].lower() for p in json.loads(proc.stdout))
 
 
+DIAGNOSE = """
+import sys, traceback
+from medsam_lite.cli import main as cli
+cli.missing_module = lambda error: None  # re-raise: the traceback shows which import needed the module
+try:
+    cli.main(sys.argv[1:])
+except ModuleNotFoundError:
+    print("".join(l for l in traceback.format_exc().splitlines(True) if "File " in l and "medsam_lite" in l))
+    print(traceback.format_exc().splitlines()[-1])
+"""
+
+
+def import_chain(venv: Path, case: str, work: Path) -> List[str]:
+    """Where a failing venv segment run imported a module it does not have (the medsam_lite frames, in order)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([venv / "bin" / "python", "-c", DIAGNOSE, "segment", EXAMPLES / case, "-o",
+                           work / "diag", "--no-progress"], cwd=work, capture_output=True, text=True, env=env)
+    return [" ".join(line.split()) for line in proc.stdout.splitlines() if line.strip()]
+
+
 def check(venv: Path, cases: List[str], work: Path) -> Dict[str, object]:
     """Steps 1-4 of the module docstring; the summary (``failures`` empty when everything passed)."""
     failures: List[str] = []
@@ -69,17 +88,28 @@ def check(venv: Path, cases: List[str], work: Path) -> Dict[str, object]:
         shutil.rmtree(venv)
     _run([sys.executable, "-m", "venv", venv], work)
     _run([venv / "bin" / "pip", "install", "-q", "--upgrade", "pip"], work)
-    install_s = _run([venv / "bin" / "pip", "install", "-q", REPO], work)
+    source = work / "src"  # pip builds in the tree it is given: a copy keeps build/ out of the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs",
+                                                                 "out", ".pytest_cache", "*.onnx"))
+    install_s = _run([venv / "bin" / "pip", "install", "-q", source], work)
     names = packages(venv)
     heavy = [n for n in names if n in FORBIDDEN or n.startswith(("nvidia-", "cuda"))]
     failures += [f"installed without extras: {n}" for n in heavy]
+    env = {**os.environ, "MEDSAM_LITE_CACHE": str(work / "cache")}  # cold: OpenVINO compiles in the first run
+    env.pop("PYTHONPATH", None)
+    try:
+        _run([venv / "bin" / "medsam-lite", "--version"], work, env)
+    except RuntimeError as exc:
+        failures.append(str(exc))
     runs: Dict[str, Dict[str, object]] = {}
     for case in cases:
         out = work / "venv_out"
         try:
-            seconds = _run([venv / "bin" / "medsam-lite", "segment", EXAMPLES / case, "-o", out, "--no-progress"], work)
+            seconds = _run([venv / "bin" / "medsam-lite", "segment", EXAMPLES / case, "-o", out, "--no-progress"], work,
+                           env)
         except RuntimeError as exc:
             failures.append(f"{case}: {exc}")
+            runs[case] = {"import_chain": import_chain(venv, case, work)}
             continue
         got, want = np.load(out / case)["segs"], np.load(work / "ref" / case)["segs"]
         equal = bool(got.shape == want.shape and np.array_equal(got, want))

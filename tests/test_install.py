@@ -328,3 +328,16 @@ def test_segment_runs_without_torch_and_gives_the_openvino_labels(tmp_path: Path
     assert main(["segment", str(case), "-o", str(tmp_path / "ref"), "--no-progress", "--threads", "2"]) == 0
     free = np.load(tmp_path / "free" / case.name)["segs"]
     assert free.any() and np.array_equal(free, np.load(tmp_path / "ref" / case.name)["segs"])
+
+
+@pytest.mark.slow
+@TORCH_FREE_PIPELINE
+def test_fresh_venv_install_has_no_torch_and_segments_like_the_reference() -> None:
+    """scripts/check_fresh_install.py (needs the package registry): `pip install .` in a fresh venv installs no
+    torch / CUDA package, and its `medsam-lite segment` gives the eager torch label maps on a 2D and a 3D case."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "check_fresh_install.py")], capture_output=True,
+                          text=True, timeout=3600, cwd=REPO)
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert summary["heavy_packages"] == [], summary["heavy_packages"]
+    assert proc.returncode == 0 and summary["failures"] == [], summary["failures"]
+    assert len(summary["cases"]) == 2 and all(case["equal"] for case in summary["cases"].values())
