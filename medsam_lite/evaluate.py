@@ -570,6 +570,9 @@ def _read_labels(path: Path) -> Tuple[np.ndarray, Tuple[float, ...]]:
 
 def _read_dicom_seg(path: Path) -> Tuple[np.ndarray, np.ndarray, Dict[int, str]]:
     """A DICOM-SEG as (label map (slices, rows, cols), 4x4 index -> patient LPS affine, segment number -> label)."""
+    from .extras import require
+
+    require("highdicom", "dicom-seg", f"scoring the DICOM-SEG {path.name}")
     import highdicom as hd
 
     try:

@@ -894,8 +894,11 @@ def write_dicom_seg(case: Case, mask: np.ndarray, path: PathLike, labels: Option
     the source series' SOP instances frame by frame (slice z of the mask is ``case.meta["files"][z]``);
     empty frames are omitted. The conventions 3D Slicer / dcmqi read: ``SegmentationType BINARY``, one
     segment per label with ``SegmentLabel``, algorithm type SEMIAUTOMATIC (a person drew each box;
-    algorithm medsam-lite).
+    algorithm medsam-lite). Needs the [dicom-seg] extra (highdicom).
     """
+    from .extras import require
+
+    require("highdicom", "dicom-seg", "DICOM-SEG output (--format dicom-seg)")
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes

@@ -128,7 +128,9 @@ def test_one_top_level_module_in_the_wheel(tmp_path: Path) -> None:
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"medsam_lite"}, tops
     for data in ("medsam_lite/examples/2DBox_Microscopy_nuclei.npz", "medsam_lite/examples/3DBox_CT_abdomen.npz",
-                 "medsam_lite/examples/3DBox_MR_brain_tumour.npz", "medsam_lite/weights/repvit_m0_6_lite.pth"):
+                 "medsam_lite/examples/3DBox_MR_brain_tumour.npz", "medsam_lite/weights/repvit_m0_6_lite.pth",
+                 "medsam_lite/weights/lite_medsam_openvino/manifest.json",
+                 "medsam_lite/weights/lite_medsam_openvino/encoder.bin"):
         assert data in names, data
     assert not any(n.startswith("medsam_lite/scripts") or "/recipe/" in n for n in names)
 

@@ -24,11 +24,11 @@ This module imports no torch and no runtime, so ``--help`` and argument checks s
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol, Tuple, Union, runtime_checkable
 
 from ..errors import InputError
+from ..extras import available, install_command, missing_requirement
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -68,7 +68,8 @@ class BackendEntry:
     threads)`` and may have ``from_weights(name_or_path, precision, cache_dir, threads)`` (a warm start that
     needs no torch model); ``precisions``: what it runs, the first its default; ``preference``: ``auto``
     takes the installed backend of the highest preference; ``install``: the pip requirement that adds the
-    runtime (said in the one-line error when it is missing); ``opens_folder``: the class also has
+    runtime, ``medsam-lite[EXTRA]`` for an extra (said in the one-line error when it is missing,
+    :func:`medsam_lite.extras.missing_requirement`); ``opens_folder``: the class also has
     ``from_folder(folder, precision, threads)``, opening an artifact folder written by ``medsam-lite export``.
     """
 
@@ -103,9 +104,9 @@ def register_backend(name: str, runtime: str, target: str, precisions: Tuple[str
 
 
 register_backend("torch", "torch", "medsam_lite.backends.torch:TorchBackend", ("fp32",), preference=0,
-                 install="torch")
+                 install="medsam-lite[torch]")
 register_backend("onnxruntime", "onnxruntime", "medsam_lite.backends.onnxruntime:OnnxRuntimeBackend",
-                 ("fp32", "int8"), preference=1, install="onnxruntime", opens_folder=True)
+                 ("fp32", "int8"), preference=1, install="medsam-lite[onnx]", opens_folder=True)
 register_backend("openvino", "openvino", "medsam_lite.backends.openvino:OpenVINOBackend",
                  ("fp32", "bf16", "bf16-encoder", "bf16-mixed", "bf16-mixed3", "int8"), preference=2,
                  install="openvino")
@@ -165,7 +166,14 @@ def format_choice(name: str, precision: str) -> str:
 def installed(name: str) -> bool:
     """Whether the runtime of backend ``name`` can be imported here (False for unknown names)."""
     item = _REGISTRY.get(name)
-    return item is not None and importlib.util.find_spec(item.runtime) is not None
+    return item is not None and available(item.runtime)
+
+
+def require_backend(name: str) -> None:
+    """Raise the one-line :class:`~medsam_lite.extras.MissingExtra` naming the extra (the entry's ``install``)
+    unless the runtime of registered backend ``name`` is installed."""
+    if not installed(name):
+        raise missing_requirement(entry(name).install, f"backend {name!r}")
 
 
 def resolve(backend: str = "auto", precision: str = "auto") -> Tuple[str, str]:
@@ -181,10 +189,11 @@ def resolve(backend: str = "auto", precision: str = "auto") -> Tuple[str, str]:
     if name == "auto":
         ready = [item for item in _REGISTRY.values() if installed(item.name)]
         if not ready:
-            raise InputError("no inference runtime is installed (pip install openvino)")
+            best = max(_REGISTRY.values(), key=lambda item: item.preference)
+            raise InputError(f"no inference runtime is installed ({install_command(best.install)})")
         name = max(ready, key=lambda item: item.preference).name
-    elif not installed(name):
-        raise InputError(f"backend {name!r} is not installed (pip install {_REGISTRY[name].install})")
+    else:
+        require_backend(name)
     if precision == "auto":
         precision = default_precision(name)
     if precision not in _REGISTRY[name].precisions:

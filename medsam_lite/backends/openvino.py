@@ -18,6 +18,11 @@ once per embedding however many boxes are decoded from it, and ``decoder_box.xml
 (:mod:`medsam_lite.backends.artifacts`), once per (weights, IR precision, OpenVINO version); the fp32,
 bf16 and bf16-encoder schemes share one f32 IR (precision is a compile hint). Compiled models go to
 OpenVINO's own cache (``CACHE_DIR`` = ``<entry>/compiled``), so a second process starts quickly.
+
+LiteMedSAM's f32 IR ships as package data (:mod:`medsam_lite.backends.packaged_ir`): ``lite_medsam`` at fp32 /
+bf16 / bf16-encoder opens it, SHA-256 checked, with no conversion and no torch (its compiled-model cache goes
+to ``<cache root>/openvino/packaged-<key>/compiled``). Other models and the int8 / mixed IRs are converted
+as above, which needs the [torch] extra.
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .artifacts import ArtifactKey, ensure_entry, entry_dir, is_complete, read_alias, write_alias
+from . import packaged_ir
+from .artifacts import ArtifactKey, cache_root, ensure_entry, entry_dir, is_complete, read_alias, write_alias
 from .cpu import core
 from .decision import GATE_FILE, auto_precision  # noqa: F401  (the gate decision, per CPU kind)
 
@@ -111,7 +117,9 @@ def _quantize_encoder(ov_model: Any) -> Any:
     try:
         import nncf
     except ImportError as exc:
-        raise InputError("OpenVINO int8 needs NNCF (pip install 'medsam-lite[int8]' or pip install nncf)") from exc
+        from ..extras import missing_extra
+
+        raise missing_extra("int8", "openvino:int8") from exc
 
     data = calibration_images()
     return nncf.quantize(
@@ -188,7 +196,13 @@ class OpenVINOBackend:
         _check_precision(precision)
         model = model.eval()
         ir = ir_precision(precision)
-        key = ArtifactKey("openvino", state_sha256(model), ir, _ov().get_version(), FORMAT_VERSION)
+        weights_sha256 = state_sha256(model)
+        packaged = packaged_ir.find(weights_sha256=weights_sha256, format_version=FORMAT_VERSION) \
+            if ir == "fp32" else None
+        if packaged is not None:  # the shipped IR of these very weights: no conversion
+            self._open_packaged(packaged, precision, cache_dir, threads)
+            return
+        key = ArtifactKey("openvino", weights_sha256, ir, _ov().get_version(), FORMAT_VERSION)
         label = model_name or type(model.image_encoder).__name__
         entry = ensure_entry(key, lambda tmp: convert_to_ir(model, tmp, int8=ir == "int8", stages=ir == "fp32-stages"),
                              f"{label} encoder + decoder to OpenVINO IR ({ir})", cache_dir)
@@ -209,12 +223,23 @@ class OpenVINOBackend:
     def from_weights(cls, name_or_path: Optional[str] = None, precision: str = "fp32",
                      cache_dir: Optional[Union[str, Path]] = None, threads: Optional[int] = None) -> "OpenVINOBackend":
         """The backend of a pretrained name or checkpoint path (:func:`medsam_lite.checkpoint.load_model`
-        specs). Once converted, a later process opens the cached IR directly (found through the
-        weights file's SHA-256) without building the torch model: that skips ~1-3 s of start-up
-        (timm / torchvision imports, checkpoint loading)."""
-        from ..checkpoint import load_model, weights_file_sha256
+        specs). The packaged IR (``lite_medsam`` at an f32-IR precision) opens without torch; otherwise, once
+        converted, a later process opens the cached IR directly (found through the weights file's SHA-256)
+        without building the torch model: that skips ~1-3 s of start-up (timm / torchvision imports,
+        checkpoint loading). Converting needs the [torch] extra (one-line error otherwise)."""
+        from ..checkpoint import default_model_name, load_model, weights_file_sha256
+        from ..extras import require_extra
 
         _check_precision(precision)
+        name = name_or_path or default_model_name()
+        packaged = packaged_ir.find(name, format_version=FORMAT_VERSION) if ir_precision(precision) == "fp32" \
+            else None
+        if packaged is not None:
+            backend = cls.__new__(cls)
+            backend._open_packaged(packaged, precision, cache_dir, threads)
+            return backend
+        require_extra("torch", f"openvino:{precision} of {name} (converted locally; the package ships the f32 IR of "
+                               f"{', '.join(packaged_ir.FOLDERS)} only)")
         file_sha = weights_file_sha256(name_or_path)
         weights_sha = read_alias("openvino", file_sha, cache_dir)
         if weights_sha is not None:
@@ -229,9 +254,22 @@ class OpenVINOBackend:
         write_alias("openvino", file_sha, backend.weights_sha256, cache_dir)
         return backend
 
-    def _open(self, key: ArtifactKey, entry: Path, precision: str, threads: Optional[int]) -> None:
-        """Compile the IR of the complete artifact entry ``entry`` (of ``key``)."""
+    def _open_packaged(self, ir: "packaged_ir.PackagedIR", precision: str, cache_dir: Optional[Union[str, Path]],
+                       threads: Optional[int]) -> None:
+        """Compile the packaged IR ``ir`` (its compiled-model cache in the user cache, the package may be read-only)."""
+        key = ArtifactKey("openvino", ir.weights_sha256, "fp32", ir.built_with.get("openvino", ""), ir.format_version)
+        compiled = cache_root(cache_dir) / "openvino" / f"packaged-{key.digest()}" / "compiled"
+        compiled.mkdir(parents=True, exist_ok=True)
+        self._open(key, ir.folder, precision, threads, compiled)
+        self.packaged = True
+
+    def _open(self, key: ArtifactKey, entry: Path, precision: str, threads: Optional[int],
+              compiled: Optional[Path] = None) -> None:
+        """Compile the IR of the complete artifact entry ``entry`` (of ``key``); OpenVINO's compiled-model cache
+        goes to ``compiled`` (default ``entry/compiled``)."""
         self.key, self.entry, self.precision, self.threads = key, entry, precision, threads
+        self.compiled_dir = compiled if compiled is not None else entry / "compiled"
+        self.packaged = False  # the IR shipped in the package (_open_packaged), not a converted one
         self.weights_sha256 = key.weights_sha256  # model fingerprint, e.g. for EmbeddingCache keys
         ov_core = core()
         enc_prec, dec_prec = SCHEMES[precision]
@@ -258,7 +296,7 @@ class OpenVINOBackend:
         self.image_part_calls = 0
 
     def _config(self, inference_precision: str) -> Dict[str, str]:
-        config = {"INFERENCE_PRECISION_HINT": inference_precision, "CACHE_DIR": str(self.entry / "compiled"),
+        config = {"INFERENCE_PRECISION_HINT": inference_precision, "CACHE_DIR": str(self.compiled_dir),
                   "PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = str(int(self.threads))

@@ -12,6 +12,7 @@ import sys
 from typing import List, Optional
 
 from ..errors import InputError
+from ..extras import missing_module, require_extra
 
 SUBCOMMANDS = {
     "segment": "medsam_lite.cli.segment",
@@ -25,6 +26,11 @@ SUBCOMMANDS = {
     "serve": "medsam_lite.cli.serve",
     "gate": "medsam_lite.cli.gate",
 }
+
+EXTRA_OF_COMMAND = {"export": "torch", "benchmark": "torch", "train-teacher": "train", "distill": "train",
+                    "campaign": "train"}
+"""Subcommands that need an extra as a whole (checked before they run; ``segment``, ``serve``, ``evaluate``
+and ``prep`` run on the base install, their options that need more check it themselves)."""
 
 
 DESCRIPTION = """\
@@ -56,9 +62,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in EXTRA_OF_COMMAND:
+            require_extra(EXTRA_OF_COMMAND[args.command], "this command")
         return int(args.func(args) or 0)
     except InputError as exc:
         print(f"medsam-lite {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:  # a feature whose extra is missing, past the checks of its command
+        missing = missing_module(exc)
+        if missing is None:
+            raise
+        print(f"medsam-lite {args.command}: error: {missing}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # an I/O error outside a case (no traceback for a full disk / read-only folder)
         where = f"{exc.filename}: " if exc.filename else ""

@@ -118,6 +118,21 @@ def _predictor(backend: str, precision: str, onnx_dir: Optional[str], model: Opt
     return Predictor(backend=open_folder(folder, backend, precision))
 
 
+def _check_extras(args: argparse.Namespace) -> None:
+    """The one-line error of an option whose extra is missing, before any work (``--backend`` names are
+    checked by the registry, :func:`medsam_lite.backends.resolve`)."""
+    from ..backends import parse_choice, require_backend
+    from ..extras import require_extra
+
+    if args.baseline:
+        require_extra("torch", "--baseline")
+    if args.fmt == "dicom-seg":
+        require_extra("dicom-seg", "--format dicom-seg")
+    name, _ = parse_choice(args.backend, args.precision)
+    if name != "auto":
+        require_backend(name)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every case was segmented, 1 when some case failed (one line each on stderr),
     2 for bad usage / input found before the model loads (raised as InputError, printed by main)."""
@@ -128,16 +143,19 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..errors import InputError
+    from ..extras import available
     from ..imageio import read_box_objects
     from ..segment import SegmentOptions, segment_paths
 
     window = _window(args.window)
+    _check_extras(args)
     if args.threads is not None:
         if args.threads < 1:
             raise InputError("--threads must be at least 1")
-        import torch
+        if available("torch"):
+            import torch
 
-        torch.set_num_threads(args.threads)  # process state belongs to the entry point
+            torch.set_num_threads(args.threads)  # process state belongs to the entry point
     from ..backends import is_reference
 
     if args.baseline and (args.onnx_dir or not is_reference(args.backend, args.precision)):

