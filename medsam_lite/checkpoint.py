@@ -23,15 +23,14 @@ from types import MappingProxyType
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
-import torch
-from torch import nn
-
 from .errors import InputError
 from .encoders.weights import LITE_MEDSAM_SHA256, lite_medsam_state, sha256_of, verified
 from .encoders.weights import lite_medsam_file as _lite_medsam_file
 from .io_utils import atomic_path
 
 if TYPE_CHECKING:  # the model (segment-anything, timm, torchvision: ~2-4 s of imports) only when one is built
+    from torch import nn
+
     from .model import MedSAMLite
 
 STUDENT_PATH = Path(__file__).parent / "weights" / "repvit_m0_6_lite.pth"
@@ -43,6 +42,8 @@ STUDENT_MEETS_BAR = False
 
 def state_sha256(model: nn.Module) -> str:
     """SHA-256 over a module's state dict (sorted names, dtypes, shapes and raw bytes)."""
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
@@ -98,6 +99,8 @@ def lite_medsam_weights_path() -> Path:
 def load_lite_medsam(path: Optional[Path] = None) -> MedSAMLite:
     """LiteMedSAM (TinyViT) with its real weights (``path``: the verified ``lite_medsam.pth``; None: the
     registered one), loaded strictly, in eval mode."""
+    import torch
+
     state = lite_medsam_state(path)
     with torch.random.fork_rng(devices=[]):
         from .model import build_medsam
@@ -114,6 +117,8 @@ def save_checkpoint(
     **extra: Any,
 ) -> Path:
     """Write ``{"encoder", "config", "state_dict", **extra}`` atomically to ``path``."""
+    import torch
+
     payload = {"encoder": encoder, "config": dict(config or {}), "state_dict": model.state_dict(), **extra}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -139,6 +144,8 @@ def _unpickler_reason(exc: BaseException) -> str:
 def _blocked_globals(path: Path, reason: str) -> List[str]:
     """The callables a refused pickle would have called (``posix.system``), found without unpickling:
     torch's own scan of the checkpoint's pickle, else the name in torch's error line."""
+    import torch
+
     try:
         found = [str(g) for g in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))]
     except Exception:  # not a torch.save zip, or an older torch
@@ -151,6 +158,8 @@ def _blocked_globals(path: Path, reason: str) -> List[str]:
 
 def _read_payload(path: Path) -> Any:
     """``torch.load(weights_only=True)``: tensors, dicts, lists and plain numbers only, never code."""
+    import torch
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4": the error says more
@@ -172,6 +181,8 @@ def _read_payload(path: Path) -> Any:
 
 def _key_problem(model: nn.Module, state: Dict[str, Any]) -> Optional[str]:
     """One line describing missing / unexpected / mis-shaped keys, or None when ``state`` fits ``model``."""
+    import torch
+
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -193,6 +204,8 @@ def load_checkpoint(path: Union[str, Path]) -> MedSAMLite:
     objects (and so could run code) is refused, never executed. Every problem (unreadable file, not a
     dict, unknown encoder, keys that do not fit the encoder) is one :class:`InputError` line naming the file.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint file not found", path)

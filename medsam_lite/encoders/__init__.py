@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict
+from typing import TYPE_CHECKING, Callable, Dict
 
-from torch import nn
+if TYPE_CHECKING:  # torch only when an encoder is built
+    from torch import nn
 
 
 def _lazy(module: str, builder: str) -> Callable[[], nn.Module]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from pathlib import Path
-from typing import Dict, Union
+from typing import TYPE_CHECKING, Dict, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from ..errors import InputError
 
@@ -53,5 +54,7 @@ def lite_medsam_file() -> Path:
 def lite_medsam_state(path: Union[str, Path, None] = None) -> Dict[str, torch.Tensor]:
     """The LiteMedSAM state dict as stored (MobileSAM key names), ``weights_only`` load; ``path``: an already
     verified file (None: the installed one, SHA-256 checked here)."""
+    import torch
+
     path = path if path is not None else verified(lite_medsam_file(), LITE_MEDSAM_SHA256)
     return torch.load(str(path), map_location="cpu", weights_only=True)
