@@ -126,7 +126,15 @@ class NumpyPropagator:
 
     # ------------------------------------------------------------------ 3D
     def segment_3d(self, volume: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """(D, H, W) uint8 volume, (N, 6) boxes in voxel indices -> (D, H, W) uint8 label map."""
+        """(D, H, W) uint8 volume, (N, 6) boxes in voxel indices -> (D, H, W) uint8 label map.
+
+        With the slice cache on, the boxes run in lock-step (:meth:`_lockstep`): one sweep up the volume
+        decodes every box whose upward run visits the slice, one sweep down every box whose downward run does;
+        each box still sees exactly the prompts of its own run (its previous mask) and one decoder call of its
+        own, and a voxel keeps the highest label whose mask is set there, so the label map equals the box by
+        box order's; the decoder's box-independent image part then runs once per slice and sweep, not once
+        per box and slice. ``cache=False`` (the baseline's cost model) runs box by box.
+        """
         if volume.ndim != 3:
             raise ValueError(f"volume must be (D, H, W), got shape {list(volume.shape)}")
         _check_uint8(volume, "volume")
@@ -134,22 +142,55 @@ class NumpyPropagator:
         if len(boxes) > MAX_LABELS:
             raise ValueError(f"{len(boxes)} boxes do not fit a uint8 label map (at most {MAX_LABELS})")
         segs = np.zeros(volume.shape, dtype=np.uint8)
-        cache: Dict[int, Tuple[np.ndarray, int, int]] = {}
-        last_use: Dict[int, int] = {}  # slice -> last box that visits it: its embedding is dropped after that box
-        for b, box in enumerate(boxes):
-            for z in range(int(box[2]), int(box[5]) + 1):
-                last_use[z] = b
         progress = [0, int((boxes[:, 5] - boxes[:, 2] + 1).sum())]  # done, total
+        if self.cache:
+            self._lockstep(volume, segs, boxes, progress)
+            return segs
         for b, box in enumerate(boxes):
-            self._propagate_box(volume, segs, box, b + 1, cache, progress)
-            for z in list(cache):  # memory: keep only embeddings a later box will use again
-                if last_use[z] <= b:
-                    cache.pop(z)
+            self._propagate_box(volume, segs, box, b + 1, {}, progress)
         return segs
+
+    def _next_prompt(self, mask: np.ndarray, label: int, given: np.ndarray) -> np.ndarray:
+        """The prompt after a slice whose mask is ``mask``: the widened 256-frame box of the mask resized with
+        its label value, or the given box when that is empty."""
+        small = mask_to_model_frame(mask.astype(np.uint8) * np.uint8(label))
+        return box_from_mask(small > 0, BOX_SHIFT_3D) if small.any() else given
+
+    def _lockstep(self, volume: np.ndarray, segs: np.ndarray, boxes: np.ndarray, progress: List[int]) -> None:
+        """Both sweeps of :meth:`segment_3d` (cache on); slice embeddings are kept only for the down sweep."""
+        height, width = volume.shape[1], volume.shape[2]
+        given = scale_boxes(boxes[:, [0, 1, 3, 4]].astype(np.float64), (height, width))
+        z_mid = [int((int(b[5]) - int(b[2])) / 2 + int(b[2])) for b in boxes]
+        depth = volume.shape[0]
+        up = [[b for b in range(len(boxes)) if z_mid[b] <= z <= boxes[b, 5]] for z in range(depth)]  # boxes a slice
+        down = [[b for b in range(len(boxes)) if boxes[b, 2] <= z < z_mid[b]] for z in range(depth)]  # visits
+        prompt = {b: given[b] for b in range(len(boxes))}  # next prompt of each box's current run
+        start_down = dict(prompt)  # the prompt after each box's z_mid mask
+        cache: Dict[int, Tuple[np.ndarray, int, int]] = {}
+        for sweep, order in ((up, range(depth)), (down, range(depth - 1, -1, -1))):
+            if sweep is down:
+                prompt = start_down
+            for z in order:
+                if not sweep[z]:
+                    continue
+                embedding, new_h, new_w = cache.pop(z) if z in cache else self.encode_image(volume[z])
+                if sweep is up and down[z]:
+                    cache[z] = (embedding, new_h, new_w)
+                for b in sweep[z]:  # ascending box order; the highest label wins where masks overlap
+                    logits = np.asarray(self.decoder(embedding, prompt[b][None].astype(np.float32)))
+                    self.decoder_calls += 1
+                    mask = logits_to_mask(logits[0, 0], new_h, new_w, height, width)
+                    np.maximum(segs[z], np.uint8(b + 1), out=segs[z], where=mask)
+                    prompt[b] = self._next_prompt(mask, b + 1, given[b])
+                    if z == z_mid[b]:
+                        start_down[b] = prompt[b]
+                    progress[0] += 1
+                    self.on_slice(progress[0], progress[1])
 
     def _propagate_box(self, volume: np.ndarray, segs: np.ndarray, box: np.ndarray, label: int,
                        cache: Dict[int, Tuple[np.ndarray, int, int]], progress: List[int]) -> None:
-        """One box of :meth:`segment_3d`: z_mid .. z_max (up), then z_mid - 1 .. z_min (down), writing ``label``."""
+        """One box of :meth:`segment_3d` box by box: z_mid .. z_max (up), then z_mid - 1 .. z_min (down), writing
+        ``label`` (the torch Propagator's order; ``cache`` maps slice -> embedding, kept when ``self.cache``)."""
         height, width = volume.shape[1], volume.shape[2]
         x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
         given = scale_boxes(np.array([[x0, y0, x1, y1]], dtype=np.float64), (height, width))[0]
@@ -160,11 +201,7 @@ class NumpyPropagator:
             if direction == 1:
                 prev = mid
             for z in order:
-                prompt = given
-                if z != z_mid:
-                    small = mask_to_model_frame(prev.astype(np.uint8) * np.uint8(label))
-                    if small.any():
-                        prompt = box_from_mask(small > 0, BOX_SHIFT_3D)
+                prompt = given if z == z_mid else self._next_prompt(prev, label, given)
                 if self.cache and z in cache:
                     embedding, new_h, new_w = cache[z]
                 else:
