@@ -218,10 +218,12 @@ def logits_to_mask(logits: np.ndarray, new_h: int, new_w: int, height: int, widt
     fast = cv2.resize(cropped, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
     if fast.ndim != 2:  # OpenCV drops a size-1 axis of the output in some versions
         fast = fast.reshape(int(height), int(width))
-    mask = fast > LOGIT_THRESHOLD
-    margin = np.float32(1e-3) * np.float32(np.abs(cropped).max()) + np.float32(1e-6)
-    rows, cols = np.nonzero(np.abs(fast - LOGIT_THRESHOLD) <= margin)
-    if rows.size:
+    threshold = float(LOGIT_THRESHOLD)
+    mask = fast > threshold
+    margin = 1e-3 * float(np.abs(cropped).max()) + 1e-6
+    near = np.flatnonzero((fast >= threshold - margin) & (fast <= threshold + margin))
+    if near.size:
+        rows, cols = np.divmod(near, int(width))
         mask[rows, cols] = upsample_logits(cropped, height, width, rows, cols) > LOGIT_THRESHOLD
     return mask
 

@@ -81,3 +81,14 @@ def test_openvino_predictor_and_segment_run_without_torch(tmp_path: Path) -> Non
     for name, ref in zip(CASES, (ref_2d, ref_3d)):
         with np.load(tmp_path / "segment" / name) as written:
             assert np.array_equal(written["segs"], ref), name
+
+
+def test_default_path_modules_import_no_torch() -> None:
+    """``import medsam_lite``, the Predictor, ``segment``, the OpenVINO backend, the numpy twin and the embedding
+    stores load without torch (the torch twins and the reference Propagator stay importable beside them)."""
+    code = ("import sys; import medsam_lite, medsam_lite.predictor, medsam_lite.segment, medsam_lite.backends.openvino, "
+            "medsam_lite.propagation_numpy, medsam_lite.embedding_cache, medsam_lite.transforms, medsam_lite.validation; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "from medsam_lite.transforms import preprocess_image_torch; assert 'torch' in sys.modules; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
