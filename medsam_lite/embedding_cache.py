@@ -12,10 +12,14 @@ shared by every case) and the fidelity report (a memory store cleared per volume
   * the model fingerprint (the backend's ``weights_sha256``),
   * the backend name and precision (an OpenVINO bf16 embedding is not an eager fp32 one).
 
-* :class:`EmbeddingStore`, the one protocol (``get(key)`` -> (1, 256, 64, 64) float32 tensor or None,
-  ``put(key, embedding)``), with two implementations: :class:`MemoryEmbeddingStore` (LRU, bounded in bytes,
-  thread-safe) and :class:`DiskEmbeddingStore` (a folder, bounded in bytes, LRU by modification time).
-* :class:`CachedEncoder`, the one way to run a backend's encoder behind a store.
+* :class:`EmbeddingStore`, the one protocol (``get(key)`` -> (1, 256, 64, 64) float32 numpy array or None,
+  ``put(key, embedding)``: a numpy array or a torch tensor, stored as a numpy copy), with two
+  implementations: :class:`MemoryEmbeddingStore` (LRU, bounded in bytes, thread-safe) and :class:`DiskEmbeddingStore` (a folder, bounded in bytes, LRU by modification time).
+* :class:`CachedEncoder`, the one way to run a backend's encoder behind a store: numpy in, numpy out for the
+  torch-free path (:class:`~medsam_lite.propagation_numpy.NumpyPropagator`), torch in, torch out for the
+  reference :class:`~medsam_lite.propagation.Propagator` and the server (:mod:`medsam_lite.arrays`).
+
+This module imports no torch.
 
 Disk entries are ``<key>.emb`` files written atomically (temporary name + rename): a magic line, an
 HMAC-SHA256 tag and the ``.npy`` bytes. The tag binds the embedding to its key under a per-user secret
@@ -24,10 +28,10 @@ who can write to a shared cache folder but cannot read the user's secret is a mi
 are read back with ``np.load(allow_pickle=False)`` (never unpickled) and validated (shape, dtype, finite); an
 unreadable entry is removed, a foreign or forged one is ignored (and replaced on the next ``put``).
 
-The :class:`~medsam_lite.propagation.Propagator` keeps one more, deliberately: the per-call working set of
-a volume's slice embeddings inside the TorchScript algorithm (a local dict, dropped once no later box
-visits a slice). It is part of the exported algorithm, not a store: a TorchScript module cannot call back
-into Python stores.
+The :class:`~medsam_lite.propagation.Propagator` (and its numpy twin) keeps one more, deliberately: the
+per-call working set of a volume's slice embeddings inside the TorchScript algorithm (a local dict, dropped
+once no later box visits a slice). It is part of the exported algorithm, not a store: a TorchScript module
+cannot call back into Python stores.
 """
 from __future__ import annotations
 
@@ -36,15 +40,15 @@ import hmac
 import io
 import os
 import secrets
+import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
-import torch
-from torch import nn
 
+from .arrays import is_tensor, like, to_numpy
 from .io_utils import atomic_path
 
 EMBEDDING_SHAPE: Tuple[int, int, int, int] = (1, 256, 64, 64)
@@ -57,10 +61,10 @@ SECRET_ENV = "MEDSAM_LITE_SECRET_FILE"
 """Environment variable naming the secret file (default: ``embedding-cache.key`` in the user config folder)."""
 
 
-def input_digest(array: Union[np.ndarray, torch.Tensor]) -> str:
-    """SHA-256 of an array's dtype, shape and bytes: a preprocessed (1, 3, 256, 256) model-frame tensor or a
-    raw (H, W) / (H, W, 3) slice."""
-    data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+def input_digest(array: Any) -> str:
+    """SHA-256 of an array's dtype, shape and bytes: a preprocessed (1, 3, 256, 256) model-frame array (numpy or
+    torch: the same data gives the same digest) or a raw (H, W) / (H, W, 3) slice."""
+    data = array.detach().cpu().numpy() if is_tensor(array) else np.asarray(array)
     data = np.ascontiguousarray(data)
     digest = hashlib.sha256(f"{data.dtype.str}|{data.shape}|".encode())
     digest.update(data.tobytes())
@@ -73,51 +77,54 @@ def embedding_key(input_sha256: str, model_sha256: str, backend: str, precision:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _check_embedding(embedding: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
-    tensor = embedding if isinstance(embedding, torch.Tensor) else torch.from_numpy(np.asarray(embedding))
-    if tuple(tensor.shape) != EMBEDDING_SHAPE:
-        raise ValueError(f"embedding must be {EMBEDDING_SHAPE}, got {tuple(tensor.shape)}")
-    return tensor
+def _check_embedding(embedding: Any) -> np.ndarray:
+    """A float32 numpy copy of a (1, 256, 64, 64) embedding (numpy array or torch tensor); ValueError otherwise."""
+    if tuple(embedding.shape) != EMBEDDING_SHAPE:
+        raise ValueError(f"embedding must be {EMBEDDING_SHAPE}, got {tuple(embedding.shape)}")
+    return np.array(to_numpy(embedding), dtype=np.float32, copy=True)
 
 
 class EmbeddingStore(Protocol):
-    """Where slice embeddings live: ``get(key)`` -> (1, 256, 64, 64) float32 tensor or None; ``put(key, emb)``."""
+    """Where slice embeddings live: ``get(key)`` -> (1, 256, 64, 64) float32 numpy array or None;
+    ``put(key, emb)`` (numpy or torch)."""
 
-    def get(self, key: str) -> Optional[torch.Tensor]: ...
+    def get(self, key: str) -> Optional[np.ndarray]: ...
 
-    def put(self, key: str, embedding: torch.Tensor) -> None: ...
+    def put(self, key: str, embedding: Any) -> None: ...
 
 
 class MemoryEmbeddingStore:
-    """LRU in-memory store of (1, 256, 64, 64) float32 embeddings, bounded to ``max_bytes`` (thread-safe).
+    """LRU in-memory store of (1, 256, 64, 64) float32 numpy embeddings, bounded to ``max_bytes`` (thread-safe).
     The entry just stored is evicted last, so one entry larger than the bound still round-trips."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.max_bytes = int(max_bytes)
-        self._items: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        self._items: "OrderedDict[str, np.ndarray]" = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> Optional[torch.Tensor]:
+    def get(self, key: str) -> Optional[np.ndarray]:
         with self._lock:
             item = self._items.get(key)
             if item is not None:
                 self._items.move_to_end(key)
             return item
 
-    def put(self, key: str, embedding: torch.Tensor) -> None:
-        tensor = _check_embedding(embedding)
-        size = tensor.element_size() * tensor.nelement()
+    def put(self, key: str, embedding: Any) -> None:
         with self._lock:
             if key in self._items:
                 return
-            self._items[key] = tensor
-            self._bytes += size
+        array = _check_embedding(embedding)
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = array
+            self._bytes += array.nbytes
             while self._bytes > self.max_bytes and len(self._items) > 1:
                 _, old = self._items.popitem(last=False)
-                self._bytes -= old.element_size() * old.nelement()
+                self._bytes -= old.nbytes
 
     def clear(self) -> None:
         """Drop every entry."""
@@ -176,7 +183,7 @@ class DiskEmbeddingStore:
     """A folder of ``<key>.emb`` entries bounded to ``max_bytes`` (LRU eviction by mtime), each bound to its
     key by an HMAC under ``secret`` (default: :func:`user_secret`); see the module docstring.
 
-    ``get(key)`` -> (1, 256, 64, 64) float32 tensor or None; ``put(key, embedding)`` stores one.
+    ``get(key)`` -> (1, 256, 64, 64) float32 numpy array or None; ``put(key, embedding)`` stores one.
     """
 
     def __init__(self, folder: Union[str, Path], max_bytes: int = DEFAULT_MAX_BYTES,
@@ -195,7 +202,7 @@ class DiskEmbeddingStore:
     def _tag(self, key: str, payload: bytes) -> bytes:
         return hmac.new(self._secret, key.encode() + b"|" + payload, hashlib.sha256).digest()
 
-    def get(self, key: str) -> Optional[torch.Tensor]:
+    def get(self, key: str) -> Optional[np.ndarray]:
         """The stored (1, 256, 64, 64) float32 embedding of ``key``, or None (missing; unreadable: removed;
         tagged by another secret or forged: ignored)."""
         path = self._path(key)
@@ -224,13 +231,14 @@ class DiskEmbeddingStore:
             os.utime(path)  # mark as recently used
         except OSError:
             pass
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return np.ascontiguousarray(array)
 
-    def put(self, key: str, embedding: Union[torch.Tensor, np.ndarray]) -> None:
-        """Store a (1, 256, 64, 64) embedding atomically, then evict LRU entries beyond ``max_bytes``."""
-        tensor = _check_embedding(embedding)
+    def put(self, key: str, embedding: Any) -> None:
+        """Store a (1, 256, 64, 64) embedding (numpy or torch) atomically, then evict LRU entries beyond
+        ``max_bytes``."""
+        array = _check_embedding(embedding)
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32), allow_pickle=False)
+        np.save(buffer, array, allow_pickle=False)
         payload = buffer.getvalue()
         path = self._path(key)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -282,47 +290,55 @@ def open_store(store: Any) -> Optional[EmbeddingStore]:
     return DiskEmbeddingStore(Path(store))
 
 
-class CachedEncoder(nn.Module):
+class CachedEncoder:
     """A backend's ``encode`` behind an :class:`EmbeddingStore`: (B, 3, 256, 256) model-frame inputs ->
     (B, 256, 64, 64) embeddings, each image looked up by :meth:`key` and encoded only on a miss (the result
     equals the backend's exactly). ``store=None``: no reuse, a plain call. ``hits`` / ``runs`` count lookups
-    answered by the store and encoder runs. A module, so :class:`~medsam_lite.propagation.Propagator` can
-    run it as its encoder.
+    answered by the store and encoder runs.
+
+    Numpy in, numpy out (the torch-free :class:`~medsam_lite.propagation_numpy.NumpyPropagator`); torch in,
+    torch out (the reference :class:`~medsam_lite.propagation.Propagator` runs it as its encoder callable, the
+    server's :class:`~medsam_lite.serve.embeddings.CachingBackend` looks inputs up). A numpy and a torch input
+    with the same data have the same key.
     """
 
     def __init__(self, backend: Any, store: Optional[EmbeddingStore] = None) -> None:
-        super().__init__()
         self.backend, self.store = backend, store
         self.hits = 0
         self.runs = 0
 
-    def key(self, image: torch.Tensor) -> str:
+    def key(self, image: Any) -> str:
         """The :func:`embedding_key` of one (3, 256, 256) or (1, 3, 256, 256) model-frame input."""
-        image = image if image.dim() == 4 else image[None]
+        image = image if image.ndim == 4 else image[None]
         return embedding_key(input_digest(image), str(getattr(self.backend, "weights_sha256", "") or ""),
                              str(getattr(self.backend, "name", "")), str(getattr(self.backend, "precision", "")))
 
-    def lookup(self, image: torch.Tensor) -> Optional[torch.Tensor]:
-        """The stored (1, 256, 64, 64) embedding of one input, or None."""
-        return None if self.store is None else self.store.get(self.key(image))
+    def lookup(self, image: Any) -> Any:
+        """The stored (1, 256, 64, 64) embedding of one input (in the input's kind), or None."""
+        if self.store is None:
+            return None
+        hit = self.store.get(self.key(image))
+        return None if hit is None else like(hit, image)
 
-    def encode_one(self, image: torch.Tensor) -> torch.Tensor:
+    def encode_one(self, image: Any) -> Any:
         """(1, 3, 256, 256) -> (1, 256, 64, 64): the stored embedding, else the backend's ``encode``, stored."""
         key = self.key(image) if self.store is not None else ""
         if self.store is not None:
             hit = self.store.get(key)
             if hit is not None:
                 self.hits += 1
-                return hit
+                return like(hit, image)
         embedding = self.backend.encode(image)
         self.runs += 1
         if self.store is not None:
-            embedding = embedding.detach().clone()
-            self.store.put(key, embedding)
+            self.store.put(key, embedding)  # the store keeps its own copy
         return embedding
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: Any) -> Any:
         if self.store is None:
             self.runs += 1
             return self.backend.encode(images)
-        return torch.cat([self.encode_one(images[i : i + 1]) for i in range(images.shape[0])])
+        out = [self.encode_one(images[i : i + 1]) for i in range(images.shape[0])]
+        if is_tensor(images):
+            return sys.modules["torch"].cat(out)
+        return np.concatenate(out)

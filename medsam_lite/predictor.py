@@ -1,8 +1,11 @@
 """Box-prompted prediction: encode once, decode many boxes (2D) and slice-by-slice propagation (3D).
 
 The algorithm is :class:`medsam_lite.propagation.Propagator` (the same code the baseline and the
-TorchScript artifact run); this module adds the user-facing checks (one-line :class:`InputError`),
-numpy in / out, backend selection, progress and the embedding caches.
+TorchScript artifact run) on the torch reference backend, and its numpy / OpenCV twin
+:class:`medsam_lite.propagation_numpy.NumpyPropagator` (equal label maps, tested) on every other backend
+(OpenVINO, ONNX Runtime), so that path never imports torch; this module adds the user-facing checks (one-line
+:class:`InputError`), numpy in / out, backend selection, progress and the embedding caches. Importing it
+imports no torch.
 
 Frames: boxes given to this module are in *original pixels*: (N, 4) ``[x_min, y_min, x_max, y_max]``
 for 2D, (N, 6) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` for volumes shaped (D, H, W) with
@@ -15,43 +18,46 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm import tqdm
 
+from .arrays import is_tensor, to_numpy
 from .embedding_cache import CachedEncoder, EmbeddingStore, open_store
 from .errors import InputError
 from .normalize import Window, model_input_uint8, modality_rule, parse_window
-from .propagation import Propagator
+from .propagation_numpy import NumpyPropagator
 from .transforms import get_preprocess_shape, scale_boxes
 from .validation import MAX_LABELS, as_uint8, check_boxes_2d, check_boxes_3d, check_image, check_volume
 
 if TYPE_CHECKING:  # building a torch model imports segment-anything / timm; a cached OpenVINO model needs neither
+    import torch
+
     from .model import MedSAMLite
     from .session import Session
 
-Embedding = torch.Tensor
+Embedding = Any
+"""A (1, 256, 64, 64) float32 embedding: a torch tensor on the reference backend, a numpy array otherwise."""
 
 
-class BackendDecoder(nn.Module):
-    """A backend's ``decode`` as a module for :class:`Propagator`."""
+class BackendDecoder:
+    """A backend's ``decode`` as the decoder callable of a propagator (numpy in / out, or torch in / out)."""
 
     def __init__(self, backend: Any) -> None:
-        super().__init__()
         self.backend = backend
 
-    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def __call__(self, embedding: Any, boxes: Any) -> Any:
         return self.backend.decode(embedding, boxes)
 
 
-class _ProgressPropagator(Propagator):
-    """A Propagator that reports each decoded slice to a callback (eager use only)."""
+def _reference_propagator(backend: Any, store: Optional[EmbeddingStore], decode_batch: int) -> Any:
+    """The torch :class:`~medsam_lite.propagation.ProgressPropagator` of the reference backend (imports torch):
+    its own modules, or (with a store) the backend behind a :class:`CachedEncoder`."""
+    from .propagation import ProgressPropagator
 
-    callback: Optional[Callable[[int, int], None]] = None
-
-    def on_slice(self, done: int, total: int) -> None:
-        if self.callback is not None:
-            self.callback(done, total)
+    if store is None:
+        encoder, decoder = backend.reference_modules()  # the eager reference path: no wrapper
+    else:
+        encoder, decoder = CachedEncoder(backend, store), BackendDecoder(backend)
+    return ProgressPropagator(encoder, decoder, cache=True, decode_batch=decode_batch)
 
 
 class Predictor:
@@ -110,15 +116,15 @@ class Predictor:
         if self.embedding_cache is not None and not getattr(backend, "weights_sha256", None):
             raise InputError("embedding_cache needs a backend that states its weights_sha256 (every registry "
                              "backend does)")
-        reference = getattr(backend, "reference_modules", None)
-        if reference is not None and self.embedding_cache is None:
-            encoder, decoder = reference()  # the eager reference path: the modules themselves, no wrapper
-        else:
-            encoder = CachedEncoder(backend, self.embedding_cache)
-            decoder = BackendDecoder(backend)
         if decode_batch is None:
             decode_batch = int(getattr(backend, "decode_batch", 1))
-        self.propagator = _ProgressPropagator(encoder, decoder, cache=True, decode_batch=decode_batch)
+        self.uses_torch = hasattr(backend, "reference_modules")
+        """True on the torch reference backend (the torch Propagator); False: the numpy twin, no torch."""
+        if self.uses_torch:
+            self.propagator: Any = _reference_propagator(backend, self.embedding_cache, decode_batch)
+        else:
+            self.propagator = NumpyPropagator(CachedEncoder(backend, self.embedding_cache), BackendDecoder(backend),
+                                              cache=True, decode_batch=decode_batch)
         self._embedding: Optional[Embedding] = None
         self._resized_hw: Tuple[int, int] = (0, 0)
         self._original_hw: Tuple[int, int] = (0, 0)
@@ -138,8 +144,8 @@ class Predictor:
         are min-max scaled to uint8 first, like a uint8 image after the baseline's min-max)."""
         image = check_image(image)
         image = self._to_uint8(image, is_rgb=image.ndim == 3 and image.shape[-1] == 3)
-        with torch.inference_mode():
-            self._embedding, new_h, new_w = self.propagator.encode_image(torch.from_numpy(image))
+        with self._no_grad():
+            self._embedding, new_h, new_w = self.propagator.encode_image(self._in(image))
         self._resized_hw = (new_h, new_w)
         self._original_hw = (image.shape[0], image.shape[1])
 
@@ -153,6 +159,24 @@ class Predictor:
                               UserWarning, stacklevel=3)
             return as_uint8(array)
         return np.ascontiguousarray(model_input_uint8(array, self.modality, self.window, is_rgb=is_rgb)[0])
+
+    def _in(self, array: np.ndarray) -> Any:
+        """A numpy input as the propagator takes it (a tensor sharing its memory on the torch path)."""
+        if not self.uses_torch:
+            return array
+        import torch
+
+        return torch.from_numpy(array)
+
+    def _no_grad(self) -> Any:
+        """``torch.inference_mode()`` on the torch path, else a no-op context."""
+        if not self.uses_torch:
+            import contextlib
+
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.inference_mode()
 
     @property
     def is_image_set(self) -> bool:
@@ -168,6 +192,8 @@ class Predictor:
         instead of ``set_image`` (e.g. one from another encoder); ``predict`` then decodes from it."""
         if tuple(embedding.shape) != (1, 256, 64, 64):
             raise ValueError(f"embedding must be (1, 256, 64, 64), got {tuple(embedding.shape)}")
+        if self.uses_torch != is_tensor(embedding):
+            embedding = self._in(to_numpy(embedding))
         self._embedding = embedding
         self._original_hw = (int(original_hw[0]), int(original_hw[1]))
         self._resized_hw = get_preprocess_shape(*self._original_hw)
@@ -183,15 +209,16 @@ class Predictor:
         if self._embedding is None:
             raise RuntimeError("call set_image() before predict()")
         boxes = check_boxes_2d(boxes, self._original_hw)
-        boxes_256 = torch.from_numpy(scale_boxes(boxes, self._original_hw))
+        boxes_256 = self._in(scale_boxes(boxes, self._original_hw))
         (new_h, new_w), (height, width) = self._resized_hw, self._original_hw
-        with torch.inference_mode():
+        with self._no_grad():
             if not label_map:
-                return self.propagator.decode_masks(self._embedding, boxes_256, new_h, new_w, height, width).numpy()
+                masks = self.propagator.decode_masks(self._embedding, boxes_256, new_h, new_w, height, width)
+                return to_numpy(masks, dtype=bool)
             _check_label_count(len(boxes))
-            out = torch.zeros((height, width), dtype=torch.uint8)
-            self.propagator.decode_into(out, self._embedding, boxes_256, 1, new_h, new_w)
-        return out.numpy()
+            out = np.zeros((height, width), dtype=np.uint8)
+            self.propagator.decode_into(self._in(out), self._embedding, boxes_256, 1, new_h, new_w)
+        return out
 
     # ----------------------------------------------------------------- 3D
     def predict_volume(self, volume: np.ndarray, boxes: np.ndarray, progress: bool = True,
@@ -217,12 +244,12 @@ class Predictor:
 
         self.propagator.callback = report
         try:
-            with torch.inference_mode():
-                segs = self.propagator.segment_3d(torch.from_numpy(volume), torch.from_numpy(boxes))
+            with self._no_grad():
+                segs = self.propagator.segment_3d(self._in(volume), self._in(boxes))
         finally:
             self.propagator.callback = None
             bar.close()
-        return segs.numpy()
+        return to_numpy(segs, dtype=np.uint8)
 
     # ----------------------------------------------------------------- interactive
     def session(self, volume_or_image: np.ndarray, **options: Any) -> "Session":

@@ -6,6 +6,10 @@ baseline (:mod:`medsam_lite.baseline`: the same module with the slice cache off)
 file (:mod:`medsam_lite.export.torchscript`). Every path therefore runs the same code on the same
 inputs, and their label maps are equal, not merely close.
 
+Its numpy / OpenCV twin, :class:`medsam_lite.propagation_numpy.NumpyPropagator`, runs the same algorithm
+without torch (the Predictor on OpenVINO / ONNX Runtime); this module stays the reference and the TorchScript
+source, and tests prove the two give equal label maps on the bundled cases with every backend.
+
 Pre/post-processing are the torch twins of :mod:`medsam_lite.transforms` (bit-exact with OpenCV):
 resize the longest side to 256 (INTER_AREA), min-max to [0, 1], zero-pad bottom / right, grey -> 3
 channels; boxes scaled by 256 / max(H, W) and truncated; logits cropped to the resized size,
@@ -25,15 +29,15 @@ dropped once no later box visits that slice.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transforms import (box_from_mask_torch, mask_to_model_frame_torch, preprocess_image_torch,
-                         scale_boxes_torch)
-from .validation import check_boxes_torch, check_pixels_torch
+from .transforms_torch import (box_from_mask_torch, mask_to_model_frame_torch, preprocess_image_torch,
+                               scale_boxes_torch)
+from .validation_torch import check_boxes_torch, check_pixels_torch
 
 
 def upsample_mask(logits: torch.Tensor, new_h: int, new_w: int, height: int, width: int) -> torch.Tensor:
@@ -210,3 +214,14 @@ class Propagator(nn.Module):
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`segment_2d`."""
         return self.segment_2d(image, boxes)
+
+
+class ProgressPropagator(Propagator):
+    """A Propagator that reports each decoded slice to ``callback(done, total)`` (eager use only: the
+    Predictor's reference path)."""
+
+    callback: Optional[Callable[[int, int], None]] = None
+
+    def on_slice(self, done: int, total: int) -> None:
+        if self.callback is not None:
+            self.callback(done, total)

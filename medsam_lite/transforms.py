@@ -1,11 +1,14 @@
 """The one place where images, boxes and masks move between the original frame and the model frame.
 
 Two twins side by side (as segment-anything's ``ResizeLongestSide.apply_boxes`` /
-``apply_boxes_torch``): numpy / OpenCV functions (data prep, training) and ``*_torch`` functions that
-TorchScript compiles. Inference (:mod:`medsam_lite.propagation`: the Predictor, the baseline and the
-TorchScript artifact) runs the torch twins, so every inference path sees bit-identical inputs; the
-torch twin of ``cv2.resize(..., INTER_AREA)`` reproduces OpenCV's uint8 arithmetic (tests compare it
-with cv2 pixel for pixel over a sweep of sizes and on the real cases). They reproduce the LiteMedSAM
+``apply_boxes_torch``): the numpy / OpenCV functions here, and the ``*_torch`` functions of
+:mod:`medsam_lite.transforms_torch` that TorchScript compiles (re-exported here on first access, so this
+module imports no torch). The torch twins run the reference path (:class:`medsam_lite.propagation.Propagator`:
+the eager reference backend, the baseline, the TorchScript artifact); the numpy twins run the torch-free path
+(:class:`medsam_lite.propagation_numpy.NumpyPropagator`, OpenVINO / ONNX Runtime) and data prep. Both give
+bit-identical model inputs and equal masks: the torch twin of ``cv2.resize(..., INTER_AREA)`` reproduces
+OpenCV's uint8 arithmetic, and :func:`logits_to_mask` reproduces torch's bilinear upsampling decision (tests
+compare them pixel for pixel on a sweep of sizes and on the real cases). They reproduce the LiteMedSAM
 baseline exactly:
 
 * resize the longest side to 256 with ``cv2.INTER_AREA`` (new size rounded half up),
@@ -20,31 +23,38 @@ frame. Boxes are XYXY ``[x_min, y_min, x_max, y_max]``.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
-
-import math
+from typing import TYPE_CHECKING, Any, Tuple
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-IMAGE_SIZE = 256
-"""Side of the square model input (pixels)."""
+from .frames import BOX_SHIFT_3D, EMBEDDING_SIZE, IMAGE_SIZE, get_preprocess_shape
 
-EMBEDDING_SIZE = 64
-"""Side of the square image embedding (tokens)."""
+if TYPE_CHECKING:
+    import torch
 
-BOX_SHIFT_3D = 3
-"""Pixels (model frame) by which a propagated 3D box is widened around the previous slice's mask."""
+__all__ = ["IMAGE_SIZE", "EMBEDDING_SIZE", "BOX_SHIFT_3D", "get_preprocess_shape", "resize_longest_side",
+           "minmax_normalize", "pad_to_square", "to_three_channels", "preprocess_array", "preprocess_image",
+           "scale_boxes", "box_from_mask", "mask_to_model_frame", "upsample_logits", "logits_to_mask",
+           "postprocess_logits", "LOGIT_THRESHOLD"]
+
+_TORCH_TWINS = ("resize_area_u8_torch", "preprocess_image_torch", "scale_boxes_torch", "mask_to_model_frame_torch",
+                "box_from_mask_torch")
+"""Names of :mod:`medsam_lite.transforms_torch` also reachable from this module (imported on first access)."""
 
 _CV2_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
 
+LOGIT_THRESHOLD = np.float32(1.5 * 2.0 ** -24)
+"""``float32 sigmoid(x) > 0.5`` exactly when ``x > LOGIT_THRESHOLD`` (8.94e-8, not 0: below it ``exp(-x)``
+rounds so that ``1 / (1 + exp(-x))`` is exactly 0.5). Checked against ``torch.sigmoid`` in the tests."""
 
-def get_preprocess_shape(height: int, width: int, long_side: int = IMAGE_SIZE) -> Tuple[int, int]:
-    """(new_h, new_w) after resizing so that the longest side equals ``long_side`` (rounded half up)."""
-    scale = long_side * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_TWINS:
+        from . import transforms_torch
+
+        return getattr(transforms_torch, name)
+    raise AttributeError(f"module 'medsam_lite.transforms' has no attribute {name!r}")
 
 
 def resize_longest_side(image: np.ndarray, long_side: int = IMAGE_SIZE) -> np.ndarray:
@@ -85,18 +95,40 @@ def to_three_channels(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def preprocess_image(image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """Turn one (H, W) or (H, W, 3) image into the model input.
+def preprocess_array(image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """Turn one (H, W), (H, W, 1) or (H, W, 3) image into the model input, in numpy.
 
     Returns:
-        tensor: (1, 3, 256, 256) float32 in [0, 1], zero padded bottom / right.
+        array: (1, 3, 256, 256) float32 in [0, 1], zero padded bottom / right.
         resized_hw: (h, w) of the image inside the padded frame, needed to crop the logits.
+
+    uint8 input (the inference path) is resized once per distinct channel (a grey image once, then
+    replicated: OpenCV resizes each channel alike) and min-max scaled through a 256-entry table computed in
+    float64 exactly as :func:`minmax_normalize` computes each pixel, so the result equals the general
+    chain (and :func:`~medsam_lite.transforms_torch.preprocess_image_torch`) bit for bit.
     """
-    resized = resize_longest_side(to_three_channels(image))
-    resized_hw = (resized.shape[0], resized.shape[1])
-    padded = pad_to_square(minmax_normalize(resized))
-    tensor = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1).unsqueeze(0)
-    return tensor, resized_hw
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype != np.uint8:
+        resized = resize_longest_side(to_three_channels(image))
+        normed = minmax_normalize(resized)
+    else:
+        resized = resize_longest_side(np.ascontiguousarray(image))
+        lo, hi = float(resized.min()), float(resized.max())
+        table = ((np.arange(256, dtype=np.float64) - lo) / max(hi - lo, 1e-8)).astype(np.float32)
+        normed = table[resized]
+    new_h, new_w = normed.shape[0], normed.shape[1]
+    out = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    out[0, :, :new_h, :new_w] = normed if normed.ndim == 2 else normed.transpose(2, 0, 1)
+    return out, (new_h, new_w)
+
+
+def preprocess_image(image: np.ndarray) -> Tuple["torch.Tensor", Tuple[int, int]]:
+    """:func:`preprocess_array` as a torch tensor: ((1, 3, 256, 256) float32, (h, w)) (imports torch)."""
+    import torch
+
+    array, resized_hw = preprocess_array(image)
+    return torch.from_numpy(array), resized_hw
 
 
 def scale_boxes(boxes: np.ndarray, original_hw: Tuple[int, int], long_side: int = IMAGE_SIZE) -> np.ndarray:
@@ -132,163 +164,82 @@ def mask_to_model_frame(mask: np.ndarray) -> np.ndarray:
     return pad_to_square(resize_longest_side(mask.astype(np.uint8, copy=False)))
 
 
+def _linear_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear (align_corners=False) taps along one axis as torch's CPU kernel computes them in float32:
+    (source index, next index, weight of the first, weight of the second), each (out_size,).
+
+    The source coordinate is ``fma(scale, d + 0.5, -0.5)`` (torch's build contracts it to one fused
+    multiply-add; emulated exactly in float64: the product of two float32 is exact there), clamped at 0.
+    """
+    scale = np.float32(in_size) / np.float32(out_size)
+    centre = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    real = (np.float64(scale) * centre.astype(np.float64) - 0.5).astype(np.float32)
+    real = np.maximum(real, np.float32(0.0))
+    first = np.minimum(np.floor(real).astype(np.int64), in_size - 1)
+    lam = np.clip(real - first.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    second = np.where(first < in_size - 1, first + 1, first)
+    return first, second, np.float32(1.0) - lam, lam
+
+
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 ``a * b + c`` rounded once (a fused multiply-add), computed in float64."""
+    return (a.astype(np.float64) * b + c).astype(np.float32)
+
+
+def upsample_logits(logits: np.ndarray, height: int, width: int,
+                    rows: Any = slice(None), cols: Any = slice(None)) -> np.ndarray:
+    """Bilinear (align_corners=False) upsampling of (h, w) float32 logits to (height, width), equal bit for bit
+    to ``torch.nn.functional.interpolate`` on the CPU (AVX2 / AVX-512 kernels: the horizontal pass, then the
+    vertical one, each ``fma(x0, w0, x1 * w1)``). ``rows`` / ``cols``: index arrays of the output pixels
+    wanted (then (K,) values), default the whole (height, width) grid. Slower than OpenCV (float64 FMAs):
+    :func:`logits_to_mask` calls it only where OpenCV's result is too close to the threshold to decide.
+    """
+    y0, y1, a0, a1 = (t[rows] for t in _linear_taps(logits.shape[0], height))
+    x0, x1, b0, b1 = (t[cols] for t in _linear_taps(logits.shape[1], width))
+    if isinstance(rows, slice) and isinstance(cols, slice):
+        top = _fma(logits[:, x0], b0, logits[:, x1] * b1)  # every source row, horizontal pass
+        return _fma(top[y0], a0[:, None], top[y1] * a1[:, None])
+    upper = _fma(logits[y0, x0], b0, logits[y0, x1] * b1)
+    lower = _fma(logits[y1, x0], b0, logits[y1, x1] * b1)
+    return _fma(upper, a0, lower * a1)
+
+
+def logits_to_mask(logits: np.ndarray, new_h: int, new_w: int, height: int, width: int) -> np.ndarray:
+    """(256, 256) float32 logits of one box -> (height, width) bool mask: crop to the resized (new_h, new_w),
+    upsample bilinearly (align_corners=False), keep ``sigmoid > 0.5`` -- the same decision as the torch twin
+    (:func:`medsam_lite.propagation.upsample_mask`) for every pixel.
+
+    OpenCV's bilinear resize decides every pixel whose value is farther from :data:`LOGIT_THRESHOLD` than
+    any rounding difference between OpenCV and torch can reach (``1e-3 * max |logit|``, against observed
+    differences under ``2e-6 * max |logit|``); the few pixels nearer the threshold are recomputed with torch's
+    exact arithmetic (:func:`upsample_logits`).
+    """
+    cropped = np.ascontiguousarray(logits[:new_h, :new_w], dtype=np.float32)
+    fast = cv2.resize(cropped, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
+    if fast.ndim != 2:  # OpenCV drops a size-1 axis of the output in some versions
+        fast = fast.reshape(int(height), int(width))
+    threshold = float(LOGIT_THRESHOLD)
+    mask = fast > threshold
+    margin = 1e-3 * float(np.abs(cropped).max()) + 1e-6
+    near = np.flatnonzero((fast >= threshold - margin) & (fast <= threshold + margin))
+    if near.size:
+        rows, cols = np.divmod(near, int(width))
+        mask[rows, cols] = upsample_logits(cropped, height, width, rows, cols) > LOGIT_THRESHOLD
+    return mask
+
+
 def postprocess_logits(
-    logits: torch.Tensor, resized_hw: Tuple[int, int], original_hw: Tuple[int, int]
-) -> torch.Tensor:
-    """(N, 1, 256, 256) logits -> (N, H, W) bool masks in the original frame.
+    logits: "torch.Tensor", resized_hw: Tuple[int, int], original_hw: Tuple[int, int]
+) -> "torch.Tensor":
+    """(N, 1, 256, 256) logits tensor -> (N, H, W) bool masks in the original frame (torch; imports torch).
 
     Crops to the resized image, upsamples bilinearly (align_corners=False) and keeps
-    ``sigmoid > 0.5``.
+    ``sigmoid > 0.5``. The numpy twin is :func:`logits_to_mask`.
     """
+    import torch
+    import torch.nn.functional as F
+
     cropped = logits[..., : resized_hw[0], : resized_hw[1]]
     upsampled = F.interpolate(cropped, size=(int(original_hw[0]), int(original_hw[1])), mode="bilinear",
                               align_corners=False)
     return (torch.sigmoid(upsampled) > 0.5)[:, 0]
-
-
-# ============================================================================ torch twins (TorchScript)
-# TorchScript reads no module-level constants: 256 below is IMAGE_SIZE, 3 is BOX_SHIFT_3D.
-def _area_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """OpenCV's ``computeResizeAreaTab`` for one axis of a shrinking INTER_AREA resize, vectorised.
-
-    Returns (out_size, T) source indices (int64) and float32 weights, taps in ascending source
-    order per output pixel; absent taps have weight 0 (adding ``0 * x`` leaves a float sum unchanged).
-    Computed in float64 as OpenCV does, including its rule that drops overlaps under 1e-3 px.
-    """
-    scale = 1.0 / (float(out_size) / float(in_size))
-    f1 = torch.arange(out_size, dtype=torch.float64) * scale
-    f2 = f1 + scale
-    cell = torch.clamp(float(in_size) - f1, max=scale)
-    s2 = torch.clamp(torch.floor(f2), max=float(in_size - 1))
-    s1 = torch.minimum(torch.ceil(f1), s2)
-    left = (s1 - f1) > 1e-3
-    right = (f2 - s2) > 1e-3
-    w_left = (s1 - f1) / cell
-    w_full = 1.0 / cell
-    w_right = torch.minimum(torch.clamp(f2 - s2, max=1.0), cell) / cell
-    taps = int(math.ceil(scale)) + 2
-    index = torch.zeros([out_size, taps], dtype=torch.int64)
-    alpha = torch.zeros([out_size, taps], dtype=torch.float64)
-    zero = torch.zeros_like(f1)
-    for t in range(taps):
-        src = s1 - 1.0 + float(t)
-        weight = torch.where((src == s1 - 1.0) & left, w_left, zero)
-        weight = torch.where((src >= s1) & (src < s2), w_full, weight)
-        weight = torch.where((src == s2) & right, w_right, weight)
-        index[:, t] = torch.clamp(src, 0.0, float(in_size - 1)).to(torch.int64)
-        alpha[:, t] = weight
-    return index, alpha.to(torch.float32)
-
-
-def _linear_area_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """OpenCV's INTER_AREA *enlarging* taps along one axis: (source index, next index, 11-bit weights (out, 2)).
-
-    When enlarging, OpenCV runs its bilinear code with area coefficients: output pixel d covers
-    [d * s, (d + 1) * s) of the source (s = in / out < 1) and straddles at most two source pixels.
-    Weights are computed in float32 and quantised to 11 bits exactly like ``cv::resize`` on uint8.
-    """
-    inv = float(out_size) / float(in_size)
-    scale = 1.0 / inv
-    d = torch.arange(out_size, dtype=torch.float64)
-    src = torch.floor(d * scale)
-    fx = ((d + 1.0) - (src + 1.0) * inv).to(torch.float32)
-    fx = torch.where(fx <= 0.0, torch.zeros_like(fx), fx - torch.floor(fx))
-    last = src >= float(in_size - 1)
-    src = torch.where(last, torch.full_like(src, float(in_size - 1)), src)
-    fx = torch.where(last, torch.zeros_like(fx), fx)
-    weights = torch.stack([torch.round((1.0 - fx) * 2048.0), torch.round(fx * 2048.0)], dim=1).to(torch.int64)
-    index = src.to(torch.int64)
-    return index, torch.clamp(index + 1, max=in_size - 1), weights
-
-
-def resize_area_u8_torch(image: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
-    """Torch twin of ``cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)`` on uint8 data.
-
-    Args:
-        image: (C, H, W) uint8 (or any integer / float tensor holding 0..255 integers).
-    Returns:
-        (C, new_h, new_w) uint8, equal to OpenCV's result: integer shrink factor 2 = rounded 2 x 2
-        sums ``(s + 2) >> 2``; other integer factors = float32 ``sum * (1 / area)`` rounded half to
-        even; other shrinks = OpenCV's float32 area taps (row pass, then column pass, in OpenCV's
-        order) rounded half to even; enlarging = OpenCV's 11-bit fixed-point bilinear-area path.
-    """
-    height, width = image.shape[1], image.shape[2]
-    if new_h == height and new_w == width:
-        return image.to(torch.uint8)
-    if new_h > height or new_w > width:
-        sy, ny, wy = _linear_area_taps(height, new_h)
-        sx, nx, wx = _linear_area_taps(width, new_w)
-        src = image.to(torch.int64)
-        rows = src[:, :, sx] * wx[:, 0] + src[:, :, nx] * wx[:, 1]  # (C, H, new_w), scaled by 2048
-        top = torch.div(rows[:, sy, :], 16, rounding_mode="floor") * wy[:, 0].unsqueeze(1)
-        bottom = torch.div(rows[:, ny, :], 16, rounding_mode="floor") * wy[:, 1].unsqueeze(1)
-        out = torch.div(top, 65536, rounding_mode="floor") + torch.div(bottom, 65536, rounding_mode="floor")
-        return torch.clamp(torch.div(out + 2, 4, rounding_mode="floor"), 0, 255).to(torch.uint8)
-    scale_x = 1.0 / (float(new_w) / float(width))
-    scale_y = 1.0 / (float(new_h) / float(height))
-    ix, iy = int(round(scale_x)), int(round(scale_y))
-    if abs(scale_x - ix) < 2.220446049250313e-16 and abs(scale_y - iy) < 2.220446049250313e-16:
-        channels = image.shape[0]
-        blocks = image.to(torch.int64)[:, : new_h * iy, : new_w * ix].reshape(channels, new_h, iy, new_w, ix)
-        sums = blocks.sum(dim=4).sum(dim=2)
-        if ix == 2 and iy == 2:
-            return torch.div(sums + 2, 4, rounding_mode="floor").to(torch.uint8)
-        scaled = sums.to(torch.float32) * torch.tensor(1.0 / float(ix * iy), dtype=torch.float32)
-        return torch.clamp(torch.round(scaled), 0, 255).to(torch.uint8)
-    xi, xa = _area_taps(width, new_w)
-    yi, ya = _area_taps(height, new_h)
-    src = image.to(torch.float32)
-    rows = torch.zeros([image.shape[0], height, new_w], dtype=torch.float32)
-    for t in range(xi.shape[1]):
-        rows = rows + src[:, :, xi[:, t]] * xa[:, t]
-    out = rows[:, yi[:, 0], :] * ya[:, 0].unsqueeze(1)
-    for t in range(1, yi.shape[1]):
-        out = out + rows[:, yi[:, t], :] * ya[:, t].unsqueeze(1)
-    return torch.clamp(torch.round(out), 0, 255).to(torch.uint8)
-
-
-def preprocess_image_torch(image: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
-    """Torch twin of :func:`preprocess_image`: an (H, W), (H, W, 1) or (H, W, 3) uint8 image ->
-    ((1, 3, 256, 256) float32 in [0, 1] zero padded bottom / right, resized h, resized w).
-
-    A grey image is resized once and replicated (OpenCV resizes the replicated channels alike).
-    """
-    if image.dim() == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    height, width = image.shape[0], image.shape[1]
-    new_h, new_w = get_preprocess_shape(height, width)
-    if image.dim() == 2:
-        resized = resize_area_u8_torch(image.unsqueeze(0), new_h, new_w).expand(3, new_h, new_w)
-    else:
-        resized = resize_area_u8_torch(image.permute(2, 0, 1), new_h, new_w)
-    data = resized.to(torch.float64)
-    lo = data.min()
-    hi = data.max()
-    normed = ((data - lo) / torch.clamp(hi - lo, min=1e-8)).to(torch.float32)
-    padded = F.pad(normed, [0, 256 - new_w, 0, 256 - new_h])
-    return padded.unsqueeze(0).contiguous(), new_h, new_w
-
-
-def scale_boxes_torch(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Torch twin of :func:`scale_boxes`: (N, 4) XYXY original pixels -> (N, 4) float32 model frame
-    (multiply by 256 / max(H, W) in float64, truncate toward zero)."""
-    ratio = 256.0 / float(max(height, width))
-    return torch.trunc(boxes.to(torch.float64) * ratio).to(torch.float32)
-
-
-def mask_to_model_frame_torch(mask: torch.Tensor) -> torch.Tensor:
-    """Torch twin of :func:`mask_to_model_frame`: an (H, W) uint8 mask (values as given: the
-    propagation passes the box's label value, as the baseline did) -> (256, 256) uint8."""
-    new_h, new_w = get_preprocess_shape(mask.shape[0], mask.shape[1])
-    small = resize_area_u8_torch(mask.unsqueeze(0), new_h, new_w)[0]
-    return F.pad(small, [0, 256 - new_w, 0, 256 - new_h])
-
-
-def box_from_mask_torch(mask_256: torch.Tensor, shift: int = 3) -> torch.Tensor:
-    """Torch twin of :func:`box_from_mask` for a non-empty (H, W) mask: (4,) float32 XYXY widened by
-    ``shift`` px and clipped to [0, W] / [0, H] as the baseline's ``get_bbox256``."""
-    ys = torch.nonzero(mask_256.any(dim=1)).flatten()
-    xs = torch.nonzero(mask_256.any(dim=0)).flatten()
-    h, w = mask_256.shape[0], mask_256.shape[1]
-    return torch.tensor([max(0, int(xs.min()) - shift), max(0, int(ys.min()) - shift),
-                         min(w, int(xs.max()) + shift), min(h, int(ys.max()) + shift)], dtype=torch.float32)

@@ -30,8 +30,8 @@ def test_put_get_roundtrip_and_miss(tmp_path: Path) -> None:
     emb = _embedding(0)
     cache.put(_key(0), emb)
     got = cache.get(_key(0))
-    assert got is not None and got.dtype == torch.float32 and tuple(got.shape) == EMBEDDING_SHAPE
-    assert torch.equal(got, emb)
+    assert got is not None and got.dtype == np.float32 and tuple(got.shape) == EMBEDDING_SHAPE  # stores speak numpy
+    assert np.array_equal(got, emb.numpy())
     assert cache.get(_key(1)) is None
     assert not [p for p in (tmp_path / "emb").iterdir() if p.name.startswith(".")], "temporary file left behind"
 
@@ -73,7 +73,7 @@ def test_corrupt_entry_is_ignored_removed_and_rebuilt(tmp_path: Path, damage: st
     assert cache.get(key) is None
     assert not path.exists(), "a corrupt entry must be removed"
     cache.put(key, _embedding(1))
-    assert torch.equal(cache.get(key), _embedding(1))
+    assert np.array_equal(cache.get(key), _embedding(1).numpy())
 
 
 def test_pickled_entry_is_never_unpickled(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_size_bound_evicts_least_recently_used(tmp_path: Path) -> None:
     assert cache.size_bytes() <= cache.max_bytes
     assert _key(1) not in cache
     for i in (0, 2, 3):
-        assert torch.equal(cache.get(_key(i)), _embedding(i))
+        assert np.array_equal(cache.get(_key(i)), _embedding(i).numpy())
 
 
 def test_put_rejects_wrong_shape_and_bad_keys(tmp_path: Path) -> None:
@@ -163,9 +163,9 @@ def test_forged_or_foreign_entries_are_never_trusted(tmp_path: Path) -> None:
     assert store.get(_key(1)) is None
     other = DiskEmbeddingStore(tmp_path, secret=b"o" * TAG_BYTES)  # another user sharing the folder
     other.put(_key(2), _embedding(2))
-    assert store.get(_key(2)) is None and torch.equal(other.get(_key(2)), _embedding(2))
+    assert store.get(_key(2)) is None and np.array_equal(other.get(_key(2)), _embedding(2).numpy())
     store.put(key, _embedding(0))  # replaces the forged entry
-    assert torch.equal(store.get(key), _embedding(0))
+    assert np.array_equal(store.get(key), _embedding(0).numpy())
     # an entry moved to another key (a real embedding of another slice) is refused too
     (tmp_path / f"{key}{SUFFIX}").replace(tmp_path / f"{_key(3)}{SUFFIX}")
     assert store.get(_key(3)) is None
@@ -188,7 +188,7 @@ def test_memory_store_is_bounded_lru() -> None:
         if i == 1:
             assert store.get(_key(0)) is not None  # 0 used last: 1 is the LRU when 2 arrives
     assert len(store) == 2 and store.size_bytes() <= store.max_bytes
-    assert _key(1) not in store and torch.equal(store.get(_key(0)), _embedding(0))
+    assert _key(1) not in store and np.array_equal(store.get(_key(0)), _embedding(0).numpy())
     with pytest.raises(ValueError):
         store.put(_key(5), torch.zeros(1, 256, 32, 32))
     store.clear()

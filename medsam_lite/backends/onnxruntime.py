@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 import numpy as np
-import torch
+
+from ..arrays import like, to_numpy
 
 if TYPE_CHECKING:
     from medsam_lite.model import MedSAMLite
@@ -110,17 +111,15 @@ class OnnxRuntimeBackend:
         backend.weights_sha256 = key.weights_sha256  # model fingerprint, e.g. for EmbeddingCache keys
         return backend
 
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
+    def encode(self, image: Any) -> Any:
         """(B, 3, 256, 256) float32 model-frame images -> (B, 256, 64, 64) embeddings (one run per image:
-        the exported graph has a fixed batch of 1)."""
-        array = np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)
+        the exported graph has a fixed batch of 1); numpy in, numpy out (a torch tensor in, a tensor out)."""
+        array = to_numpy(image)
         out = [self.encoder.run(["embedding"], {"image": array[i : i + 1]})[0] for i in range(array.shape[0])]
-        return torch.from_numpy(np.concatenate(out) if out else np.zeros((0, 256, 64, 64), np.float32))
+        return like(np.concatenate(out) if out else np.zeros((0, 256, 64, 64), np.float32), image)
 
-    def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
-        """Embedding (1, 256, 64, 64), (N, 4) XYXY boxes in the 256 frame -> (N, 1, 256, 256) logits."""
-        feeds = {
-            "embedding": np.ascontiguousarray(embedding.detach().cpu().numpy(), dtype=np.float32),
-            "boxes": np.ascontiguousarray(boxes_256.detach().cpu().numpy(), dtype=np.float32).reshape(-1, 4),
-        }
-        return torch.from_numpy(self.decoder.run(["logits"], feeds)[0])
+    def decode(self, embedding: Any, boxes_256: Any) -> Any:
+        """Embedding (1, 256, 64, 64), (N, 4) XYXY boxes in the 256 frame -> (N, 1, 256, 256) logits; numpy in,
+        numpy out (a torch embedding in, a tensor out)."""
+        feeds = {"embedding": to_numpy(embedding), "boxes": to_numpy(boxes_256).reshape(-1, 4)}
+        return like(self.decoder.run(["logits"], feeds)[0], embedding)

@@ -23,6 +23,9 @@ LiteMedSAM's f32 IR ships as package data (:mod:`medsam_lite.backends.packaged_i
 bf16 / bf16-encoder opens it, SHA-256 checked, with no conversion and no torch (its compiled-model cache goes
 to ``<cache root>/openvino/packaged-<key>/compiled``). Other models and the int8 / mixed IRs are converted
 as above, which needs the [torch] extra.
+
+Running a converted entry needs no torch (``encode`` / ``decode`` take and return numpy arrays, or torch
+tensors for a torch caller, :mod:`medsam_lite.arrays`); only the conversion imports it.
 """
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
-import torch
 
+from ..arrays import like, to_numpy
 from ..errors import InputError
 from . import packaged_ir
 from .artifacts import ArtifactKey, cache_root, ensure_entry, entry_dir, is_complete, read_alias, write_alias
@@ -98,7 +101,7 @@ def calibration_images() -> List[np.ndarray]:
     example and :data:`CALIBRATION_SLICES_PER_VOLUME` evenly spaced slices of each bundled 3D example.
     Only bundled (training-side) images: never held-out sources."""
     from ..resources import EXAMPLE_NAMES, load_example
-    from ..transforms import preprocess_image
+    from ..transforms import preprocess_array
 
     images: List[np.ndarray] = []
     for name in EXAMPLE_NAMES:
@@ -108,7 +111,7 @@ def calibration_images() -> List[np.ndarray]:
             slices = [imgs[i] for i in idx]
         else:
             slices = [imgs]
-        images.extend(preprocess_image(s)[0].numpy().astype(np.float32) for s in slices)
+        images.extend(preprocess_array(s)[0] for s in slices)
     return images
 
 
@@ -151,6 +154,8 @@ def convert_to_ir(model: "MedSAMLite", out_dir: Path, int8: bool = False, stages
                 ov_model = _quantize_encoder(ov_model)
             ov.save_model(ov_model, str(paths[key]), compress_to_fp16=False)
     if stages:
+        import torch
+
         parts = encoder_stages(inference_encoder(model.image_encoder))
         if not parts:
             raise InputError(f"the mixed-precision schemes need LiteMedSAM's TinyViT encoder, not "
@@ -302,13 +307,14 @@ class OpenVINOBackend:
             config["INFERENCE_NUM_THREADS"] = str(int(self.threads))
         return config
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) float32 (one inference per image)."""
-        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+    def encode(self, images: Any) -> Any:
+        """(B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) float32 (one inference per image); numpy in,
+        numpy out (a torch tensor in, a tensor out)."""
+        array = to_numpy(images)
         if array.ndim != 4 or array.shape[1:] != (3, 256, 256):
             raise ValueError(f"encode expects (B, 3, 256, 256), got {tuple(array.shape)}")
         out = [self._encode_one(array[i : i + 1]) for i in range(array.shape[0])]
-        return torch.from_numpy(np.concatenate(out) if out else np.zeros((0, 256, 64, 64), np.float32))
+        return like(np.concatenate(out) if out else np.zeros((0, 256, 64, 64), np.float32), images)
 
     def _encode_one(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) float32 (through the stage chain for mixed schemes)."""
@@ -319,18 +325,19 @@ class OpenVINOBackend:
             x = request.infer({0: x}, share_inputs=True)[0]
         return x.copy()
 
-    def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
-        """(1, 256, 64, 64) embedding, (N, 4) XYXY model-frame boxes -> (N, 1, 256, 256) float32 logits.
+    def decode(self, embedding: Any, boxes_256: Any) -> Any:
+        """(1, 256, 64, 64) embedding, (N, 4) XYXY model-frame boxes -> (N, 1, 256, 256) float32 logits; numpy
+        in, numpy out (a torch embedding in, a tensor out).
 
         The decoder's box-independent part runs once per embedding: consecutive calls with an equal
         embedding (compared by value), e.g. the boxes of one 2D image or of one slice, reuse it.
         """
-        emb = np.ascontiguousarray(embedding.detach().cpu().numpy(), dtype=np.float32)
+        emb = to_numpy(embedding)
         if self._parts_of is None or not np.array_equal(self._parts_of, emb):  # ~0.5 ms against ~25 ms a box
             # outputs stay valid (they are the request's own buffers) until its next inference
             self._parts = list(self._image_request.infer({0: emb}).values())
             self._parts_of = emb.copy()
             self.image_part_calls += 1
-        boxes = np.ascontiguousarray(boxes_256.detach().cpu().numpy(), dtype=np.float32).reshape(-1, 4)
+        boxes = to_numpy(boxes_256).reshape(-1, 4)
         logits = self._box_request.infer([*self._parts, boxes], share_inputs=True)[0]
-        return torch.from_numpy(logits.copy())
+        return like(logits.copy(), embedding)
