@@ -281,11 +281,6 @@ def test_features_of_missing_extras_say_which_extra_in_one_line(tmp_path: Path) 
     assert not any(tmp_path.iterdir())
 
 
-TORCH_FREE_PIPELINE = pytest.mark.xfail(
-    strict=True, reason="the OpenVINO backend's encode/decode and the Predictor still import torch; the numpy "
-    "pipeline (branch torchfree, issue 27 item 1) makes this pass: then remove this mark")
-
-
 def _model_frame_slice() -> np.ndarray:
     """A real image in the model frame: the middle slice of the bundled 256 x 256 MR case, min-max scaled to
     [0, 1], three channels, (1, 3, 256, 256) float32."""
@@ -295,7 +290,6 @@ def _model_frame_slice() -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(image, (1, 3, 256, 256)), dtype=np.float32)
 
 
-@TORCH_FREE_PIPELINE
 def test_packaged_ir_encodes_and_decodes_a_real_image_without_torch(tmp_path: Path) -> None:
     """The packaged IR, opened with torch unimportable, gives the logits the same code gives with torch."""
     np.save(tmp_path / "image.npy", _model_frame_slice())
@@ -318,7 +312,6 @@ def test_packaged_ir_encodes_and_decodes_a_real_image_without_torch(tmp_path: Pa
     assert free.shape == (2, 1, 256, 256) and (free > 0).any() and np.array_equal(free, ref)
 
 
-@TORCH_FREE_PIPELINE
 def test_segment_runs_without_torch_and_gives_the_openvino_labels(tmp_path: Path) -> None:
     case = EXAMPLES / "3DBox_MR_brain_tumour.npz"
     run = _cli("segment", case, "-o", tmp_path / "free", "--no-progress", "--threads", "2")
@@ -331,7 +324,6 @@ def test_segment_runs_without_torch_and_gives_the_openvino_labels(tmp_path: Path
 
 
 @pytest.mark.slow
-@TORCH_FREE_PIPELINE
 def test_fresh_venv_install_has_no_torch_and_segments_like_the_reference() -> None:
     """scripts/check_fresh_install.py (needs the package registry): `pip install .` in a fresh venv installs no
     torch / CUDA package, and its `medsam-lite segment` gives the eager torch label maps on a 2D and a 3D case."""
