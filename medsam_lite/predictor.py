@@ -48,12 +48,21 @@ class BackendDecoder:
         return self.backend.decode(embedding, boxes)
 
 
+def _speaks_torch(backend: Any) -> bool:
+    """Whether ``backend`` (or the backend a wrapper such as the server's caching one stands for, by its ``name``
+    / ``precision``) is the torch reference, whose ``encode`` / ``decode`` take tensors only."""
+    from .backends import backend_names, is_reference
+
+    name = str(getattr(backend, "name", ""))
+    return name in backend_names() and is_reference(name, str(getattr(backend, "precision", "")) or "auto")
+
+
 def _reference_propagator(backend: Any, store: Optional[EmbeddingStore], decode_batch: int) -> Any:
     """The torch :class:`~medsam_lite.propagation.ProgressPropagator` of the reference backend (imports torch):
-    its own modules, or (with a store) the backend behind a :class:`CachedEncoder`."""
+    its own modules, or (with a store, or a wrapper of it) the backend behind a :class:`CachedEncoder`."""
     from .propagation import ProgressPropagator
 
-    if store is None:
+    if store is None and hasattr(backend, "reference_modules"):
         encoder, decoder = backend.reference_modules()  # the eager reference path: no wrapper
     else:
         encoder, decoder = CachedEncoder(backend, store), BackendDecoder(backend)
@@ -118,7 +127,7 @@ class Predictor:
                              "backend does)")
         if decode_batch is None:
             decode_batch = int(getattr(backend, "decode_batch", 1))
-        self.uses_torch = hasattr(backend, "reference_modules")
+        self.uses_torch = hasattr(backend, "reference_modules") or _speaks_torch(backend)
         """True on the torch reference backend (the torch Propagator); False: the numpy twin, no torch."""
         if self.uses_torch:
             self.propagator: Any = _reference_propagator(backend, self.embedding_cache, decode_batch)

@@ -15,8 +15,10 @@ import contextlib
 import threading
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
+from ..arrays import is_tensor
 from ..embedding_cache import CachedEncoder, EmbeddingStore
 
 
@@ -82,7 +84,7 @@ class CachingBackend:
                 with self._model(background):
                     embedding = self.encoder.encode_one(image)  # looks again: another thread may have stored it
             out.append(embedding)
-        return torch.cat(out)
+        return torch.cat(out) if is_tensor(images) else np.concatenate(out)  # the caller's kind (numpy path)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, 256, 256) model-frame inputs -> (B, 256, 64, 64) embeddings (stored ones reused)."""
