@@ -1,5 +1,5 @@
 """The default path runs without torch: a process where ``import torch`` fails runs the Predictor on OpenVINO
-and ``medsam-lite segment`` on bundled 2D and 3D cases, and its label maps equal the torch reference
+and ``medsam-lite segment`` on bundled 2D and 3D cases and the annotator's server on a 2D case, and its label maps equal the torch reference
 (:class:`medsam_lite.propagation.Propagator` on the same backend) computed here, in a process with torch."""
 from __future__ import annotations
 
@@ -46,6 +46,19 @@ for name in ("2DBox_Microscopy_nuclei.npz", "3DBox_MR_brain_tumour.npz"):
     code = main(["segment", str(example_path(name)), "-o", str(out / "segment"), "--backend", "openvino:fp32",
                  "--no-progress"])
     assert code == 0, code
+# the annotator's server on the default backend: its 2D label map equals the Predictor's
+from fastapi.testclient import TestClient
+from medsam_lite.serve.app import create_app
+from medsam_lite.serve.config import ServeConfig
+
+config = ServeConfig(roots=[example_path("2DBox_Microscopy_nuclei.npz").parent], output_root=out)
+with TestClient(create_app(config), base_url="http://127.0.0.1:8765") as client:
+    case = client.post("/api/cases", json={"path": str(example_path("2DBox_Microscopy_nuclei.npz"))}).json()
+    for box in nuclei["boxes"][:3]:
+        r = client.post(f"/api/cases/{case['id']}/segment", json={"box": box.tolist(), "z": 0})
+        assert r.status_code == 200, r.text
+    served = np.frombuffer(client.get(f"/api/cases/{case['id']}/labels/0.bin").content, np.uint8)
+assert np.array_equal(served.reshape(labels_2d.shape), predictor.predict(nuclei["boxes"][:3])), "server != Predictor"
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 '''

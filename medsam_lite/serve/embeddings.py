@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Union
 
 import numpy as np
-import torch
 
 from ..arrays import is_tensor
 from ..embedding_cache import CachedEncoder, EmbeddingStore
+
+Array = Union[np.ndarray, Any]
+"""A numpy array (the numpy path), or a torch tensor (the torch reference's caller)."""
 
 
 class CachingBackend:
@@ -71,11 +73,11 @@ class CachingBackend:
                 self._busy = False
                 self._cond.notify_all()
 
-    def cached(self, images: torch.Tensor) -> bool:
+    def cached(self, images: Array) -> bool:
         """Whether every (3, 256, 256) input of the (B, 3, 256, 256) batch is stored."""
         return all(self.encoder.lookup(img) is not None for img in images)
 
-    def _encode(self, images: torch.Tensor, background: bool) -> torch.Tensor:
+    def _encode(self, images: Array, background: bool) -> Array:
         out = []
         for i in range(images.shape[0]):
             image = images[i : i + 1]
@@ -84,16 +86,20 @@ class CachingBackend:
                 with self._model(background):
                     embedding = self.encoder.encode_one(image)  # looks again: another thread may have stored it
             out.append(embedding)
-        return torch.cat(out) if is_tensor(images) else np.concatenate(out)  # the caller's kind (numpy path)
+        if is_tensor(images):  # the torch reference's caller (torch is imported already)
+            import torch
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.cat(out)
+        return np.concatenate(out)  # the numpy path: no torch
+
+    def encode(self, images: Array) -> Array:
         """(B, 3, 256, 256) model-frame inputs -> (B, 256, 64, 64) embeddings (stored ones reused)."""
         return self._encode(images, background=False)
 
-    def encode_background(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_background(self, images: Array) -> Array:
         """:meth:`encode` that yields to foreground operations."""
         return self._encode(images, background=True)
 
-    def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
+    def decode(self, embedding: Array, boxes_256: Array) -> Array:
         with self._model():
             return self.inner.decode(embedding, boxes_256)

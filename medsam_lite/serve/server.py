@@ -15,7 +15,7 @@ from typing import Annotated, Any, Dict, Optional
 from fastapi import Depends, Request
 
 from ..normalize import parse_window
-from ..transforms import preprocess_image
+from ..transforms import preprocess_array
 from .config import ServeConfig
 from ..embedding_cache import MemoryEmbeddingStore
 from .embeddings import CachingBackend
@@ -53,6 +53,17 @@ class Server:
 
         return Predictor(backend=self.backend)
 
+    def model_input(self, image: Any) -> Any:
+        """The (1, 3, 256, 256) float32 model-frame input of an (H, W[, 3]) uint8 slice, in the kind the shared
+        backend speaks: a torch tensor for the torch reference, numpy otherwise (the default path imports no
+        torch)."""
+        array, _ = preprocess_array(image)
+        if not self.predictor().uses_torch:
+            return array
+        import torch
+
+        return torch.from_numpy(array)
+
     def open(self, case_path: Path, window: Optional[str], display: Optional[str] = None,
              temp_dir: Optional[Path] = None) -> CaseState:
         """Read ``case_path`` into a new open case and start embedding it. ``temp_dir`` (an upload's
@@ -79,8 +90,7 @@ class Server:
                 if job.cancel.is_set():
                     raise Cancelled()
                 if z not in state.embedded:
-                    tensor, _ = preprocess_image(state.volume[z])
-                    self.backend.encode_background(tensor)
+                    self.backend.encode_background(self.model_input(state.volume[z]))
                     state.embedded.add(z)
                 job.done += 1
             return {}

@@ -10,7 +10,6 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..transforms import preprocess_image
 from ..validation import check_boxes_2d
 from .server import Server
 from .state import CaseState, SegObject
@@ -27,7 +26,7 @@ def segment_box(server: Server, state: CaseState, box: List[float], z: int, oid:
         state.get_object(oid)
     boxes = check_boxes_2d(np.asarray([box], np.float64), (state.height, state.width))
     image = state.volume[z]
-    encoded = not server.backend.cached(preprocess_image(image)[0])
+    encoded = not server.backend.cached(server.model_input(image))
     predictor = server.predictor()
     with server.backend.foreground():
         predictor.set_image(image)
