@@ -37,6 +37,8 @@ class Server:
             backend = Predictor(config.model, backend=config.backend, precision=config.precision).backend
         self.store = MemoryEmbeddingStore(int(config.embedding_cache_mb * 2**20))
         self.backend = CachingBackend(backend, self.store)
+        self.speaks_torch = self.predictor().uses_torch
+        """Whether the shared backend takes torch tensors (the torch reference), decided once."""
         self.cases = CaseStore(config.max_cases)
         self.jobs = JobTable()
         self.tmp = Path(tempfile.mkdtemp(prefix="medsam-lite-serve-"))
@@ -58,7 +60,7 @@ class Server:
         backend speaks: a torch tensor for the torch reference, numpy otherwise (the default path imports no
         torch)."""
         array, _ = preprocess_array(image)
-        if not self.predictor().uses_torch:
+        if not self.speaks_torch:
             return array
         import torch
 
