@@ -16,3 +16,7 @@ class InputError(ValueError):
     def with_source(self, source: Union[str, Path]) -> "InputError":
         """The same problem, attributed to ``source`` (keeps an existing source)."""
         return self if self.source else InputError(self.problem, source)
+
+
+class Cancelled(Exception):
+    """An operation stopped by its caller (a progress callback raised it); the operation changed nothing."""

@@ -21,14 +21,14 @@ masks (H, W) bool in the original frame.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from .embedding_cache import CachedEncoder, EmbeddingStore
-from .propagation import Propagator
+from .propagation import ProgressPropagator
 from .transforms import scale_boxes
 
 
@@ -49,18 +49,23 @@ class PropagatorSegmenter:
         self.shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
         self.encoder = CachedEncoder(backend, store)
         # cache=False: the store is the cache (the Propagator's per-call dict would hold every walked slice)
-        self.propagator = Propagator(self.encoder, decoder, cache=False, decode_batch=1)
+        self.propagator = ProgressPropagator(self.encoder, decoder, cache=False, decode_batch=1)
 
     def embedding(self, z: int) -> None:
         with torch.inference_mode():
             self.propagator.encode_image(self.volume[z])
 
-    def propagate_box(self, box: Sequence[int], label: int) -> Dict[int, np.ndarray]:
+    def propagate_box(self, box: Sequence[int], label: int,
+                      progress: Optional[Callable[[int, int], None]] = None) -> Dict[int, np.ndarray]:
         z0, z1 = int(box[2]), int(box[5])
         segs = torch.zeros((z1 - z0 + 1,) + self.shape[1:], dtype=torch.uint8)
         local = torch.tensor([int(box[0]), int(box[1]), 0, int(box[3]), int(box[4]), z1 - z0], dtype=torch.int64)
-        with torch.inference_mode():  # the box's z-range only: z_mid shifts with it, as int(a + z0) = int(a) + z0
-            self.propagator.propagate_box(self.volume[z0:z1 + 1], segs, local, int(label), {}, 0, 0)
+        self.propagator.callback = progress
+        try:
+            with torch.inference_mode():  # the box's z-range only: z_mid shifts with it, as int(a + z0) = int(a) + z0
+                self.propagator.propagate_box(self.volume[z0:z1 + 1], segs, local, int(label), {}, 0, z1 - z0 + 1)
+        finally:
+            self.propagator.callback = None
         masks = (segs == int(label)).numpy()
         return {z0 + i: masks[i] for i in range(len(masks))}
 

@@ -29,12 +29,14 @@ inside the volume (a box that leaves it is an :class:`~medsam_lite.errors.InputE
   is always kept). Embeddings live in the segmenter's bounded store.
 * **Bad input** raises :class:`InputError` (one line) before any state changes; undo then undoes the previous
   real step.
+* **Progress / cancel**: ``add_object`` and ``correct`` take ``progress(done, total)``, called after each decoded
+  slice; a :class:`~medsam_lite.errors.Cancelled` raised there stops the action before anything is written.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -45,6 +47,9 @@ MAX_OBJECTS = int(np.iinfo(np.uint8).max)
 
 Box4 = Tuple[int, int, int, int]
 Box6 = Tuple[int, int, int, int, int, int]
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: called after each decoded slice of an action; raising
+:class:`~medsam_lite.errors.Cancelled` in it stops the action, which then changes nothing (no history step)."""
 
 
 class SliceSegmenter(Protocol):
@@ -56,8 +61,10 @@ class SliceSegmenter(Protocol):
     def embedding(self, z: int) -> None:
         """Make sure slice z is embedded (in the store); the encoder runs at most once per slice."""
 
-    def propagate_box(self, box: Sequence[int], label: int) -> Dict[int, np.ndarray]:
-        """The baseline's propagation of one (6,) voxel box with label value ``label``: slice -> (H, W) bool."""
+    def propagate_box(self, box: Sequence[int], label: int,
+                      progress: Optional[Progress] = None) -> Dict[int, np.ndarray]:
+        """The baseline's propagation of one (6,) voxel box with label value ``label``: slice -> (H, W) bool;
+        ``progress(done, total)`` after each slice (``total`` = the box's slices)."""
 
     def propagate(self, box: Sequence[int], order: Sequence[int], prev: Optional[np.ndarray],
                   label: int) -> Iterator[Tuple[int, np.ndarray]]:
@@ -201,9 +208,9 @@ class Session:
         return int(z)
 
     # ------------------------------------------------------------------ actions
-    def add_object(self, box: Sequence[float]) -> int:
+    def add_object(self, box: Sequence[float], progress: Optional[Progress] = None) -> int:
         """Segment a new object from its 3D box (2D session: ``(x0, y0, x1, y1)``) by the baseline's propagation;
-        returns its label k (the smallest free one)."""
+        returns its label k (the smallest free one). ``progress``: see :data:`Progress` (cancel: nothing changes)."""
         if self.is_2d:
             x0, y0, x1, y1 = self._check_box(box, with_z=False)
             box6: Box6 = (x0, y0, 0, x1, y1, 0)
@@ -213,7 +220,7 @@ class Session:
         if not free:
             raise InputError(f"a session holds at most {MAX_OBJECTS} objects (uint8 labels); remove one first")
         label = free[0]
-        masks = self.segmenter.propagate_box(box6, label)
+        masks = self.segmenter.propagate_box(box6, label, progress)
         before = copy.deepcopy(self.objects)
         if self.lock_previous:
             for obj in self.objects.values():
@@ -225,9 +232,11 @@ class Session:
         return label
 
     def correct(self, label: int, z: int, box: Optional[Sequence[float]] = None,
-                point: Optional[Sequence[float]] = None, positive: bool = True) -> None:
+                point: Optional[Sequence[float]] = None, positive: bool = True,
+                progress: Optional[Progress] = None) -> None:
         """Correct object ``label`` with a box ``(x0, y0, x1, y1)`` on slice ``z`` (module docstring: the slice
-        becomes an anchor and the object is re-propagated from it). Clicks (``point``) are not supported yet."""
+        becomes an anchor and the object is re-propagated from it). Clicks (``point``) are not supported yet.
+        ``progress``: see :data:`Progress` (cancel: nothing changes)."""
         if point is not None:
             raise InputError("click corrections (point=...) need a click-trained prompt path, which this model "
                              "lacks; correct with box=(x0, y0, x1, y1)")
@@ -238,7 +247,7 @@ class Session:
         box4: Box4 = self._check_box(box, with_z=False)  # type: ignore[assignment]
         if obj.locked:
             raise InputError(f"object {label} is locked; unlock({label}) it to correct it")
-        masks = self._repropagate(obj, z, box4)
+        masks = self._repropagate(obj, z, box4, progress)
         before = copy.deepcopy(self.objects)
         obj.anchors[z] = box4
         obj.z_lo, obj.z_hi = min(obj.z_lo, z), max(obj.z_hi, z)
@@ -336,15 +345,35 @@ class Session:
         self._push(_Step(region, before, after, objects_before, copy.deepcopy(self.objects)))
 
     # ------------------------------------------------------------------ the correction algorithm
-    def _repropagate(self, obj: ObjectState, z: int, box: Box4) -> Dict[int, np.ndarray]:
+    def _repropagate(self, obj: ObjectState, z: int, box: Box4,
+                     progress: Optional[Progress] = None) -> Dict[int, np.ndarray]:
         """New (H, W) bool masks of ``obj`` (slice -> mask) after a correction ``box`` on slice ``z``: the box's
         mask on z, then a walk up and one down (the baseline's rule) to the reach of :attr:`policy`."""
+        walks = self._walks(obj, z)
+        total, done = 1 + sum(len(w) for w in walks), 1
+        _, first = next(iter(self.segmenter.propagate(box, [z], None, obj.label)))
+        masks = {z: first}
+        if progress is not None:
+            progress(done, total)
+        for walk in walks:
+            for zz, mask in self.segmenter.propagate(box, walk, first, obj.label):
+                masks[zz] = mask
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+                if self.policy.stop_iou is not None and _iou(mask, self._labels[zz] == obj.label) >= self.policy.stop_iou:
+                    break
+        if progress is not None and done < total:
+            progress(total, total)
+        return masks
+
+    def _walks(self, obj: ObjectState, z: int) -> List[range]:
+        """The slices a correction on slice ``z`` re-propagates: one walk up, one down (either may be empty)."""
         policy = self.policy
         anchors = set(obj.anchors) | ({obj.z_mid} if policy.box_anchor else set())
         anchors.discard(z)
         lo, hi = min(obj.z_lo, z), max(obj.z_hi, z)
-        _, first = next(iter(self.segmenter.propagate(box, [z], None, obj.label)))
-        masks = {z: first}
+        walks = []
         for step in (1, -1):
             if not policy.inward and (obj.z_mid - z) * step > 0:
                 continue
@@ -354,8 +383,5 @@ class Session:
                 end = z + step * (abs(nearest - z) // 2) if policy.reach == "nearest" else nearest - step
             else:
                 end = hi if step > 0 else lo
-            for zz, mask in self.segmenter.propagate(box, range(z + step, end + step, step), first, obj.label):
-                masks[zz] = mask
-                if policy.stop_iou is not None and _iou(mask, self._labels[zz] == obj.label) >= policy.stop_iou:
-                    break
-        return masks
+            walks.append(range(z + step, end + step, step))
+        return walks

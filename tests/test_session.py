@@ -231,3 +231,35 @@ def test_memory_is_bounded_50_objects_200_corrections(predictor, mr) -> None:
     while s.undo():
         pass
     assert s.labels.any()  # the oldest steps fell out of the bounded history
+
+
+# ---------------------------------------------------------------- progress / cancel (the annotator's jobs)
+def test_progress_reports_each_slice_and_cancel_changes_nothing(predictor, mr) -> None:
+    """``progress(done, total)`` runs after each decoded slice of add_object / correct; Cancelled raised there
+    leaves labels, objects and history as they were (undo then undoes the previous real step)."""
+    from medsam_lite.errors import Cancelled
+
+    volume, boxes, truth = mr
+    s = predictor.session(volume)
+    calls = []
+    k = s.add_object(tuple(boxes[0]), progress=lambda d, t: calls.append((d, t)))
+    depth = int(boxes[0][5] - boxes[0][2] + 1)
+    assert calls == [(i, depth) for i in range(1, depth + 1)]
+    z = int(boxes[0][5])
+    box = tuple(int(v) for v in box_from_mask(truth[z], shift=0))
+    before = _state(s)
+
+    def stop_at_two(done: int, total: int) -> None:
+        if done == 2:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        s.correct(k, z, box=box, progress=stop_at_two)
+    with pytest.raises(Cancelled):
+        s.add_object(tuple(boxes[0]), progress=stop_at_two)
+    after = _state(s)
+    assert np.array_equal(before[0], after[0]) and before[1] == after[1]
+    calls.clear()
+    s.correct(k, z, box=box, progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == list(range(1, len(calls) + 1))
+    assert s.undo() and s.undo() and not s.undo()  # the correction, the object; the cancelled ones left no step
