@@ -264,9 +264,11 @@ class Predictor:
     def session(self, volume_or_image: np.ndarray, **options: Any) -> "Session":
         """An interactive :class:`~medsam_lite.session.Session` on a (D, H, W) volume or an (H, W[, 3]) image (same
         intensity mapping as ``predict_volume`` / ``set_image``); its slices are embedded once each through this
-        predictor's embedding store, or a bounded in-memory one. ``options``: :class:`Session` keyword arguments."""
+        predictor's embedding store, or a bounded in-memory one. Its segmenter runs this predictor's propagator: the
+        numpy twin (:class:`~medsam_lite.segmenter.NumpySegmenter`, no torch) unless :attr:`uses_torch` (the torch
+        :class:`~medsam_lite.segmenter.PropagatorSegmenter`). ``options``: :class:`Session` keyword arguments."""
         from .embedding_cache import MemoryEmbeddingStore
-        from .segmenter import PropagatorSegmenter
+        from .segmenter import NumpySegmenter, PropagatorSegmenter
         from .session import SESSION_STORE_BYTES, Session
 
         array = np.asarray(volume_or_image)
@@ -278,8 +280,8 @@ class Predictor:
         else:
             volume = self._to_uint8(check_volume(array), is_rgb=False)
         store = self.embedding_cache if self.embedding_cache is not None else MemoryEmbeddingStore(SESSION_STORE_BYTES)
-        return Session(PropagatorSegmenter(volume, self.backend, BackendDecoder(self.backend), store), is_2d=is_2d,
-                       **options)
+        kind = PropagatorSegmenter if self.uses_torch else NumpySegmenter  # the propagator predict_volume runs
+        return Session(kind(volume, self.backend, BackendDecoder(self.backend), store), is_2d=is_2d, **options)
 
 
 def _check_label_count(n: int) -> None:

@@ -20,7 +20,7 @@ box visits that slice.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -147,7 +147,7 @@ class NumpyPropagator:
             self._lockstep(volume, segs, boxes, progress)
             return segs
         for b, box in enumerate(boxes):
-            self._propagate_box(volume, segs, box, b + 1, {}, progress)
+            progress[0] = self.propagate_box(volume, segs, box, b + 1, {}, progress[0], progress[1])
         return segs
 
     def _next_prompt(self, mask: np.ndarray, label: int, given: np.ndarray) -> np.ndarray:
@@ -187,29 +187,42 @@ class NumpyPropagator:
                     progress[0] += 1
                     self.on_slice(progress[0], progress[1])
 
-    def _propagate_box(self, volume: np.ndarray, segs: np.ndarray, box: np.ndarray, label: int,
-                       cache: Dict[int, Tuple[np.ndarray, int, int]], progress: List[int]) -> None:
-        """One box of :meth:`segment_3d` box by box: z_mid .. z_max (up), then z_mid - 1 .. z_min (down), writing
-        ``label`` (the torch Propagator's order; ``cache`` maps slice -> embedding, kept when ``self.cache``)."""
-        height, width = volume.shape[1], volume.shape[2]
+    def propagate_box(self, volume: np.ndarray, segs: np.ndarray, box: np.ndarray, label: int,
+                      cache: Dict[int, Tuple[np.ndarray, int, int]], done: int, total: int) -> int:
+        """The baseline's propagation of one (6,) voxel box into the (D, H, W) uint8 ``segs`` as ``label`` (the torch
+        twin's :meth:`~medsam_lite.propagation.Propagator.propagate_box`): the given box on ``z_mid``, up to z_max,
+        then from ``z_mid``'s mask down to z_min (:meth:`propagate_run`). Returns ``done`` plus the slices decoded."""
         x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
+        height, width = volume.shape[1], volume.shape[2]
         given = scale_boxes(np.array([[x0, y0, x1, y1]], dtype=np.float64), (height, width))[0]
         z_mid = int((z1 - z0) / 2 + z0)
-        prev = mid = np.zeros((height, width), dtype=bool)
-        for direction in range(2):  # 0: z_mid .. z1 (up), 1: z_mid - 1 .. z0 (down)
-            order = range(z_mid, z1 + 1) if direction == 0 else range(z_mid - 1, z0 - 1, -1)
-            if direction == 1:
-                prev = mid
-            for z in order:
-                prompt = given if z == z_mid else self._next_prompt(prev, label, given)
-                if self.cache and z in cache:
-                    embedding, new_h, new_w = cache[z]
-                else:
-                    embedding, new_h, new_w = self.encode_image(volume[z])
-                    if self.cache:
-                        cache[z] = (embedding, new_h, new_w)
-                prev = self.decode_into(segs[z], embedding, prompt[None], label, new_h, new_w)
-                if z == z_mid:
-                    mid = prev
-                progress[0] += 1
-                self.on_slice(progress[0], progress[1])
+        empty = np.zeros((height, width), dtype=bool)
+        mid, done = self.propagate_run(volume, segs, label, given, range(z_mid, z1 + 1), empty, cache, done, total)
+        _, done = self.propagate_run(volume, segs, label, given, range(z_mid - 1, z0 - 1, -1), mid, cache, done,
+                                     total)
+        return done
+
+    def propagate_run(self, volume: np.ndarray, segs: np.ndarray, label: int, given: np.ndarray,
+                      order: Sequence[int], prev: np.ndarray, cache: Dict[int, Tuple[np.ndarray, int, int]],
+                      done: int, total: int) -> Tuple[np.ndarray, int]:
+        """Decode the slices ``order`` of the (D, H, W) uint8 ``volume`` one after the other, writing ``label``
+        into ``segs[z]`` (the torch twin's :meth:`~medsam_lite.propagation.Propagator.propagate_run`): each slice
+        is prompted with the box of the previous slice's (H, W) bool mask (``prev`` for the first) in the 256
+        frame (resized with its label value) widened by 3 px, or with ``given`` ((4,) model-frame XYXY) when that
+        mask is empty; ``cache`` maps slice -> embedding (kept when ``self.cache``). Returns (the first slice's
+        (H, W) bool mask (``prev`` when ``order`` is empty), ``done`` plus the slices decoded)."""
+        first = prev
+        for i, z in enumerate(order):
+            prompt = self._next_prompt(prev, label, given)
+            if self.cache and z in cache:
+                embedding, new_h, new_w = cache[z]
+            else:
+                embedding, new_h, new_w = self.encode_image(volume[z])
+                if self.cache:
+                    cache[z] = (embedding, new_h, new_w)
+            prev = self.decode_into(segs[z], embedding, prompt[None], label, new_h, new_w)
+            if i == 0:
+                first = prev
+            done += 1
+            self.on_slice(done, total)
+        return first, done

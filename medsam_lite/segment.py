@@ -61,6 +61,7 @@ from .normalize import Window, canonical_modality, describe, model_input_uint8, 
 
 if False:  # pragma: no cover - typing only; the predictor (torch) is imported when the model is built
     from .predictor import Predictor
+    from .prompts import Prompts
 
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".nii.gz", ".nii", ".mha", ".nrrd")
 
@@ -81,7 +82,9 @@ class SegmentOptions:
     installed, at the precision the agreement gate allows). ``threads``: threads of a non-torch runtime.
     ``embedding_cache``: folder of the persistent slice-embedding cache. ``baseline``: run the LiteMedSAM
     baseline algorithm instead (eager fp32, no slice cache; for comparisons). ``boxes_file``: the file the
-    boxes came from (an input too: no output may overwrite it).
+    boxes came from (an input too: no output may overwrite it). ``prompts``: a prompt script
+    (:mod:`medsam_lite.prompts`) replayed on one case through a :class:`~medsam_lite.session.Session` instead of
+    segmenting the boxes (its boxes are the case's; checked against the case before the model loads).
     """
 
     overlay: Optional[Path] = None
@@ -99,6 +102,7 @@ class SegmentOptions:
     embedding_cache: Optional[Path] = None
     baseline: bool = False
     boxes_file: Optional[Path] = None
+    prompts: Optional["Prompts"] = None
 
 
 @dataclass
@@ -209,12 +213,12 @@ def model_input(case: Case, modality: Optional[str] = None,
     return model_input_uint8(array, modality, window, is_rgb=is_rgb, source=case.path)
 
 
-def resolve_boxes(case: Case, boxes: Optional[np.ndarray]) -> np.ndarray:
-    """The case's own boxes (npz) or the caller's, checked against the case's dimension and extent:
-    (N, 4) XYXY for 2D, (N, 6) for 3D, in the file's pixels / voxels."""
+def resolve_boxes(case: Case, boxes: Optional[np.ndarray], own: bool = True) -> np.ndarray:
+    """The case's own boxes (npz; ``own=False``: never) or the caller's, checked against the case's dimension and
+    extent: (N, 4) XYXY for 2D, (N, 6) for 3D, in the file's pixels / voxels."""
     from .validation import check_boxes_2d, check_boxes_3d, check_image, check_volume
 
-    boxes = case.boxes if case.boxes is not None else boxes
+    boxes = case.boxes if own and case.boxes is not None else boxes
     if boxes is None:
         raise InputError("no boxes: give --box or --boxes for non-challenge inputs", case.path)
     boxes = np.asarray(boxes, dtype=np.float64)
@@ -236,6 +240,17 @@ def resolve_boxes(case: Case, boxes: Optional[np.ndarray]) -> np.ndarray:
     except InputError as exc:
         raise exc.with_source(case.path)
     return boxes
+
+
+def _case_boxes(case: Case, boxes: Optional[np.ndarray], opts: SegmentOptions) -> np.ndarray:
+    """:func:`resolve_boxes`; with a prompt script, the script checked against the case first (one line with
+    the JSON path of a bad field) and its boxes used, also for a challenge ``.npz`` that carries its own."""
+    if opts.prompts is None:
+        return resolve_boxes(case, boxes)
+    from .prompts import check_prompts
+
+    check_prompts(opts.prompts, case.array.shape, case.is_3d)
+    return resolve_boxes(case, opts.prompts.boxes, own=False)
 
 
 def segment_case(predictor: "Predictor", case: Case, boxes: Optional[np.ndarray],
@@ -425,6 +440,9 @@ def _manage_input_and_output_lists(input_path: Path, out_dir: Path, boxes: Optio
     boxes = check_caller_boxes(boxes, opts.boxes_file)
     input_path = _series_root(input_path)
     tasks, folders, many = _plan_tasks(input_path, out_dir, opts)
+    if many and opts.prompts is not None:
+        raise InputError("--prompts replays one case: give a file (or one DICOM series), not a folder of cases",
+                         input_path)
     inputs = _input_files(input_path, [t.path for t in tasks], opts, model)
     _check_collisions(tasks, out_dir, inputs)
     plan = RunPlan(tasks, out_dir, folders, inputs, boxes)
@@ -432,7 +450,7 @@ def _manage_input_and_output_lists(input_path: Path, out_dir: Path, boxes: Optio
         task = tasks[0]
         try:
             task.case = read_case(task.path, series_uid=opts.series_uid, dicom_series=opts.dicom_series)
-            resolve_boxes(task.case, boxes)
+            _case_boxes(task.case, boxes, opts)
             mask_path_for(task.case, out_dir, task.key, opts.fmt)
             task.prepared = model_input(task.case, opts.modality, opts.window)
         except InputError:
@@ -490,16 +508,24 @@ def _load_task(task: CaseTask, plan: RunPlan, opts: SegmentOptions,
     out = mask_path_for(case, plan.out_dir, task.key, opts.fmt)
     if real_path(out) in plan.inputs:
         raise InputError(f"output {out.name} would overwrite an input file", task.path)
-    used = resolve_boxes(case, plan.boxes)
+    used = _case_boxes(case, plan.boxes, opts)
     array, _, notice = prepared if prepared is not None else model_input(case, opts.modality, opts.window)
     if notice:
         say(f"notice: {task.path}: {notice}")
     return case, out, array, used
 
 
-def _predict(predictor: "Predictor", case: Case, array: np.ndarray, boxes: np.ndarray, progress: bool) -> np.ndarray:
-    """The (H, W) or (D, H, W) uint8 label map of one case (value i = box i)."""
+def _predict(predictor: "Predictor", case: Case, array: np.ndarray, boxes: np.ndarray,
+             opts: SegmentOptions) -> np.ndarray:
+    """The (H, W) or (D, H, W) uint8 label map of one case (value i = box i; a prompt script: object i)."""
     try:
+        if opts.prompts is not None:
+            from .prompts import replay
+
+            session = predictor.session(array, lock_previous=False)  # the script decides the locks
+            replay(session, opts.prompts)
+            return np.array(session.labels, dtype=np.uint8)
+        progress = opts.progress
         if case.is_3d:
             return predictor.predict_volume(array, boxes, progress=progress)
         predictor.set_image(array)
@@ -535,9 +561,9 @@ def _run_task(predictor: "Predictor", task: CaseTask, plan: RunPlan, opts: Segme
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             case, out, array, used = _load_task(task, plan, opts, say)
-            mask = _predict(predictor, case, array, used, opts.progress)
+            mask = _predict(predictor, case, array, used, opts)
             export_prediction(case, mask, out, opts.labels)
-            if case.kind != "npz" or opts.labels or opts.colors:  # the challenge format names nothing itself
+            if case.kind != "npz" or opts.labels or opts.colors or opts.prompts is not None:  # the challenge format names nothing itself
                 table.append(write_label_table(label_table_path(plan.out_dir, task.key), len(used), opts.labels,
                                                opts.colors))
             else:  # no stale table of an earlier named run beside this mask

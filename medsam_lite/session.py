@@ -29,12 +29,16 @@ inside the volume (a box that leaves it is an :class:`~medsam_lite.errors.InputE
   is always kept). Embeddings live in the segmenter's bounded store.
 * **Bad input** raises :class:`InputError` (one line) before any state changes; undo then undoes the previous
   real step.
+* **Background embedding** (:meth:`Session.prefetch`): on an executor the caller gives, the slices are embedded
+  ahead of the user (an object's slices first, outward from the current slice); actions then run the decoder only.
 * **Progress / cancel**: ``add_object`` and ``correct`` take ``progress(done, total)``, called after each decoded
   slice; a :class:`~medsam_lite.errors.Cancelled` raised there stops the action before anything is written.
 """
 from __future__ import annotations
 
 import copy
+import threading
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
@@ -123,6 +127,35 @@ class _Step:
     @property
     def nbytes(self) -> int:
         return 0 if self.before is None else 2 * int(self.before.nbytes)
+
+
+class Prefetch:
+    """Handle of one :meth:`Session.prefetch`: ``order`` (slices to embed), ``done`` (embedded so far),
+    ``future`` (the executor's future of :meth:`run`)."""
+
+    def __init__(self, order: Sequence[int]) -> None:
+        self.order = list(order)
+        self.done = 0
+        self.future: Optional["Future[int]"] = None
+        self._stop = threading.Event()
+
+    def run(self, segmenter: SliceSegmenter) -> int:
+        """Embed ``order`` through ``segmenter`` until done or cancelled; returns the slices embedded."""
+        for z in self.order:
+            if self._stop.is_set():
+                break
+            segmenter.embedding(z)
+            self.done += 1
+        return self.done
+
+    def cancel(self) -> None:
+        """Stop after the slice in progress (slices already embedded stay in the store)."""
+        self._stop.set()
+
+    def result(self, timeout: Optional[float] = None) -> int:
+        """Wait for the prefetch to end; the slices it embedded."""
+        assert self.future is not None
+        return self.future.result(timeout)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -277,6 +310,33 @@ class Session:
         before = copy.deepcopy(self.objects)
         obj.locked = locked
         self._push(_Step(None, None, None, before, copy.deepcopy(self.objects)))
+
+    # ------------------------------------------------------------------ background embedding
+    def prefetch_order(self, z: Optional[int] = None, label: Optional[int] = None) -> List[int]:
+        """The slices in the order :meth:`prefetch` embeds them: object ``label``'s z-range first (when given),
+        then every other slice, each group outward from slice ``z`` (default: the middle of the volume, or the
+        object's box slice ``z_mid``): z, z + 1, z - 1, z + 2, ..."""
+        depth = self.shape[0]
+        if label is not None:
+            obj = self._object(label)
+            center = obj.z_mid if z is None else self._check_slice(z)
+            first = set(range(obj.z_lo, obj.z_hi + 1))
+        else:
+            center = depth // 2 if z is None else self._check_slice(z)
+            first = set()
+        outward = sorted(range(depth), key=lambda zz: (abs(zz - center), zz < center))
+        return [zz for zz in outward if zz in first] + [zz for zz in outward if zz not in first]
+
+    def prefetch(self, executor: Executor, z: Optional[int] = None, label: Optional[int] = None) -> "Prefetch":
+        """Embed the session's slices in the background, in :meth:`prefetch_order`, on the caller's ``executor``
+        (e.g. a ``concurrent.futures.ThreadPoolExecutor(1)``: this library starts no thread of its own), so later
+        actions find them in the store and run the decoder only. Returns a :class:`Prefetch` handle (``cancel()``
+        stops after the slice in progress; ``result()`` waits and gives the slices embedded). Safe beside actions
+        of this session in the caller's thread: the segmenter serialises encoder runs and looks each slice up in
+        the store first, so no slice is encoded twice."""
+        handle = Prefetch(self.prefetch_order(z, label))
+        handle.future = executor.submit(handle.run, self.segmenter)
+        return handle
 
     # ------------------------------------------------------------------ undo / redo
     def undo(self) -> bool:

@@ -37,6 +37,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "separated; an optional header names the columns: x_min,y_min[,z_min],x_max,y_max[,z_max]). "
                    'JSON boxes may be objects {"box": [...], "name": "spleen", "color": "#ff8800"}: the names go to '
                    "DICOM-SEG segments and to the label table <case>.labels.json written beside every mask")
+    p.add_argument("--prompts", metavar="JSON",
+                   help="replay an interactive session on one case: a JSON list of objects, each with its box, "
+                        "optional name / color, correction boxes on slices and lock state (schema: "
+                        "medsam_lite/prompts.schema.json, docs/interactive.md); writes the label map and its label "
+                        "table like a box run. Replaces --box / --boxes")
     p.add_argument("--modality", default=None,
                    help="modality for the intensity mapping, same names as 'medsam-lite prep' (CT, MR, PET, US, "
                         "XRay, Microscopy, ...). Default per input: DICOM -> its Modality tag; .npz and uint8 "
@@ -162,6 +167,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--baseline is the eager fp32 LiteMedSAM algorithm: it takes no --backend / --precision / "
                          "--onnx-dir")
     boxes, names, colors = None, [], []
+    prompts = None
+    if args.prompts:
+        from ..prompts import read_prompts
+
+        if args.box or args.boxes or args.baseline:
+            raise InputError("--prompts gives the objects and runs a session: it takes no --box / --boxes / --baseline")
+        prompts = read_prompts(args.prompts)
+        boxes, names, colors = prompts.boxes, prompts.names, prompts.colors
     if args.boxes:
         objects = read_box_objects(args.boxes)
         boxes, names, colors = objects.boxes, objects.names, objects.colors
@@ -181,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
                              dicom_series=args.dicom_series, backend=args.backend, precision=args.precision,
                              threads=args.threads, baseline=args.baseline,
                              embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None,
-                             boxes_file=Path(args.boxes) if args.boxes else None)
+                             boxes_file=Path(args.boxes or args.prompts) if (args.boxes or args.prompts) else None,
+                             prompts=prompts)
     result = segment_paths(args.input, args.output, model=predictor or args.model, boxes=boxes, options=options,
                            on_message=lambda line: print(line, file=sys.stderr, flush=True))
     for out in result.outputs + result.tables:
