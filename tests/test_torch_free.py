@@ -1,5 +1,6 @@
 """The default path runs without torch: a process where ``import torch`` fails runs the Predictor on OpenVINO
-and ``medsam-lite segment`` on bundled 2D and 3D cases and the annotator's server on a 2D case, and its label maps equal the torch reference
+and ``medsam-lite segment`` on bundled 2D and 3D cases, an interactive session (an object and a correction) and the
+annotator's server on a 2D case, and its label maps equal the torch reference
 (:class:`medsam_lite.propagation.Propagator` on the same backend) computed here, in a process with torch."""
 from __future__ import annotations
 
@@ -36,12 +37,19 @@ from medsam_lite.resources import example_path, load_example
 from medsam_lite.cli.main import main
 
 out = Path(sys.argv[1])
+SESSION_FIX_Z = 16
 predictor = Predictor(backend="openvino", precision="fp32")
 nuclei, mr = load_example("2DBox_Microscopy_nuclei.npz"), load_example("3DBox_MR_brain_tumour.npz")
 predictor.set_image(nuclei["imgs"])
 labels_2d = predictor.predict(nuclei["boxes"])
 labels_3d = predictor.predict_volume(mr["imgs"], mr["boxes"], progress=False)
 np.savez(out / "predictor.npz", labels_2d=labels_2d, labels_3d=labels_3d)
+# an interactive session (issue 29) on the default backend: an object, then a correction box
+from medsam_lite.transforms import box_from_mask
+session = predictor.session(mr["imgs"])
+k = session.add_object(tuple(int(v) for v in mr["boxes"][0]))
+session.correct(k, SESSION_FIX_Z, box=tuple(int(v) for v in box_from_mask(mr["gts"][SESSION_FIX_Z] > 0, shift=0)))
+np.savez(out / "session.npz", labels=session.labels)
 for name in ("2DBox_Microscopy_nuclei.npz", "3DBox_MR_brain_tumour.npz"):
     code = main(["segment", str(example_path(name)), "-o", str(out / "segment"), "--backend", "openvino:fp32",
                  "--no-progress"])
@@ -94,13 +102,33 @@ def test_openvino_predictor_and_segment_run_without_torch(tmp_path: Path) -> Non
     for name, ref in zip(CASES, (ref_2d, ref_3d)):
         with np.load(tmp_path / "segment" / name) as written:
             assert np.array_equal(written["segs"], ref), name
+    with np.load(tmp_path / "session.npz") as child:
+        assert np.array_equal(child["labels"], _reference_session(backend, mr))
+
+
+def _reference_session(backend, mr) -> np.ndarray:
+    """The child's session actions on the torch segmenter (the torch Propagator) over the same backend."""
+    from medsam_lite.embedding_cache import MemoryEmbeddingStore
+    from medsam_lite.predictor import BackendDecoder
+    from medsam_lite.segmenter import PropagatorSegmenter
+    from medsam_lite.session import Session
+    from medsam_lite.transforms import box_from_mask
+
+    z = 16
+    s = Session(PropagatorSegmenter(mr["imgs"], backend, BackendDecoder(backend), MemoryEmbeddingStore()))
+    k = s.add_object(tuple(int(v) for v in mr["boxes"][0]))
+    first = s.labels.copy()
+    s.correct(k, z, box=tuple(int(v) for v in box_from_mask(mr["gts"][z] > 0, shift=0)))
+    assert first.any() and not np.array_equal(first, s.labels)  # the correction changed the object
+    return s.labels.copy()
 
 
 def test_default_path_modules_import_no_torch() -> None:
-    """``import medsam_lite``, the Predictor, ``segment``, the OpenVINO backend, the numpy twin and the embedding
-    stores load without torch (the torch twins and the reference Propagator stay importable beside them)."""
+    """``import medsam_lite``, the Predictor, ``segment``, the OpenVINO backend, the numpy twin, the embedding
+    stores and the interactive session (its numpy segmenter, prompt scripts) load without torch (the torch twins and the reference Propagator stay importable beside them)."""
     code = ("import sys; import medsam_lite, medsam_lite.predictor, medsam_lite.segment, medsam_lite.backends.openvino, "
-            "medsam_lite.propagation_numpy, medsam_lite.embedding_cache, medsam_lite.transforms, medsam_lite.validation; "
+            "medsam_lite.propagation_numpy, medsam_lite.embedding_cache, medsam_lite.transforms, medsam_lite.validation, "
+            "medsam_lite.session, medsam_lite.segmenter, medsam_lite.prompts; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "from medsam_lite.transforms import preprocess_image_torch; assert 'torch' in sys.modules; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)

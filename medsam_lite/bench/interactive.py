@@ -12,6 +12,7 @@ Latency: a correction on one slice (decoder only: the slice embedded beforehand)
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import InputError
 from ..metrics import dice
 from ..session import CorrectionPolicy, Session
 from ..transforms import box_from_mask
@@ -117,18 +119,49 @@ def policy_name(policy: CorrectionPolicy) -> str:
             + ("" if policy.inward else ", outward only"))
 
 
+def npz_case(path: Path) -> InteractiveCase:
+    """A labelled challenge-style 3D case (``imgs`` (D, H, W) uint8, ``gts`` label map, ``boxes`` (N, 6)): one
+    object per box, label i+1 = box i (one object ``gts > 0`` when the labels do not match the boxes).
+    InputError (one line) when the file is not such a case."""
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            imgs, gts, boxes = data["imgs"], data["gts"], data["boxes"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"not a labelled 3D case (.npz with imgs, gts, boxes): {exc}", path) from None
+    if imgs.ndim != 3 or imgs.dtype != np.uint8 or gts.shape != imgs.shape or boxes.ndim != 2 or boxes.shape[1] != 6:
+        raise InputError(f"needs imgs (D, H, W) uint8, gts of its shape and boxes (N, 6); got imgs "
+                         f"{imgs.shape} {imgs.dtype}, gts {gts.shape}, boxes {boxes.shape}", path)
+    ids = [i for i in np.unique(gts) if i]
+    objects = tuple(gts == i for i in ids) if len(ids) == len(boxes) else (gts > 0,)
+    return InteractiveCase(path.stem, imgs, objects, boxes[: len(objects)])
+
+
 def bundled_cases(examples: Path) -> List[InteractiveCase]:
     """The bundled labelled 3D examples (``3DBox_*.npz`` with ``gts``): one object per box, label i+1 = box i."""
-    cases = []
-    for path in sorted(Path(examples).glob("3DBox_*.npz")):
-        data = np.load(path)
-        if "gts" not in data:
-            continue
-        gts, boxes = data["gts"], data["boxes"].astype(np.int64)
-        ids = [i for i in np.unique(gts) if i]
-        objects = tuple(gts == i for i in ids) if len(ids) == len(boxes) else (gts > 0,)
-        cases.append(InteractiveCase(path.stem, data["imgs"], objects, boxes[: len(objects)]))
-    return cases
+    paths = sorted(Path(examples).glob("3DBox_*.npz"))
+    return [npz_case(p) for p in paths if "gts" in np.load(p).files]
+
+
+TRAINING_SIDE = ("lesions/lung1",)
+"""Training-side labelled volumes of ``../shared/data`` beside the bundled examples (which are ``ct_organs`` and
+``lesions/brain1``); the held-out volumes (``bench.fidelity.volume_cases``) are never benchmarked here."""
+
+
+def training_side_cases(shared: Path) -> List[InteractiveCase]:
+    """:data:`TRAINING_SIDE` as cases: ``lesions/lung1`` (a 48 x 512 x 512 chest CT, window L40/W400; its lesion
+    boxed by :func:`medsam_lite.bench.fidelity.volume_box`)."""
+    from ..imageio import read_case
+    from ..normalize import model_input_uint8
+    from .fidelity import volume_box
+
+    folder = Path(shared) / "lesions"
+    image, label = folder / "lung1_image.nrrd", folder / "lung1_label.nrrd"
+    if not image.is_file() or not label.is_file():
+        raise InputError("no lesions/lung1_image.nrrd / lung1_label.nrrd (the training-side CT lesion)", shared)
+    truth = read_case(label).array > 0
+    volume = np.ascontiguousarray(model_input_uint8(read_case(image).array, "CT", None)[0])
+    return [InteractiveCase("lung1 (CT lesion)", volume, (truth,), volume_box(truth)[None].astype(np.int64))]
 
 
 def run_benchmark(predictor: object, cases: Sequence[InteractiveCase], policy: CorrectionPolicy,
@@ -136,10 +169,27 @@ def run_benchmark(predictor: object, cases: Sequence[InteractiveCase], policy: C
     """The simulated user on every case with ``policy`` -> {"policy", "curves" (per case, per object),
     "summary" (:func:`summarize`), "cpu"}. ``predictor``: a :class:`~medsam_lite.predictor.Predictor`."""
     curves = {}
+    load_before, start = _load(), time.perf_counter()
     for case in cases:
         session = predictor.session(case.volume, policy=policy)  # type: ignore[attr-defined]
         curves[case.name] = run_case(session, case, corrections)
-    return {"policy": policy_name(policy), "curves": curves, "summary": summarize(curves), "cpu": cpu_model()}
+    return {"policy": policy_name(policy), "curves": curves, "summary": summarize(curves), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(), "load_average": {"start": load_before, "end": _load()},
+            "seconds": round(time.perf_counter() - start, 1), "worst_step": worst_step(summarize(curves))}
+
+
+def _load() -> List[float]:
+    """The 1 / 5 / 15 minute load averages (empty where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def worst_step(summary: Dict[str, List[float]]) -> float:
+    """The largest drop of the overall mean DSC from one correction to the next (0 when none drops)."""
+    overall = summary["overall"]
+    return float(max([0.0] + [overall[i] - overall[i + 1] for i in range(len(overall) - 1)]))
 
 
 def latency_case(predictor: object, volume: np.ndarray, walk: int = 20, repeats: int = 3) -> Dict[str, object]:
@@ -149,7 +199,7 @@ def latency_case(predictor: object, volume: np.ndarray, walk: int = 20, repeats:
     z = max(0, min(depth // 2, depth - 1 - walk))
     box = (width // 4, height // 4, 3 * width // 4, 3 * height // 4)
     result: Dict[str, object] = dict(correction_latency(session, 1, z, box, walk, repeats))
-    result.update({"shape": [depth, height, width], "cpu": cpu_model()})
+    result.update({"shape": [depth, height, width], "cpu": cpu_model(), "load_average": _load()})
     return result
 
 
@@ -157,7 +207,11 @@ def markdown(report: Dict[str, object], latency: Optional[Dict[str, object]] = N
     """The benchmark report as Markdown (mean DSC after 0..n corrections per case and overall; latency)."""
     summary: Dict[str, List[float]] = report["summary"]  # type: ignore[assignment]
     n = len(summary["overall"])
-    lines = [f"Policy: {report['policy']}. CPU: {report['cpu']}.", "",
+    load = report.get("load_average", {})
+    lines = [f"Policy: {report['policy']}. CPU: {report['cpu']} ({report.get('cpu_count', '?')} logical CPUs), "
+             f"load average (1 / 5 / 15 min) {load.get('start')} at the start, {load.get('end')} at the end "  # type: ignore[union-attr]
+             f"({report.get('seconds', '?')} s). Largest drop of the overall mean from one correction to the "
+             f"next: {float(report.get('worst_step', 0.0)):.3f}.", "",
              "| case | objects | " + " | ".join(f"{i} corr." for i in range(n)) + " |",
              "|---|---|" + "---|" * n]
     curves: Dict[str, List[List[float]]] = report["curves"]  # type: ignore[assignment]
@@ -165,7 +219,9 @@ def markdown(report: Dict[str, object], latency: Optional[Dict[str, object]] = N
         count = sum(len(c) for c in curves.values()) if name == "overall" else len(curves[name])
         lines.append(f"| {name} | {count} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     if latency:
-        lines += ["", f"Latency on a {latency['shape']} volume ({latency['cpu']}): a correction box, decoder only, "
+        lines += ["", f"Latency on a {latency['shape']} volume ({latency.get('source', 'volume')}; {latency['cpu']}, "
+                  f"load average {latency.get('load_average')}; median of the runs, embeddings in the store): a "
+                  f"correction box, decoder only, "
                   f"{latency['correction_s']:.3f} s; re-propagation over {int(latency['walk_slices'])} slices "
                   f"{[v for k, v in latency.items() if str(k).startswith('walk_') and k != 'walk_slices'][0]:.2f} s."]
     return "\n".join(lines) + "\n"

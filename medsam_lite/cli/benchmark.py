@@ -168,6 +168,9 @@ def _add_interactive(sub: Any) -> None:
                        description="Per object of the bundled labelled volumes: the 3D box, then 3 correction boxes "
                        "(the ground-truth box of the worst uncorrected slice); mean DSC after 0..3 corrections per "
                        "case and overall, and correction latency (medsam_lite.bench.interactive).")
+    p.add_argument("-o", "--out", default=None, help="folder for interactive.json / interactive.md (default: "
+                   "Markdown on stdout only)")
+    p.add_argument("--threads", type=int, default=None, help="threads of the runtime (default: its own)")
     _interactive_args(p)
     p.set_defaults(func=run_interactive)
 
@@ -176,6 +179,12 @@ def _interactive_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corrections", type=int, default=3, help="corrections per object (default 3)")
     p.add_argument("--embedding-cache", default=None, help="embedding cache folder (reused across runs)")
     p.add_argument("--walk", type=int, default=20, help="slices of the timed re-propagation (default 20)")
+    p.add_argument("--volume", dest="volumes", action="append", type=Path, default=None, metavar="NPZ",
+                   help="interactive: a labelled 3D case (.npz with imgs, gts, boxes) instead of the bundled ones; "
+                        "repeat for more")
+    p.add_argument("--shared-data", dest="interactive_shared", type=Path, default=os.environ.get(SHARED_ENV),
+                   metavar="DIR", help=f"interactive: add the training-side labelled volumes of this folder "
+                   f"(lesions/lung1, a 512 x 512 CT: also the latency case; default ${SHARED_ENV})")
 
 
 MEASUREMENTS: Dict[str, Callable[[Any], None]] = {"speed": _add_speed, "inference": _add_inference,
@@ -231,19 +240,41 @@ def run_interactive(args: argparse.Namespace) -> int:
     from ..predictor import Predictor
     from ..session import DEFAULT_POLICY
 
-    if args.corrections < 0 or args.walk < 1:
-        raise InputError("--corrections must be >= 0 and --walk >= 1")
-    predictor = Predictor(embedding_cache=args.embedding_cache)
-    cases = interactive.bundled_cases(resources.package_file("examples"))
-    report = interactive.run_benchmark(predictor, cases, DEFAULT_POLICY, args.corrections)
-    ct = next(c for c in cases if "CT" in c.name)
-    report["latency"] = interactive.latency_case(predictor, _upsample_512(ct.volume), walk=args.walk)
+    from ..io_utils import atomic_path
+
+    if args.corrections < 0 or args.walk < 1 or (args.threads is not None and args.threads < 1):
+        raise InputError("--corrections must be >= 0, --walk and --threads >= 1")
+    if args.volumes:
+        cases = [interactive.npz_case(p) for p in args.volumes]
+    else:
+        cases = interactive.bundled_cases(resources.package_file("examples"))
+    shared = cases_shared = None
+    if args.interactive_shared is not None:
+        shared = interactive.training_side_cases(args.interactive_shared)
+        cases_shared = cases + shared
+    predictor = Predictor(embedding_cache=args.embedding_cache, threads=args.threads)
+    report = interactive.run_benchmark(predictor, cases_shared or cases, DEFAULT_POLICY, args.corrections)
+    if shared:  # a real 512 x 512 CT
+        volume, source = shared[0].volume, f"{shared[0].name}, a real CT"
+    elif not args.volumes:
+        ct = next(c for c in cases if "CT" in c.name)
+        volume, source = _upsample_512(ct.volume), f"{ct.name} resampled to 512 x 512 (nearest)"
+    else:
+        volume, source = cases[0].volume, cases[0].name
+    walk = min(args.walk, volume.shape[0] - 1)
+    report["latency"] = interactive.latency_case(predictor, volume, walk=walk) if walk >= 1 else None
+    if report["latency"]:
+        report["latency"]["source"] = source  # type: ignore[index]
+    report["backend"] = f"{getattr(predictor.backend, 'name', '?')}:{getattr(predictor.backend, 'precision', '?')}"
+    report["threads"] = args.threads
     text = interactive.markdown(report, report["latency"])  # type: ignore[arg-type]
     if getattr(args, "out", None):
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "interactive.json").write_text(json.dumps(report, indent=1))
-        (out / "interactive.md").write_text(text)
+        with atomic_path(out / "interactive.json") as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=1))
+        with atomic_path(out / "interactive.md") as tmp:
+            Path(tmp).write_text(text)
     print(text)
     return 0
 

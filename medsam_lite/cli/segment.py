@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 if TYPE_CHECKING:  # heavy imports stay inside run(): ``medsam-lite --help`` is fast
     from ..predictor import Predictor
@@ -37,11 +37,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "separated; an optional header names the columns: x_min,y_min[,z_min],x_max,y_max[,z_max]). "
                    'JSON boxes may be objects {"box": [...], "name": "spleen", "color": "#ff8800"}: the names go to '
                    "DICOM-SEG segments and to the label table <case>.labels.json written beside every mask")
-    p.add_argument("--prompts", metavar="JSON",
-                   help="replay an interactive session on one case: a JSON list of objects, each with its box, "
-                        "optional name / color, correction boxes on slices and lock state (schema: "
-                        "medsam_lite/prompts.schema.json, docs/interactive.md); writes the label map and its label "
-                        "table like a box run. Replaces --box / --boxes")
+    _add_prompts(p)
     p.add_argument("--modality", default=None,
                    help="modality for the intensity mapping, same names as 'medsam-lite prep' (CT, MR, PET, US, "
                         "XRay, Microscopy, ...). Default per input: DICOM -> its Modality tag; .npz and uint8 "
@@ -84,6 +80,14 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    help="folder with encoder.onnx / decoder.onnx from 'medsam-lite export --format onnx' "
                         "(only with --backend onnxruntime; the model is the one exported there)")
     p.set_defaults(func=run)
+
+
+def _add_prompts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompts", metavar="JSON",
+                   help="replay an interactive session on one case: a JSON list of objects, each with its box, "
+                        "optional name / color, correction boxes on slices and lock state (schema: "
+                        "medsam_lite/prompts.schema.json, docs/interactive.md); writes the label map and its label "
+                        "table like a box run. Replaces --box / --boxes")
 
 
 def _window(text: Optional[str]) -> Optional[Tuple[float, float]]:
@@ -138,6 +142,38 @@ def _check_extras(args: argparse.Namespace) -> None:
         require_backend(name)
 
 
+def _objects(args: argparse.Namespace) -> Tuple[Any, List[Optional[str]], List[Optional[str]], Any]:
+    """(boxes (N, 4 | 6) or None, names, colours, prompt script or None) from --prompts / --boxes / --box."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..imageio import read_box_objects
+
+    boxes, names, colors = None, [], []
+    prompts = None
+    if args.prompts:
+        from ..prompts import read_prompts
+
+        if args.box or args.boxes or args.baseline:
+            raise InputError("--prompts gives the objects and runs a session: it takes no --box / --boxes / "
+                             "--baseline")
+        prompts = read_prompts(args.prompts)
+        boxes, names, colors = prompts.boxes, prompts.names, prompts.colors
+    if args.boxes:
+        objects = read_box_objects(args.boxes)
+        boxes, names, colors = objects.boxes, objects.names, objects.colors
+    if args.box:
+        widths = {len(b) for b in args.box}
+        if len(widths) != 1 or next(iter(widths)) not in (4, 6):
+            raise InputError("every --box needs 4 (2D) or 6 (3D) numbers")
+        width = next(iter(widths))
+        if boxes is not None and boxes.shape[1] != width:
+            raise InputError(f"--boxes {args.boxes} holds {boxes.shape[1]}-number boxes but --box gives {width} "
+                             f"numbers; use one kind")
+        boxes = np.asarray(args.box, dtype=np.float64) if boxes is None else np.vstack([boxes, args.box])
+    return boxes, names, colors, prompts
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every case was segmented, 1 when some case failed (one line each on stderr),
     2 for bad usage / input found before the model loads (raised as InputError, printed by main)."""
@@ -145,11 +181,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .common import report_failures
-    import numpy as np
 
     from ..errors import InputError
     from ..extras import available
-    from ..imageio import read_box_objects
     from ..segment import SegmentOptions, segment_paths
 
     window = _window(args.window)
@@ -166,27 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline and (args.onnx_dir or not is_reference(args.backend, args.precision)):
         raise InputError("--baseline is the eager fp32 LiteMedSAM algorithm: it takes no --backend / --precision / "
                          "--onnx-dir")
-    boxes, names, colors = None, [], []
-    prompts = None
-    if args.prompts:
-        from ..prompts import read_prompts
-
-        if args.box or args.boxes or args.baseline:
-            raise InputError("--prompts gives the objects and runs a session: it takes no --box / --boxes / --baseline")
-        prompts = read_prompts(args.prompts)
-        boxes, names, colors = prompts.boxes, prompts.names, prompts.colors
-    if args.boxes:
-        objects = read_box_objects(args.boxes)
-        boxes, names, colors = objects.boxes, objects.names, objects.colors
-    if args.box:
-        widths = {len(b) for b in args.box}
-        if len(widths) != 1 or next(iter(widths)) not in (4, 6):
-            raise InputError("every --box needs 4 (2D) or 6 (3D) numbers")
-        width = next(iter(widths))
-        if boxes is not None and boxes.shape[1] != width:
-            raise InputError(f"--boxes {args.boxes} holds {boxes.shape[1]}-number boxes but --box gives {width} "
-                             f"numbers; use one kind")
-        boxes = np.asarray(args.box, dtype=np.float64) if boxes is None else np.vstack([boxes, args.box])
+    boxes, names, colors, prompts = _objects(args)
     labels = args.label or (names if any(names) else None)  # --label wins over the JSON names
     predictor = _predictor(args.backend, args.precision, args.onnx_dir, args.model)
     options = SegmentOptions(overlay=args.overlay, window=window, modality=args.modality, fmt=args.fmt,
