@@ -17,7 +17,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -165,14 +165,19 @@ def training_side_cases(shared: Path) -> List[InteractiveCase]:
 
 
 def run_benchmark(predictor: object, cases: Sequence[InteractiveCase], policy: CorrectionPolicy,
-                  corrections: int = 3) -> Dict[str, object]:
+                  corrections: int = 3, log: Optional[Callable[[str], None]] = None) -> Dict[str, object]:
     """The simulated user on every case with ``policy`` -> {"policy", "curves" (per case, per object),
-    "summary" (:func:`summarize`), "cpu"}. ``predictor``: a :class:`~medsam_lite.predictor.Predictor`."""
+    "summary" (:func:`summarize`), "cpu", "cpu_count", "load_average", "seconds", "worst_step"}. ``predictor``: a
+    :class:`~medsam_lite.predictor.Predictor`; ``log``: one line per case as it ends (its mean curve)."""
     curves = {}
     load_before, start = _load(), time.perf_counter()
     for case in cases:
         session = predictor.session(case.volume, policy=policy)  # type: ignore[attr-defined]
         curves[case.name] = run_case(session, case, corrections)
+        if log is not None:
+            mean = np.mean(np.asarray(curves[case.name]), axis=0)
+            log(f"{case.name}: {len(case.objects)} objects, mean DSC after 0..{corrections} corrections "
+                f"{' '.join(f'{v:.3f}' for v in mean)} ({time.perf_counter() - start:.0f} s, load {_load()})")
     return {"policy": policy_name(policy), "curves": curves, "summary": summarize(curves), "cpu": cpu_model(),
             "cpu_count": os.cpu_count(), "load_average": {"start": load_before, "end": _load()},
             "seconds": round(time.perf_counter() - start, 1), "worst_step": worst_step(summarize(curves))}

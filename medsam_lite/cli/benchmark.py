@@ -240,6 +240,8 @@ def run_interactive(args: argparse.Namespace) -> int:
     from ..predictor import Predictor
     from ..session import DEFAULT_POLICY
 
+    import sys
+
     from ..io_utils import atomic_path
 
     if args.corrections < 0 or args.walk < 1 or (args.threads is not None and args.threads < 1):
@@ -253,7 +255,8 @@ def run_interactive(args: argparse.Namespace) -> int:
         shared = interactive.training_side_cases(args.interactive_shared)
         cases_shared = cases + shared
     predictor = Predictor(embedding_cache=args.embedding_cache, threads=args.threads)
-    report = interactive.run_benchmark(predictor, cases_shared or cases, DEFAULT_POLICY, args.corrections)
+    report = interactive.run_benchmark(predictor, cases_shared or cases, DEFAULT_POLICY, args.corrections,
+                                       log=lambda line: print(line, file=sys.stderr, flush=True))
     if shared:  # a real 512 x 512 CT
         volume, source = shared[0].volume, f"{shared[0].name}, a real CT"
     elif not args.volumes:
