@@ -1,8 +1,9 @@
 """Interactive segmentation sessions: objects from boxes, correction boxes, locks, undo / redo (issue 29).
 
 State lives here, separate from any UI (as micro-sam's ``sam_annotator/_state.py``); inference is reached only
-through a :class:`SliceSegmenter` (``Predictor.session`` builds :class:`~medsam_lite.segmenter.PropagatorSegmenter`;
-this module imports neither torch nor a network).
+through a :class:`SliceSegmenter` (``Predictor.session`` builds :class:`~medsam_lite.segmenter.NumpySegmenter` on
+the default, torch-free path and :class:`~medsam_lite.segmenter.PropagatorSegmenter` on the torch reference; this
+module imports neither torch nor a network).
 
 Frames: the volume is (D, H, W) (a 2D image is held as one slice, D = 1); z = slice index; a 3D box is
 ``(x0, y0, z0, x1, y1, z1)``, a 2D / correction box ``(x0, y0, x1, y1)``, in voxel indices, both ends inclusive,
