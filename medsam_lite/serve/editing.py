@@ -33,7 +33,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..validation import check_boxes_2d, check_boxes_3d
+from ..validation import check_boxes_3d
 from .state import CaseState, SegObject, default_name
 
 Progress = Callable[[int, int], None]
@@ -93,9 +93,16 @@ def offset(progress: Optional[Progress], done: int, extra: int) -> Optional[Prog
 
 
 def check_box(state: CaseState, box: Sequence[float]) -> List[float]:
-    """A 2D ``[x0, y0, x1, y1]`` box inside the slice (one-line :class:`InputError` otherwise)."""
-    checked = check_boxes_2d(np.asarray([box], np.float64), (state.height, state.width))[0]
-    return [float(v) for v in checked]
+    """A 2D ``[x0, y0, x1, y1]`` box inside the slice (one-line :class:`InputError` otherwise: as the session, a
+    box that leaves the image is refused, not clipped)."""
+    values = np.asarray(box, np.float64)
+    if values.shape != (4,) or not np.isfinite(values).all():
+        raise InputError(f"box must be 4 finite numbers [x0, y0, x1, y1], got {list(box)}")
+    x0, y0, x1, y1 = values
+    if not (0 <= x0 <= x1 < state.width and 0 <= y0 <= y1 < state.height):
+        raise InputError(f"box {values.tolist()} is not inside the {state.width} x {state.height} image "
+                         f"(x 0..{state.width - 1}, y 0..{state.height - 1}, x0 <= x1, y0 <= y1)")
+    return [float(v) for v in values]
 
 
 def _ints(box: Sequence[float]) -> Tuple[int, int, int, int]:
