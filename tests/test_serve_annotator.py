@@ -31,16 +31,19 @@ from medsam_lite.resources import example_path, load_example  # noqa: E402
 NUCLEI = "2DBox_Microscopy_nuclei.npz"
 MR = "3DBox_MR_brain_tumour.npz"
 FIXTURES = Path(__file__).parent / "fixtures"
-MR_CROP = "mr_crop.npz"
+MR_CROP = "3DBox_MR_crop.npz"
 TUMOUR = [162, 84, 208, 153]  # the MR case's box (its z 11..17 are 1..7 of the crop: slices 10..18, 9 slices)
 DEPTH = 9
 
 
 @pytest.fixture(scope="module")
-def reference(lite_medsam):
+def reference(client):
+    """A plain Predictor on the server's model and embedding store (the same encoder outputs, computed once):
+    what the server's masks must equal."""
     from medsam_lite.predictor import Predictor
 
-    return Predictor(lite_medsam, backend="torch")
+    server = server_of(client)
+    return Predictor(backend=server.backend, embedding_cache=server.store)
 
 
 @pytest.fixture(scope="module")

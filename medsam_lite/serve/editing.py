@@ -33,7 +33,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..validation import check_boxes_3d
 from .state import CaseState, SegObject, default_name
 
 Progress = Callable[[int, int], None]
@@ -105,6 +104,17 @@ def check_box(state: CaseState, box: Sequence[float]) -> List[float]:
     return [float(v) for v in values]
 
 
+def check_box_3d(state: CaseState, box: Sequence[float]) -> List[float]:
+    """A 3D ``[x0, y0, z0, x1, y1, z1]`` box inside the volume (refused, not clipped, otherwise)."""
+    values = np.asarray(box, np.float64)
+    if values.shape != (6,) or not np.isfinite(values).all():
+        raise InputError(f"3D box must be 6 finite numbers [x0, y0, z0, x1, y1, z1], got {list(box)}")
+    for axis, lo, hi, size in zip("xyz", values[:3], values[3:], (state.width, state.height, state.depth)):
+        if not 0 <= lo <= hi < size:
+            raise InputError(f"3D box {values.tolist()}: {axis} range {lo:g}..{hi:g} is not inside 0..{size - 1}")
+    return [float(v) for v in values]
+
+
 def _ints(box: Sequence[float]) -> Tuple[int, int, int, int]:
     return int(box[0]), int(box[1]), int(box[2]), int(box[3])
 
@@ -156,7 +166,7 @@ def add_box_3d(state: CaseState, steps: Steps, box: Sequence[float], drawn_z: Op
     propagation); with ``drawn_z`` off the box's middle slice, then a correction anchored on ``drawn_z``."""
     if not state.is_3d:
         raise InputError("propagate needs a 3D case; use /segment for 2D")
-    b = check_boxes_3d(np.asarray([box], np.float64), state.volume.shape)[0]
+    b = check_box_3d(state, box)
     x0, y0, z0, x1, y1, z1 = (int(v) for v in b)
     mid = int((z1 - z0) / 2 + z0)
     anchor = None if drawn_z is None or int(drawn_z) == mid else state.check_z(drawn_z)

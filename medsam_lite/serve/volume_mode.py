@@ -105,7 +105,7 @@ def start_propagation(server: Server, state: CaseState, box: Optional[List[float
     if sum(x is not None and x is not False for x in (box, oid, every or None)) != 1:
         raise InputError("give one of: box (a new object from a 3D box), object (a pending object), all: true")
     if box is not None:
-        b = editing.check_boxes_3d(np.asarray([box], np.float64), state.volume.shape)[0]
+        b = editing.check_box_3d(state, box)
         if z is not None:
             state.check_z(z)
         state.focus = int(z) if z is not None else int((b[5] - b[2]) / 2 + b[2])

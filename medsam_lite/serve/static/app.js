@@ -360,6 +360,13 @@ function toImageF(ev) {
   return [(t.d * X - t.c * Y) / det, (-t.b * X + t.a * Y) / det];
 }
 
+// Image coordinates -> client coordinates (the forward view transform; used by the browser test to aim).
+window.imageToClient = (x, y) => {
+  const vp = $("viewport").getBoundingClientRect(), t = turn();
+  const X = t.a * x + t.c * y + t.e, Y = t.b * x + t.d * y + t.f;
+  return [vp.left + S.panX + S.zoom * X, vp.top + S.panY + S.zoom * Y];
+};
+
 function toImage(ev) {
   const [x, y] = toImageF(ev);
   return [Math.max(0, Math.min(S.info.width - 1, Math.floor(x))), Math.max(0, Math.min(S.info.height - 1, Math.floor(y)))];
