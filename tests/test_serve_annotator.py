@@ -34,6 +34,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 MR_CROP = "3DBox_MR_crop.npz"
 TUMOUR = [162, 84, 208, 153]  # the MR case's box (its z 11..17 are 1..7 of the crop: slices 10..18, 9 slices)
 DEPTH = 9
+FRESH = "3DBox_MR_top.npz"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def roots(tmp_path_factory):
     shutil.copy(FIXTURES / "ct_small.dcm", root / "ct_small.dcm")
     mr = load_example(MR)  # a 9-slice crop keeps the encoder runs (the cost on a CPU) few
     np.savez(root / MR_CROP, imgs=mr["imgs"][10:19], boxes=np.array([[*TUMOUR[:2], 1, *TUMOUR[2:], 7]]))
+    np.savez(root / FRESH, imgs=mr["imgs"][0:9], boxes=np.array([[100, 100, 0, 150, 150, 8]]))  # unseen slices
     out = base / "out"
     out.mkdir()
     return {"root": root, "out": out}
@@ -389,7 +391,7 @@ def test_background_embedding_follows_the_user_and_encodes_each_slice_once(clien
             job.thread.join(timeout=300)
     runs0 = server.backend.encoder_runs
     with model_held(client):  # nothing is encoded until the user has looked at slice 1
-        info = open_case(client, roots["root"] / MR_CROP)
+        info = open_case(client, roots["root"] / FRESH)
         cid = info["id"]
         assert client.get(f"/api/cases/{cid}/slice/1.png").status_code == 200
         state = server.cases.get(cid)

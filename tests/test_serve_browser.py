@@ -51,7 +51,7 @@ def _small_cases(folder: Path) -> Path:
     from medsam_lite.resources import load_example
 
     mr = load_example("3DBox_MR_brain_tumour.npz")["imgs"]
-    np.savez(folder / MR_CROP, imgs=mr[10:19])
+    np.savez(folder / MR_CROP, imgs=mr[10:19], boxes=np.array([[*TUMOUR[:2], 1, *TUMOUR[2:], 7]]))
     try:
         import nibabel as nib
 

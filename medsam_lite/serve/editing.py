@@ -73,6 +73,8 @@ def edit(state: CaseState) -> Iterator[Steps]:
     try:
         yield steps
     except BaseException:
+        if steps.count:  # a session step was taken: it cleared the session's redo steps, so the case's redo goes too
+            state.redo.clear()
         steps.rollback()
         state.objects = before
         state.apply_ranges()

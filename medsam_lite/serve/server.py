@@ -72,7 +72,8 @@ class Server:
         (:mod:`medsam_lite.serve.editing`), not on every add."""
         from ..predictor import Predictor
 
-        return Predictor(backend=self.backend, embedding_cache=self.store).session(
+        store = self.store if self.backend.weights_sha256 else None  # keys need the weights (else the session's own)
+        return Predictor(backend=self.backend, embedding_cache=store).session(
             array, lock_previous=False, history_steps=4 * HISTORY_LIMIT * 8)
 
     def open(self, case_path: Path, window: Optional[str], display: Optional[str] = None,

@@ -468,7 +468,6 @@ async function runJob(job, what) {
 const drawnBox = guard(async (box, mode) => {
   const t0 = performance.now();
   const body = { box, z: S.z, selected: S.selected, mode: mode || (S.newMode ? "new" : "auto") };
-  if (S.info.kind === "3d") body.z_range = [Number($("z0").value), Number($("z1").value)];
   const start = await apiJson("POST", `/api/cases/${S.caseId}/box`, body);
   const job = await runJob(start, start.kind === "new" ? "new object" : "correction");
   if (!job) return;
