@@ -225,10 +225,13 @@ function renderObjects() {
     name.value = o.name;
     name.dataset.id = o.id;
     name.title = "name (empty: the default name)";
+    name.placeholder = `object ${o.id}`;
+    // the list is not rebuilt here: the field may be typed into again at once (a cleared name shows the default
+    // as its placeholder)
     name.onchange = guard(async () => {
       S.renaming = rename(o.id, name.value);
       await S.renaming;
-      renderObjects();
+      showMode();
     });
     const where = document.createElement("span");
     where.className = "small";
