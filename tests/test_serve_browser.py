@@ -466,3 +466,11 @@ def test_browser_radiological_view_with_markers(server_url, driver):
     box = httpx.get(f"{server_url}/api/cases/{case_id}", timeout=60).json()["objects"][0]["box"]
     assert np.abs(np.subtract(box, TUMOUR)).max() <= 1, box
     _overlay_matches(driver, server_url, case_id, 1, (256, 256))
+    # the display flips (for files without geometry) swap the markers and the view, not the voxels
+    driver.find_element(By.ID, "flip-h").click()
+    letters = [driver.find_element(By.ID, f"mark-{side}").text for side in ("left", "right", "top", "bottom")]
+    assert letters == ["L", "R", "A", "P"], letters
+    x_col0, _ = driver.execute_script("return imageToClient(0.5, 0.5)")
+    x_col255, _ = driver.execute_script("return imageToClient(255.5, 0.5)")
+    assert x_col0 < x_col255
+    driver.find_element(By.ID, "flip-h").click()

@@ -2,7 +2,8 @@
 
 Details are one line of at most :data:`DETAIL_CHARS` characters (echoed paths / values are cut), so a
 huge bogus value never comes back whole. Bad input (:class:`~medsam_lite.errors.InputError`) is 400,
-an unknown case / object / job (``KeyError``) 404, a full case store or an edit while a job runs on the case 409, malformed requests 422,
+an unknown case / object / job (``KeyError``) 404, a full case store or an edit while a job runs on the case
+409, malformed requests 422,
 a client that went away mid-body 400 (logged by nobody: nothing is wrong with the server).
 """
 from __future__ import annotations

@@ -94,6 +94,7 @@ async function flushNames() {
 
 function caseOpened(info) {
   S.caseId = info.id; S.info = info; S.selected = null; S.hidden = new Set(); S.newMode = false; S.wl = null;
+  S.flipH = false; S.flipV = false;
   S.openedAt = performance.now(); S.firstMask = null;
   document.body.dataset.caseId = info.id;
   $("case-name").textContent = `${info.name}  (${info.kind}, ${info.shape.join(" x ")})`;
@@ -321,15 +322,27 @@ function turn() {
   if (v.transpose) { a = 0; b = 1; c = 1; d = 0; [W, H] = [H, W]; }
   if (v.flip_rows) { b = -b; d = -d; f = H - f; }
   if (v.flip_cols) { a = -a; c = -c; e = W - e; }
+  if (S.flipH) { a = -a; c = -c; e = W - e; }  // the user's own flips (files without geometry)
+  if (S.flipV) { b = -b; d = -d; f = H - f; }
   return { a, b, c, d, e, f, W, H };
 }
 
 function showMarkers() {
-  const letters = (S.info.view && S.info.view.letters) || "";
+  let letters = (S.info.view && S.info.view.letters) || "";
+  if (letters && S.flipH) letters = letters[1] + letters[0] + letters.slice(2);
+  if (letters && S.flipV) letters = letters.slice(0, 2) + letters[3] + letters[2];
   const ids = ["mark-left", "mark-right", "mark-top", "mark-bottom"];
   ids.forEach((id, i) => { $(id).textContent = letters[i] || ""; });
-  document.body.dataset.view = letters ? S.info.view.how : "array orientation (no geometry in the file)";
+  const flips = (S.flipH ? ", flipped left-right" : "") + (S.flipV ? ", flipped up-down" : "");
+  document.body.dataset.view = (S.info.view && S.info.view.letters ? S.info.view.how
+    : "array orientation (no geometry in the file: use the flip buttons to turn it)") + flips;
   $("viewport").title = document.body.dataset.view;
+}
+
+function flipView(horizontal) {
+  if (!S.info) return;
+  if (horizontal) S.flipH = !S.flipH; else S.flipV = !S.flipV;
+  showMarkers(); fit(); drawBoxes();
 }
 
 function applyTransform() {
@@ -551,6 +564,8 @@ function setup() {
   $("zoom-in").onclick = () => zoomAt(1.25);
   $("zoom-out").onclick = () => zoomAt(0.8);
   $("zoom-reset").onclick = () => { if (S.info) { fit(); drawBoxes(); } };
+  $("flip-h").onclick = () => flipView(true);
+  $("flip-v").onclick = () => flipView(false);
   $("opacity").oninput = repaint;
   $("outline").onchange = repaint;
   $("new-object").onclick = () => { if (S.info) { S.newMode = true; showMode(); drawBoxes(); } };
