@@ -40,6 +40,27 @@ def _skip_reason() -> str:
 pytestmark = pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "ok")
 
 
+MR_CROP = "3DBox_MR_crop.npz"
+RAS = "mr_ras.nii.gz"
+TUMOUR = (162, 84, 208, 153)  # the bundled MR case's tumour box; its slices 11..17 are 1..7 of the crop
+
+
+def _small_cases(folder: Path) -> Path:
+    """Small cases cut from the bundled MR (few slices: few encoder runs): a 9-slice npz (no geometry) and a
+    3-slice NIfTI with RAS axes (the page turns it radiologically)."""
+    from medsam_lite.resources import load_example
+
+    mr = load_example("3DBox_MR_brain_tumour.npz")["imgs"]
+    np.savez(folder / MR_CROP, imgs=mr[10:19], boxes=np.array([[*TUMOUR[:2], 1, *TUMOUR[2:], 7]]))
+    try:
+        import nibabel as nib
+
+        nib.save(nib.Nifti1Image(mr[13:16].transpose(2, 1, 0), np.diag([1.0, 1.0, 3.0, 1.0])), str(folder / RAS))
+    except ImportError:
+        pass
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server_url(lite_medsam, tmp_path_factory):
     """The app on 127.0.0.1:<free port> in a uvicorn thread; stopped (and joined) at the end."""
@@ -51,7 +72,8 @@ def server_url(lite_medsam, tmp_path_factory):
 
     root = example_path("2DBox_Microscopy_nuclei.npz").parent
     out = tmp_path_factory.mktemp("serve_out")
-    app = create_app(ServeConfig(roots=[root], output_root=out), backend=make_backend(lite_medsam, "torch"))
+    small = _small_cases(tmp_path_factory.mktemp("serve_small"))
+    app = create_app(ServeConfig(roots=[root, small], output_root=out), backend=make_backend(lite_medsam, "torch"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -93,12 +115,12 @@ def _wait(driver, predicate, what: str, timeout: float = WAIT_S):
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: predicate(d), message=what)
 
 
-def _open(driver, url: str, name: str) -> None:
+def _open(driver, url: str, name: str, path: Path = None) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     driver.get(url + "/")
-    path = str(example_path(name).resolve())
+    path = str((path or example_path(name)).resolve())
     _wait(driver, lambda d: path in [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR,
                                                                                        "#file-select option")],
           "server file list")
@@ -298,3 +320,157 @@ def test_browser_propagate_3d(server_url, driver):
         "return document.getElementById('overlay-canvas').dataset.maskPixels || 0")) == int((labels > 0).sum()),
         "overlay of slice 16")
     np.testing.assert_array_equal(_overlay_alpha(driver) > 0, labels > 0)
+
+
+def _drag_image(driver, box) -> None:
+    """Mouse-drag between the centres of image pixels (x0, y0) and (x1, y1), aimed through the page's own view
+    transform (``imageToClient``: radiological turn, zoom, pan)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    viewport = driver.find_element(By.ID, "viewport")
+    vcx, vcy = driver.execute_script("const v = document.getElementById('viewport').getBoundingClientRect();"
+                                     "return [v.left + v.width / 2, v.top + v.height / 2];")
+
+    def offset(x: float, y: float):
+        cx, cy = driver.execute_script("return imageToClient(arguments[0], arguments[1])", x + 0.5, y + 0.5)
+        return int(round(cx - vcx)), int(round(cy - vcy))
+
+    (dx0, dy0), (dx1, dy1) = offset(box[0], box[1]), offset(box[2], box[3])
+    (ActionChains(driver).move_to_element_with_offset(viewport, dx0, dy0).click_and_hold()
+     .move_to_element_with_offset(viewport, (dx0 + dx1) // 2, (dy0 + dy1) // 2)
+     .move_to_element_with_offset(viewport, dx1, dy1).release().perform())
+
+
+def _key(driver, key: str, ctrl: bool = False, shift: bool = False) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    chain = ActionChains(driver)
+    for held, mod in ((ctrl, Keys.CONTROL), (shift, Keys.SHIFT)):
+        if held:
+            chain = chain.key_down(mod)
+    chain = chain.send_keys(key)
+    for held, mod in ((ctrl, Keys.CONTROL), (shift, Keys.SHIFT)):
+        if held:
+            chain = chain.key_up(mod)
+    chain.perform()
+
+
+def _overlay_matches(driver, url: str, case_id: str, z: int, hw) -> np.ndarray:
+    """Wait for the page's overlay of slice z, then check it against GET labels (pixel for pixel)."""
+    labels = _labels(url, case_id, z, hw)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.overlayZ") == str(z) and int(
+        d.execute_script("return document.getElementById('overlay-canvas').dataset.maskPixels || 0"))
+        == int((labels > 0).sum()), f"overlay of slice {z}")
+    np.testing.assert_array_equal(_overlay_alpha(driver) > 0, labels > 0)
+    return labels
+
+
+def test_browser_correction_end_to_end(server_url, driver, tmp_path_factory):
+    """Keys move through slices; a box makes a pending object on its slice; Propagate spreads it from there; a box
+    over it on another slice is a correction (no new object); ctrl+Z / ctrl+shift+Z undo / redo it; a cancelled
+    job changes nothing. The overlay equals the API's labels after each step."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    small = Path(_small_root(server_url))
+    _open(driver, server_url, MR_CROP, small / MR_CROP)
+    case_id = driver.execute_script("return document.body.dataset.caseId")
+    assert driver.execute_script("return document.body.dataset.z") == "4"  # the middle slice
+    driver.find_element(By.ID, "viewport").click()  # focus the page, not a field
+    for key, z in ((Keys.ARROW_UP, "5"), (Keys.PAGE_DOWN, "0"), (Keys.PAGE_UP, "8"), (Keys.ARROW_DOWN, "7")):
+        _key(driver, key)
+        _wait(driver, lambda d, z=z: d.execute_script("return document.body.dataset.z") == z, f"slice {z} by key")
+    for _ in range(2):
+        _key(driver, Keys.ARROW_DOWN)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.z") == "5", "slice 5")
+    _drag_image(driver, TUMOUR)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.segments") == "1", "first mask")
+    info = httpx.get(f"{server_url}/api/cases/{case_id}", timeout=60).json()
+    assert len(info["objects"]) == 1 and info["objects"][0]["pending"] and info["objects"][0]["z"] == 5
+    drawn = _overlay_matches(driver, server_url, case_id, 5, (256, 256))
+    assert drawn.any()
+    for field, value in (("z0", 1), ("z1", 7)):
+        el = driver.find_element(By.ID, field)
+        el.clear()
+        el.send_keys(str(value))
+    driver.find_element(By.ID, "propagate").click()
+    _wait(driver, lambda d: "slices in" in d.find_element(By.ID, "prop-label").text, "propagation")
+    np.testing.assert_array_equal(_labels(server_url, case_id, 5, (256, 256)), drawn)  # the drawn slice stays
+    driver.find_element(By.ID, "viewport").click()
+    for _ in range(3):
+        _key(driver, Keys.ARROW_DOWN)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.z") == "2", "slice 2")
+    before = _overlay_matches(driver, server_url, case_id, 2, (256, 256))
+    correction = (158, 92, 204, 150)
+    _drag_image(driver, correction)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.segments") == "2", "correction")
+    assert driver.execute_script("return document.body.dataset.lastAction") == "correct"
+    objects = httpx.get(f"{server_url}/api/cases/{case_id}", timeout=60).json()["objects"]
+    assert len(objects) == 1 and abs(objects[0]["box"][0] - correction[0]) <= 1 and objects[0]["z"] == 2
+    corrected = _overlay_matches(driver, server_url, case_id, 2, (256, 256))
+    assert not np.array_equal(corrected, before)
+    ys, xs = np.nonzero(corrected)
+    assert xs.min() >= correction[0] - 3 and xs.max() <= correction[2] + 3
+    shot = os.environ.get("MEDSAM_LITE_SCREENSHOT_CORRECTION")
+    if shot:
+        _save_small_screenshot(driver, Path(shot))
+    _key(driver, "z", ctrl=True)  # undo the correction
+    _wait(driver, lambda d: not d.find_element(By.ID, "redo").get_attribute("disabled"), "undone")
+    np.testing.assert_array_equal(_overlay_matches(driver, server_url, case_id, 2, (256, 256)), before)
+    _key(driver, "z", ctrl=True, shift=True)  # redo
+    _wait(driver, lambda d: d.find_element(By.ID, "redo").get_attribute("disabled"), "redone")
+    np.testing.assert_array_equal(_overlay_matches(driver, server_url, case_id, 2, (256, 256)), corrected)
+    # hide / outline / opacity change the drawing, not the labels
+    _key(driver, "h")
+    _wait(driver, lambda d: d.execute_script(
+        "return document.getElementById('overlay-canvas').dataset.maskPixels") == "0", "hidden")
+    _key(driver, "h")
+    _key(driver, "o")
+    _wait(driver, lambda d: 0 < int(d.execute_script(
+        "return document.getElementById('overlay-canvas').dataset.maskPixels")) < int((corrected > 0).sum()),
+        "outline")
+    _key(driver, "o")
+    _overlay_matches(driver, server_url, case_id, 2, (256, 256))
+
+
+def _small_root(url: str) -> str:
+    import httpx
+
+    roots = httpx.get(f"{url}/api/info", timeout=60).json()["roots"]
+    return next(r for r in roots if "serve_small" in r)
+
+
+def test_browser_radiological_view_with_markers(server_url, driver):
+    """A NIfTI with RAS axes is shown as 3D Slicer shows it (patient's right on the left, anterior up) with the
+    R / L / A / P markers; a box drawn on screen lands on the intended voxels."""
+    pytest.importorskip("nibabel")
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    small = Path(_small_root(server_url))
+    _open(driver, server_url, RAS, small / RAS)
+    case_id = driver.execute_script("return document.body.dataset.caseId")
+    letters = [driver.find_element(By.ID, f"mark-{side}").text for side in ("left", "right", "top", "bottom")]
+    assert letters == ["R", "L", "A", "P"], letters
+    assert "radiological" in driver.execute_script("return document.body.dataset.view")
+    # column 0 (the patient's left in RAS) is drawn on the screen's right, row 0 (posterior) at the bottom
+    x_left, _ = driver.execute_script("return imageToClient(0.5, 0.5)")
+    x_right, y_bottom = driver.execute_script("return imageToClient(255.5, 255.5)")
+    _, y_top = driver.execute_script("return imageToClient(0.5, 0.5)")
+    assert x_left > x_right and y_top > y_bottom
+    _drag_image(driver, TUMOUR)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.segments") == "1", "mask")
+    box = httpx.get(f"{server_url}/api/cases/{case_id}", timeout=60).json()["objects"][0]["box"]
+    assert np.abs(np.subtract(box, TUMOUR)).max() <= 1, box
+    _overlay_matches(driver, server_url, case_id, 1, (256, 256))
+    # the display flips (for files without geometry) swap the markers and the view, not the voxels
+    driver.find_element(By.ID, "flip-h").click()
+    letters = [driver.find_element(By.ID, f"mark-{side}").text for side in ("left", "right", "top", "bottom")]
+    assert letters == ["L", "R", "A", "P"], letters
+    x_col0, _ = driver.execute_script("return imageToClient(0.5, 0.5)")
+    x_col255, _ = driver.execute_script("return imageToClient(255.5, 0.5)")
+    assert x_col0 < x_col255
+    driver.find_element(By.ID, "flip-h").click()

@@ -38,6 +38,8 @@ class CachingBackend:
         self.store = store
         self.name = getattr(inner, "name", "")
         self.precision = getattr(inner, "precision", "")
+        self.weights_sha256 = getattr(inner, "weights_sha256", None)
+        """The wrapped backend's (so a session's embedding keys equal this store's: one entry per slice)."""
         self.encoder = CachedEncoder(inner, store)
         self._cond = threading.Condition()
         self._busy = False
@@ -72,6 +74,11 @@ class CachingBackend:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    @property
+    def foreground_active(self) -> bool:
+        """Whether a foreground operation runs now (background encodes wait)."""
+        return self._foreground > 0
 
     def cached(self, images: Array) -> bool:
         """Whether every (3, 256, 256) input of the (B, 3, 256, 256) batch is stored."""

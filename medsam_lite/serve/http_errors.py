@@ -2,7 +2,8 @@
 
 Details are one line of at most :data:`DETAIL_CHARS` characters (echoed paths / values are cut), so a
 huge bogus value never comes back whole. Bad input (:class:`~medsam_lite.errors.InputError`) is 400,
-an unknown case / object / job (``KeyError``) 404, a full case store 409, malformed requests 422,
+an unknown case / object / job (``KeyError``) 404, a full case store or an edit while a job runs on the case
+409, malformed requests 422,
 a client that went away mid-body 400 (logged by nobody: nothing is wrong with the server).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.responses import JSONResponse
 
 from ..errors import InputError
 from .files import shown
-from .state import CaseLimitError
+from .state import BusyError, CaseLimitError
 
 DETAIL_CHARS = 400
 """Longest ``detail`` sent."""
@@ -35,6 +36,10 @@ async def _key_error(_: Request, exc: KeyError) -> JSONResponse:
 
 
 async def _case_limit(_: Request, exc: CaseLimitError) -> JSONResponse:
+    return error(409, exc)
+
+
+async def _busy(_: Request, exc: BusyError) -> JSONResponse:
     return error(409, exc)
 
 
@@ -59,6 +64,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(KeyError, _key_error)
     app.add_exception_handler(CaseLimitError, _case_limit)
+    app.add_exception_handler(BusyError, _busy)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ClientDisconnect, _disconnect)

@@ -13,7 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import InputError
+from ..errors import Cancelled, InputError
+
+__all__ = ["Cancelled", "Job", "JobTable", "run_job", "embedding_order"]
 
 KEEP_JOBS = 64
 """Finished jobs kept (their status stays readable)."""
@@ -44,10 +46,6 @@ class Job:
         if isinstance(self.result, dict):
             out.update({k: v for k, v in self.result.items() if k != "labels"})
         return out
-
-
-class Cancelled(Exception):
-    """Raised inside a job's progress callback when the job was cancelled."""
 
 
 class JobTable:

@@ -21,7 +21,7 @@ from ..embedding_cache import MemoryEmbeddingStore
 from .embeddings import CachingBackend
 from .files import open_case_file
 from .jobs import Cancelled, Job, JobTable, embedding_order, run_job
-from .state import CaseState, CaseStore
+from .state import HISTORY_LIMIT, CaseState, CaseStore
 
 
 class Server:
@@ -66,6 +66,16 @@ class Server:
 
         return torch.from_numpy(array)
 
+    def session(self, array: Any) -> Any:
+        """A :class:`~medsam_lite.session.Session` on a case's uint8 model input (``Predictor.session``) on the shared
+        backend and its one embedding store; earlier objects are locked by the annotator's rules
+        (:mod:`medsam_lite.serve.editing`), not on every add."""
+        from ..predictor import Predictor
+
+        store = self.store if self.backend.weights_sha256 else None  # keys need the weights (else the session's own)
+        return Predictor(backend=self.backend, embedding_cache=store).session(
+            array, lock_previous=False, history_steps=4 * HISTORY_LIMIT * 8)
+
     def open(self, case_path: Path, window: Optional[str], display: Optional[str] = None,
              temp_dir: Optional[Path] = None) -> CaseState:
         """Read ``case_path`` into a new open case and start embedding it. ``temp_dir`` (an upload's
@@ -73,7 +83,8 @@ class Server:
         try:
             self.cases.check_room()
             case = open_case_file(case_path, display)
-            state = CaseState(self.cases.new_id(), case, parse_window(window), display or case.path.name, temp_dir)
+            state = CaseState(self.cases.new_id(), case, parse_window(window), display or case.path.name, temp_dir,
+                              self.session)
             self.cases.add(state)
         except BaseException:
             if temp_dir is not None:
@@ -83,18 +94,20 @@ class Server:
         return state
 
     def start_embedding(self, state: CaseState) -> None:
-        """Encode every slice of ``state`` in the background, middle slice first."""
+        """Encode every slice of ``state`` in the background, nearest the case's ``focus`` slice first (the middle
+        at opening; then the slice the user looks at or drew on), one encoder run at a time and none while a
+        foreground operation (a request, an edit job) runs; slices an edit job embedded are store hits."""
         job = self.jobs.add("embed", state.id, state.depth)
         state.embed_job = job
 
         def work(job: Job) -> Dict[str, Any]:
-            for z in embedding_order(state.depth):
+            while len(state.embedded) < state.depth:
                 if job.cancel.is_set():
                     raise Cancelled()
-                if z not in state.embedded:
-                    self.backend.encode_background(self.model_input(state.volume[z]))
-                    state.embedded.add(z)
-                job.done += 1
+                z = next(s for s in embedding_order(state.depth, state.focus) if s not in state.embedded)
+                self.backend.encode_background(self.model_input(state.volume[z]))
+                state.embedded.add(z)
+                job.done = len(state.embedded)
             return {}
 
         run_job(job, work)

@@ -1,14 +1,19 @@
-"""Case state of ``medsam-lite serve`` (state only: no HTTP, no model calls, no threads started).
+"""Case state of ``medsam-lite serve`` (state only: no HTTP, no threads started; inference only through the
+case's :class:`~medsam_lite.session.Session`, called from :mod:`medsam_lite.serve.editing`).
 
 Frames: a case's ``volume`` is (D, H, W) uint8 (2D cases: D = 1, or (1, H, W, 3) for colour), the
-array the model sees; ``labels`` is (D, H, W) uint8, value = object id (0 = background). Boxes are
-in original pixels: 2D ``[x_min, y_min, x_max, y_max]`` on slice ``z``, 3D
+array the model sees; ``labels`` is (D, H, W) uint8, value = object id (0 = background): the session's label map.
+Boxes are in original pixels: 2D ``[x_min, y_min, x_max, y_max]`` on slice ``z``, 3D
 ``[x_min, y_min, z_min, x_max, y_max, z_max]``; both ends inclusive (see :mod:`medsam_lite.predictor`).
 
-Each case has its own lock for its labels, objects and history. A case has *unsaved changes* when
-its label map was edited since it was opened, saved or downloaded; :class:`CaseStore` never closes
-such a case to make room (it closes the oldest case without them, or refuses with
-:class:`CaseLimitError`). Jobs are in :mod:`medsam_lite.serve.jobs`, embeddings in
+The :class:`~medsam_lite.session.Session` is the case's voxel state (objects, anchors, locks, its undo steps); the
+server adds per object a name, a colour and whether it is *pending* (3D: drawn on one slice, not propagated yet),
+and one undo history of *actions* (an action = the session steps it took + the objects' metadata before / after;
+a rename is an action of no session step). Each case has its own lock for its objects and history, and at most
+one running edit job (``job``): other edits are refused (:class:`BusyError`, HTTP 409) until it ends.
+A case has *unsaved changes* when its label map was edited since it was opened, saved or downloaded;
+:class:`CaseStore` never closes such a case to make room (it closes the oldest case without them, or refuses
+with :class:`CaseLimitError`). Jobs are in :mod:`medsam_lite.serve.jobs`, embeddings in
 :mod:`medsam_lite.serve.embeddings`, settings in :mod:`medsam_lite.serve.config`.
 """
 from __future__ import annotations
@@ -20,7 +25,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -57,7 +62,9 @@ def model_input(case: Case, window: Optional[Window] = None) -> np.ndarray:
 
 @dataclass
 class SegObject:
-    """One segmented object: label ``id`` in the label map, its last box and the slices it covers."""
+    """One object: label ``id`` in the label map, its name and colour, the last box drawn for it on slice ``z``,
+    the slices ``z_range`` (lo, hi) it covers, whether it is ``pending`` (3D: drawn on slice ``z`` only; propagated
+    over ``propagate_range`` on request) and ``locked`` (the session's lock)."""
 
     id: int
     name: str
@@ -65,17 +72,66 @@ class SegObject:
     box: List[float]
     z: int
     z_range: Optional[Tuple[int, int]] = None
+    pending: bool = False
+    locked: bool = False
+    propagate_range: Optional[Tuple[int, int]] = None
 
     def to_json(self) -> Dict[str, Any]:
         return {"id": self.id, "name": self.name, "colour": list(self.colour), "box": self.box, "z": self.z,
-                "z_range": list(self.z_range) if self.z_range else None}
+                "z_range": list(self.z_range) if self.z_range else None, "pending": self.pending,
+                "locked": self.locked,
+                "propagate_range": list(self.propagate_range) if self.propagate_range else None}
+
+
+def default_name(oid: int) -> str:
+    """The name of object ``oid`` until one is typed (and when a typed name is cleared)."""
+    return f"object {oid}"
+
+
+@dataclass
+class Action:
+    """One undoable user action: ``steps`` session steps and the objects' metadata before / after it."""
+
+    steps: int
+    before: Dict[int, SegObject]
+    after: Dict[int, SegObject]
+
+
+class BusyError(Exception):
+    """An edit job runs on the case; the request would change it (HTTP 409)."""
+
+
+def is_hounsfield(case: Case, window: Optional[Window]) -> bool:
+    """Whether the case's raw values are CT Hounsfield units (CT window presets apply): a CT Modality tag, a window
+    given at opening, or a signed input reaching air (<= -500); never an 8-bit input."""
+    array = case.array
+    if array.dtype == np.uint8:
+        return False
+    if window is not None or str(case.meta.get("modality") or "").upper() == "CT":
+        return True
+    return bool(np.issubdtype(array.dtype, np.number) and array.size and float(array.min()) <= -500.0)
+
+
+def view_of(case: Case) -> Dict[str, Any]:
+    """How the page turns a slice for radiological display (:func:`medsam_lite.overlay.radiological_view` of the
+    case's geometry): ``transpose`` / ``flip_rows`` / ``flip_cols`` (applied in that order), the edge ``letters``
+    left, right, top, bottom ("" when the file has no geometry) and a description."""
+    from ..imageio import index_axes_lps
+    from ..overlay import radiological_view
+
+    (transpose, flip_rows, flip_cols), how, letters = radiological_view(index_axes_lps(case) if case.is_3d else None)
+    return {"transpose": transpose, "flip_rows": flip_rows, "flip_cols": flip_cols, "letters": letters, "how": how}
+
+
+SessionFactory = Callable[[np.ndarray], Any]
+"""``factory(array)`` -> a :class:`~medsam_lite.session.Session` on a (D, H, W) volume or (H, W[, 3]) image."""
 
 
 class CaseState:
-    """An open case: its reader output, the model input, the label map, objects and undo history."""
+    """An open case: its reader output, the model input, its session, the objects' metadata and undo history."""
 
     def __init__(self, case_id: str, case: Case, window: Optional[Window] = None, display_name: str = "",
-                 temp_dir: Optional[Path] = None) -> None:
+                 temp_dir: Optional[Path] = None, session_factory: Optional[SessionFactory] = None) -> None:
         self.id = case_id
         self.case = case
         self.name = display_name or case.path.name
@@ -85,18 +141,22 @@ class CaseState:
         self.rgb = (not self.is_3d) and u8.ndim == 3
         self.volume = u8 if self.is_3d else u8[None]  # (D, H, W) or (1, H, W[, 3])
         self.depth, self.height, self.width = self.volume.shape[0], self.volume.shape[1], self.volume.shape[2]
-        self.labels = np.zeros((self.depth, self.height, self.width), np.uint8)
+        self.session = session_factory(u8) if session_factory is not None else None
         self.objects: Dict[int, SegObject] = {}
-        self.undo: List[Tuple[np.ndarray, Dict[int, SegObject]]] = []
-        self.redo: List[Tuple[np.ndarray, Dict[int, SegObject]]] = []
+        self.undo: List[Action] = []
+        self.redo: List[Action] = []
         self.raw_is_uint8 = case.array.dtype == np.uint8
+        self.hounsfield = is_hounsfield(case, window)
+        self.view = view_of(case)
         self._percentiles: Optional[Tuple[float, float]] = None
         self.embed_job: Optional["Job"] = None
+        self.job: Optional["Job"] = None  # the running edit job (one at a time)
         self.embedded: set = set()
+        self.focus = self.depth // 2  # the slice the user works on: background embedding starts there
         self.opened = time.perf_counter()
         self.first_mask_s: Optional[float] = None
         self.temp_dir = temp_dir  # an uploaded file's folder, removed with the case
-        self.version = 0  # edits so far (each snapshot / undo / redo)
+        self.version = 0  # edits so far (each action / undo / redo)
         self.saved_version = 0  # ``version`` when last saved or downloaded
 
     # -- description
@@ -104,13 +164,23 @@ class CaseState:
     def kind(self) -> str:
         return "3d" if self.is_3d else "2d"
 
+    @property
+    def labels(self) -> np.ndarray:
+        """(D, H, W) uint8 label map (2D: D = 1), read-only: the session's."""
+        if self.session is None:
+            return np.zeros((self.depth, self.height, self.width), np.uint8)
+        labels = self.session.labels
+        return labels if self.is_3d else labels[None]
+
     def info(self) -> Dict[str, Any]:
         shape = [self.depth, self.height, self.width] if self.is_3d else [self.height, self.width]
-        job = self.embed_job
+        job, edit = self.embed_job, self.job
         return {"id": self.id, "name": self.name, "shape": shape, "kind": self.kind, "format": self.case.kind,
                 "depth": self.depth, "height": self.height, "width": self.width, "rgb": self.rgb,
                 "raw_dtype": str(self.case.array.dtype), "windows": sorted(CT_WINDOWS),
+                "hounsfield": self.hounsfield, "view": self.view,
                 "embedded": len(self.embedded), "embedding": job.to_json() if job else None,
+                "job": edit.to_json() if edit is not None and edit.state == "running" else None,
                 "objects": [o.to_json() for o in self.objects.values()],
                 "can_undo": bool(self.undo), "can_redo": bool(self.redo), "unsaved": self.unsaved,
                 "boxes": self.case.boxes.tolist() if self.case.boxes is not None else None}
@@ -125,11 +195,12 @@ class CaseState:
         """Slice ``z`` for display, uint8 (H, W) or (H, W, 3) RGB.
 
         ``window``: ``auto`` (the model input), ``percentile`` (0.5 / 99.5 percentiles of the raw
-        non-zero values of the whole case), a CT preset name of :data:`CT_WINDOWS`, or ``LEVEL,WIDTH``.
+        non-zero values of the whole case), a CT preset name of :data:`CT_WINDOWS` (HU data only: on other data,
+        the model input, so that an 8-bit image is never washed out), or ``LEVEL,WIDTH`` in raw values.
         """
         z = self.check_z(z)
         bounds = None if window in ("auto", "percentile") else window_bounds(parse_window(window))
-        if window == "auto" or self.rgb:
+        if window == "auto" or self.rgb or (window in CT_WINDOWS and not self.hounsfield):
             return self.volume[z]
         raw = self.case.array[z] if self.is_3d else self.case.array
         if bounds is not None:
@@ -139,6 +210,20 @@ class CaseState:
                 self._percentiles = percentile_bounds(self.case.array) or (0.0, 1.0)
             lo, hi = self._percentiles
         return unit_to_uint8(scale_to_unit(raw, lo, hi, keep_zero=bounds is None))
+
+    def value_at(self, z: int, x: int, y: int) -> Dict[str, Any]:
+        """The raw value (HU for CT) and the model's uint8 value at voxel (x, y) of slice ``z``."""
+        z = self.check_z(z)
+        if not (0 <= int(x) < self.width and 0 <= int(y) < self.height):
+            raise InputError(f"pixel ({x}, {y}) is outside the {self.width} x {self.height} image")
+        raw = self.case.array[z] if self.is_3d else self.case.array
+        value = raw[int(y), int(x)]
+        shown = [float(v) for v in np.ravel(value)]
+        with self.lock:
+            label = int(self.labels[z, int(y), int(x)])
+        return {"z": z, "x": int(x), "y": int(y), "value": shown[0] if len(shown) == 1 else shown,
+                "unit": "HU" if self.hounsfield else "", "model": np.ravel(self.volume[z][int(y), int(x)]).tolist(),
+                "label": label}
 
     # -- saved or not
     @property
@@ -151,60 +236,83 @@ class CaseState:
         self.saved_version = version
 
     def release(self) -> None:
-        """Closing: cancel the embedding job, remove the uploaded file's folder."""
-        if self.embed_job is not None:
-            self.embed_job.cancel.set()
+        """Closing: cancel the embedding and edit jobs, remove the uploaded file's folder."""
+        for job in (self.embed_job, self.job):
+            if job is not None:
+                job.cancel.set()
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-    # -- edits (call with self.lock held)
-    def snapshot(self) -> None:
-        self.version += 1
-        self.undo.append((self.labels.copy(), {k: _copy_obj(v) for k, v in self.objects.items()}))
-        del self.undo[:-HISTORY_LIMIT]
-        self.redo.clear()
-
-    def restore(self, undo: bool) -> None:
-        src, dst = (self.undo, self.redo) if undo else (self.redo, self.undo)
-        if not src:
-            raise InputError(f"nothing to {'undo' if undo else 'redo'}")
-        dst.append((self.labels.copy(), {k: _copy_obj(v) for k, v in self.objects.items()}))
-        self.version += 1
-        self.labels, self.objects = src.pop()
-
-    def new_object(self, name: Optional[str], box: List[float], z: int) -> SegObject:
-        used = set(self.objects)
-        oid = next((i for i in range(1, 256) if i not in used), None)
-        if oid is None:
-            raise InputError("255 objects already: a uint8 label map holds no more")
-        obj = SegObject(oid, name or f"object {oid}", COLOURS[(oid - 1) % len(COLOURS)], box, z)
-        self.objects[oid] = obj
-        return obj
+    # -- objects and history (call with self.lock held)
+    def check_idle(self) -> None:
+        """:class:`BusyError` while an edit job runs on the case."""
+        job = self.job
+        if job is not None and job.state == "running":
+            raise BusyError(f"a {job.kind} job is running on this case ({job.done}/{job.total} slices): wait for it "
+                            "or cancel it")
 
     def get_object(self, oid: int) -> SegObject:
         if oid not in self.objects:
             raise KeyError(f"unknown object {oid}")
         return self.objects[oid]
 
-    def set_slice_mask(self, obj: SegObject, z: int, mask: np.ndarray) -> None:
-        """Replace ``obj``'s pixels on slice ``z`` with the (H, W) bool ``mask``."""
-        plane = self.labels[z]
-        plane[plane == obj.id] = 0
-        plane[mask] = obj.id
+    def copy_objects(self) -> Dict[int, SegObject]:
+        return {k: _copy_obj(v) for k, v in self.objects.items()}
 
-    def set_volume_mask(self, obj: SegObject, mask: np.ndarray) -> None:
-        """Replace ``obj``'s voxels everywhere with the (D, H, W) bool ``mask``."""
-        self.labels[self.labels == obj.id] = 0
-        self.labels[mask] = obj.id
+    def sync(self) -> None:
+        """Mirror the session's objects into the metadata: new ones get a default name and colour, removed ones go,
+        locks and the z-ranges of propagated objects follow the session."""
+        live = self.session.objects if self.session is not None else {}
+        for oid in [k for k in self.objects if k not in live]:
+            del self.objects[oid]
+        for oid, sobj in live.items():
+            obj = self.objects.get(oid)
+            if obj is None:
+                box = [float(v) for v in (sobj.box[0], sobj.box[1], sobj.box[3], sobj.box[4])]
+                obj = self.objects[oid] = SegObject(oid, default_name(oid), COLOURS[(oid - 1) % len(COLOURS)], box,
+                                                    int(sobj.z_mid))
+            obj.locked = bool(sobj.locked)
+            if not obj.pending:
+                obj.z_range = (int(sobj.z_lo), int(sobj.z_hi)) if self.is_3d else None
 
-    def delete_object(self, oid: int) -> None:
-        self.get_object(oid)
-        self.labels[self.labels == oid] = 0
-        del self.objects[oid]
+    def record(self, steps: int, before: Dict[int, SegObject]) -> None:
+        """Push the action just done (``steps`` session steps; the metadata ``before`` it) on the undo history."""
+        self.version += 1
+        self.undo.append(Action(steps, before, self.copy_objects()))
+        del self.undo[:-HISTORY_LIMIT]
+        self.redo.clear()
+
+    def restore(self, undo: bool) -> None:
+        """Undo (or redo) the last action: its session steps and the objects' metadata."""
+        src, dst = (self.undo, self.redo) if undo else (self.redo, self.undo)
+        if not src:
+            raise InputError(f"nothing to {'undo' if undo else 'redo'}")
+        action = src[-1]
+        go, back = (self.session.undo, self.session.redo) if undo else (self.session.redo, self.session.undo)
+        for done in range(action.steps):
+            if not go():
+                for _ in range(done):
+                    back()
+                self.undo.clear()
+                self.redo.clear()
+                raise InputError("the history limit was reached: older steps cannot be undone")
+        src.pop()
+        dst.append(action)
+        self.version += 1
+        self.objects = {k: _copy_obj(v) for k, v in (action.before if undo else action.after).items()}
+        self.apply_ranges()
+
+    def apply_ranges(self) -> None:
+        """Give the session's objects the metadata's z-ranges (a pending object's range is its drawn slice)."""
+        for oid, obj in self.objects.items():
+            sobj = self.session.objects.get(oid) if self.session is not None else None
+            if sobj is not None and self.is_3d:
+                sobj.z_lo, sobj.z_hi = obj.z_range if obj.z_range else (obj.z, obj.z)
 
     def label_map(self) -> np.ndarray:
         """The label map in the case's own shape: (D, H, W) for volumes, (H, W) for 2D."""
-        return self.labels if self.is_3d else self.labels[0]
+        labels = self.labels
+        return labels if self.is_3d else labels[0]
 
     def label_entries(self) -> Dict[int, Tuple[str, str]]:
         """Label value (object id) -> (the name given in the annotator, its colour "#rrggbb"), for the label
@@ -213,7 +321,8 @@ class CaseState:
 
 
 def _copy_obj(obj: SegObject) -> SegObject:
-    return SegObject(obj.id, obj.name, obj.colour, list(obj.box), obj.z, obj.z_range)
+    return SegObject(obj.id, obj.name, obj.colour, list(obj.box), obj.z, obj.z_range, obj.pending, obj.locked,
+                     obj.propagate_range)
 
 
 class CaseLimitError(Exception):

@@ -89,7 +89,15 @@ def close_case(case_id: str, server: ServerDep) -> Dict[str, Any]:
 
 @router.get("/{case_id}/slice/{z}.png")
 def slice_png(state: CaseDep, z: int, window: str = "auto") -> Response:
-    return Response(png(state.display_slice(z, window)), media_type="image/png")
+    image = state.display_slice(z, window)
+    state.focus = int(z)  # the user looks here: background embedding continues from this slice
+    return Response(png(image), media_type="image/png")
+
+
+@router.get("/{case_id}/value/{z}")
+def value(state: CaseDep, z: int, x: int, y: int) -> Dict[str, Any]:
+    """The raw value (HU for CT) under the cursor, the model's uint8 value and the label at (x, y) of slice z."""
+    return state.value_at(z, x, y)
 
 
 @router.get("/{case_id}/labels/{z}.bin")
