@@ -236,6 +236,12 @@ class Session:
                 raise InputError(f"{what} {list(values)}: {axis} range {lo}..{hi} is not inside 0..{size - 1}")
         return values
 
+    def _check_range(self, z_range: Sequence[int], z: int) -> Tuple[int, int]:
+        lo, hi = _as_ints(z_range, 2, "z_range (lo, hi)")
+        if not 0 <= lo <= z <= hi < self.shape[0]:
+            raise InputError(f"z_range {lo}..{hi} must contain slice {z} and lie inside 0..{self.shape[0] - 1}")
+        return lo, hi
+
     def _check_slice(self, z: object) -> int:
         if not isinstance(z, (int, np.integer)) or not 0 <= int(z) < self.shape[0]:
             raise InputError(f"slice {z!r} is outside the volume (0..{self.shape[0] - 1})")
@@ -267,9 +273,11 @@ class Session:
 
     def correct(self, label: int, z: int, box: Optional[Sequence[float]] = None,
                 point: Optional[Sequence[float]] = None, positive: bool = True,
-                progress: Optional[Progress] = None) -> None:
+                progress: Optional[Progress] = None, z_range: Optional[Sequence[int]] = None) -> None:
         """Correct object ``label`` with a box ``(x0, y0, x1, y1)`` on slice ``z`` (module docstring: the slice
         becomes an anchor and the object is re-propagated from it). Clicks (``point``) are not supported yet.
+        ``z_range=(lo, hi)`` (inclusive, containing z) first grows the object's z-range to cover it (how an
+        annotator propagates an object drawn on one slice over the slices the user chose); one undo step.
         ``progress``: see :data:`Progress` (cancel: nothing changes)."""
         if point is not None:
             raise InputError("click corrections (point=...) need a click-trained prompt path, which this model "
@@ -279,12 +287,14 @@ class Session:
         if box is None:
             raise InputError("correct() needs box=(x0, y0, x1, y1)")
         box4: Box4 = self._check_box(box, with_z=False)  # type: ignore[assignment]
+        span = (z, z) if z_range is None else self._check_range(z_range, z)
         if obj.locked:
             raise InputError(f"object {label} is locked; unlock({label}) it to correct it")
-        masks = self._repropagate(obj, z, box4, progress)
+        lo, hi = min(obj.z_lo, span[0]), max(obj.z_hi, span[1])
+        masks = self._repropagate(obj, z, box4, progress, (lo, hi))
         before = copy.deepcopy(self.objects)
         obj.anchors[z] = box4
-        obj.z_lo, obj.z_hi = min(obj.z_lo, z), max(obj.z_hi, z)
+        obj.z_lo, obj.z_hi = lo, hi
         self._commit(masks, obj.label, before)
 
     def remove(self, label: int) -> None:
@@ -406,11 +416,12 @@ class Session:
         self._push(_Step(region, before, after, objects_before, copy.deepcopy(self.objects)))
 
     # ------------------------------------------------------------------ the correction algorithm
-    def _repropagate(self, obj: ObjectState, z: int, box: Box4,
-                     progress: Optional[Progress] = None) -> Dict[int, np.ndarray]:
+    def _repropagate(self, obj: ObjectState, z: int, box: Box4, progress: Optional[Progress],
+                     span: Tuple[int, int]) -> Dict[int, np.ndarray]:
         """New (H, W) bool masks of ``obj`` (slice -> mask) after a correction ``box`` on slice ``z``: the box's
-        mask on z, then a walk up and one down (the baseline's rule) to the reach of :attr:`policy`."""
-        walks = self._walks(obj, z)
+        mask on z, then a walk up and one down (the baseline's rule) to the reach of :attr:`policy`, inside the
+        object's z-range ``span`` (lo, hi inclusive, containing z)."""
+        walks = self._walks(obj, z, span)
         total, done = 1 + sum(len(w) for w in walks), 1
         _, first = next(iter(self.segmenter.propagate(box, [z], None, obj.label)))
         masks = {z: first}
@@ -428,12 +439,12 @@ class Session:
             progress(total, total)
         return masks
 
-    def _walks(self, obj: ObjectState, z: int) -> List[range]:
-        """The slices a correction on slice ``z`` re-propagates: one walk up, one down (either may be empty)."""
+    def _walks(self, obj: ObjectState, z: int, span: Tuple[int, int]) -> List[range]:
+        """The slices a correction on slice ``z`` re-propagates inside ``span``: one walk up, one down."""
         policy = self.policy
         anchors = set(obj.anchors) | ({obj.z_mid} if policy.box_anchor else set())
         anchors.discard(z)
-        lo, hi = min(obj.z_lo, z), max(obj.z_hi, z)
+        lo, hi = span
         walks = []
         for step in (1, -1):
             if not policy.inward and (obj.z_mid - z) * step > 0:

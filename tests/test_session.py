@@ -263,3 +263,22 @@ def test_progress_reports_each_slice_and_cancel_changes_nothing(predictor, mr) -
     s.correct(k, z, box=box, progress=lambda d, t: calls.append((d, t)))
     assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == list(range(1, len(calls) + 1))
     assert s.undo() and s.undo() and not s.undo()  # the correction, the object; the cancelled ones left no step
+
+
+def test_correct_with_z_range_grows_the_object_and_undoes_in_one_step(predictor, mr) -> None:
+    """An object drawn on one slice (a one-slice 3D box) propagated over a chosen z-range by ``correct(...,
+    z_range=)``: the range grows, the drawn slice keeps the drawn box's mask, one undo step restores all."""
+    volume, boxes, truth = mr
+    s = predictor.session(volume)
+    z = int((boxes[0][2] + boxes[0][5]) // 2)
+    x0, y0, x1, y1 = (int(v) for v in boxes[0][[0, 1, 3, 4]])
+    k = s.add_object((x0, y0, z, x1, y1, z))
+    drawn = s.labels[z].copy()
+    with pytest.raises(InputError, match="z_range"):
+        s.correct(k, z, box=(x0, y0, x1, y1), z_range=(z + 1, z + 3))
+    s.correct(k, z, box=(x0, y0, x1, y1), z_range=(z - 2, z + 2))
+    assert (s.objects[k].z_lo, s.objects[k].z_hi) == (z - 2, z + 2)
+    assert np.array_equal(s.labels[z], drawn)
+    assert all((s.labels[zz] == k).any() for zz in (z - 2, z + 2)) and not (s.labels[z + 3] == k).any()
+    assert s.undo() and (s.objects[k].z_lo, s.objects[k].z_hi) == (z, z)
+    assert np.array_equal(s.labels[z], drawn) and not (s.labels[z + 1] == k).any()

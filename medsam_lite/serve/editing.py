@@ -209,13 +209,7 @@ def propagate_pending(state: CaseState, steps: Steps, oid: int, z_range: Optiona
         raise InputError(f"object {oid} is propagated already: correct it with a box on a slice")
     lo, hi = check_range(state, z_range if z_range is not None else obj.propagate_range, obj.z)
     lock_finished(state, steps, keep=oid)
-    session_obj = state.session.objects[oid]
-    session_obj.z_lo, session_obj.z_hi = lo, hi  # the range to walk (Session has no call for it; see the report)
-    try:
-        steps("correct", oid, obj.z, box=_ints(obj.box), progress=progress)
-    except BaseException:
-        session_obj.z_lo, session_obj.z_hi = obj.z, obj.z
-        raise
+    steps("correct", oid, obj.z, box=_ints(obj.box), z_range=(lo, hi), progress=progress)
     obj.pending, obj.propagate_range = False, None
     state.sync()
     return obj
