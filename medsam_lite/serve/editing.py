@@ -77,7 +77,6 @@ def edit(state: CaseState) -> Iterator[Steps]:
             state.redo.clear()
         steps.rollback()
         state.objects = before
-        state.apply_ranges()
         raise
     with state.lock:
         state.sync()

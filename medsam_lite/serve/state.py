@@ -300,14 +300,6 @@ class CaseState:
         dst.append(action)
         self.version += 1
         self.objects = {k: _copy_obj(v) for k, v in (action.before if undo else action.after).items()}
-        self.apply_ranges()
-
-    def apply_ranges(self) -> None:
-        """Give the session's objects the metadata's z-ranges (a pending object's range is its drawn slice)."""
-        for oid, obj in self.objects.items():
-            sobj = self.session.objects.get(oid) if self.session is not None else None
-            if sobj is not None and self.is_3d:
-                sobj.z_lo, sobj.z_hi = obj.z_range if obj.z_range else (obj.z, obj.z)
 
     def label_map(self) -> np.ndarray:
         """The label map in the case's own shape: (D, H, W) for volumes, (H, W) for 2D."""
