@@ -155,8 +155,10 @@ def _vm_hwm_mib(pid: int) -> Optional[float]:
     return None
 
 
-def whole_process(case: Case, args: Sequence[str], out_dir: Path, threads: int) -> Dict[str, Any]:
-    """Wall seconds and peak RSS of one ``medsam-lite segment CASE`` child process (exit status checked).
+def whole_process(case: Case, args: Sequence[str], out_dir: Path, threads: int,
+                  env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Wall seconds and peak RSS of one ``medsam-lite segment CASE`` child process (exit status checked; ``env``:
+    its environment, None: this process's).
 
     The peak RSS is the child's own ``VmHWM``, polled every 20 ms (``wait4``'s ``ru_maxrss`` would include
     this large parent's RSS at fork time)."""
@@ -165,7 +167,7 @@ def whole_process(case: Case, args: Sequence[str], out_dir: Path, threads: int) 
     start = time.perf_counter()
     peak = 0.0
     with tempfile.TemporaryFile() as err_file:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, env=env)
         while proc.poll() is None:
             peak = max(peak, _vm_hwm_mib(proc.pid) or 0.0)
             time.sleep(0.02)
