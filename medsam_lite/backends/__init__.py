@@ -215,6 +215,12 @@ def resolve_name(backend: str = "auto", precision: str = "auto") -> str:
     return name
 
 
+def runs_torch(backend: str = "auto", precision: str = "auto") -> bool:
+    """Whether a request resolves to the torch backend (:func:`resolve_name`; no runtime imported): an entry point
+    sets torch's thread pool only then."""
+    return resolve_name(backend, precision) == REFERENCE[0]
+
+
 def default_precision(backend: str) -> str:
     """Precision ``auto`` runs ``backend`` at: its class's ``auto_precision()`` when it has one (OpenVINO: a
     reduced precision only when the gate allows it on this CPU), else its first registered precision."""

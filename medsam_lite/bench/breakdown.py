@@ -126,7 +126,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--model", default="lite_medsam")
     parser.add_argument("--backend", default="auto")
     args = parser.parse_args(argv)
-    if args.threads and (args.baseline or args.backend.startswith("torch")):
+    from ..backends import runs_torch
+
+    if args.threads and (args.baseline or runs_torch(args.backend)):
         import torch
 
         torch.set_num_threads(args.threads)  # process state belongs to the entry point

@@ -136,9 +136,9 @@ def _check_extras(args: argparse.Namespace) -> None:
 def _runs_torch(args: argparse.Namespace) -> bool:
     """Whether this run's inference is torch's (``--baseline`` or the torch backend), so that ``--threads`` sets
     torch's pool only then: importing torch just to set it cost a warm OpenVINO process ~1-5 s of start-up."""
-    from ..backends import resolve_name
+    from ..backends import runs_torch
 
-    return bool(args.baseline) or (args.onnx_dir is None and resolve_name(args.backend, args.precision) == "torch")
+    return bool(args.baseline) or (args.onnx_dir is None and runs_torch(args.backend, args.precision))
 
 
 def run(args: argparse.Namespace) -> int:
