@@ -48,6 +48,8 @@ def test_whole_process_pair_and_ratio(report: Dict[str, Any]) -> None:
     p = case["process"]
     assert len(p["ours_s"]) == 1 and len(p["baseline_s"]) == 1
     assert p["ratio"] == pytest.approx(p["baseline_s"][0] / p["ours_s"][0])
+    assert 0 < p["ours_cpu_s"][0] and 0 < p["baseline_cpu_s"][0]  # user + system seconds of each child
+    assert p["cpu_ratio"] == pytest.approx(p["baseline_cpu_s"][0] / p["ours_cpu_s"][0])
     assert "--baseline" in p["baseline_command"] and "--baseline" not in p["ours_command"]
     assert 50 < p["ours_peak_rss_mib"] < RSS_LIMIT_MIB and p["baseline_peak_rss_mib"] > 50
     assert f"{p['ratio']:.1f}x" in report["_markdown"]
@@ -58,7 +60,7 @@ def test_breakdown_parts_add_up_to_the_measured_process(report: Dict[str, Any], 
     row = report["cases"][0]["breakdown"][path]
     assert all(row[k] >= 0 for k in BREAKDOWN_PARTS), row
     assert row["encoder_calls"] == 1 and row["decoder_calls"] == 1  # one image, one box, on both paths
-    assert row["encoder_s"] > 0 and row["decoder_s"] > 0 and row["startup_s"] > 0
+    assert row["encoder_s"] > 0 and row["decoder_s"] > 0 and row["startup_s"] > 0 and row["cpu_s"] > 0
     parts = sum(row[k] for k in BREAKDOWN_PARTS)
     assert parts <= row["total_s"] and row["exit_s"] == pytest.approx(row["total_s"] - parts, abs=0.05)
     assert parts >= 0.8 * row["total_s"] - 0.5, f"only {parts:.2f} of {row['total_s']:.2f} s accounted for"
@@ -68,6 +70,7 @@ def test_breakdown_parts_add_up_to_the_measured_process(report: Dict[str, Any], 
 def test_first_mask_and_install_sections(report: Dict[str, Any]) -> None:
     fm = report["first_mask"]
     assert fm["case"] == ONE_BOX and len(fm["cold_s"]) == 1 and len(fm["warm_s"]) == 1
+    assert fm["cold_cpu_s"][0] > 0 and fm["warm_cpu_s"][0] > 0
     assert report["install"] == {"measured": False}
     text = report["_markdown"]
     for heading in ("## Whole process", "## Where the time goes", "## First mask, cold and warm", "## Install"):

@@ -164,14 +164,15 @@ def interleaved(case: Case, cfg: ReportConfig, work: Path, with_baseline: bool,
             (base if baseline else ours).append(run)
             log(f"    pair {r + 1}: {'baseline' if baseline else 'ours':8s} {run['seconds']:7.2f} s, "
                 f"peak RSS {run['peak_rss_mib']:.0f} MiB")
-    row: Dict[str, Any] = {"ours_s": [r["seconds"] for r in ours], "ours_peak_rss_mib": max(r["peak_rss_mib"] for r in ours),
-                           "ours_command": ours[0]["command"]}
+    row: Dict[str, Any] = {}
+    for name, runs in (("ours", ours), ("baseline", base)):
+        if runs:
+            row.update({f"{name}_s": [r["seconds"] for r in runs], f"{name}_cpu_s": [r["cpu_seconds"] for r in runs],
+                        f"{name}_peak_rss_mib": max(r["peak_rss_mib"] for r in runs), f"{name}_command": runs[0]["command"]})
     if base:
-        row.update({"baseline_s": [r["seconds"] for r in base], "baseline_peak_rss_mib":
-                    max(r["peak_rss_mib"] for r in base), "baseline_command": base[0]["command"]})
         row["ratio"] = statistics.median(row["baseline_s"]) / statistics.median(row["ours_s"])
-        pairs = [b / o for b, o in zip(row["baseline_s"], row["ours_s"])]
-        row["pair_ratios"] = pairs
+        row["pair_ratios"] = [b / o for b, o in zip(row["baseline_s"], row["ours_s"])]
+        row["cpu_ratio"] = statistics.median(row["baseline_cpu_s"]) / statistics.median(row["ours_cpu_s"])
     return row
 
 
@@ -180,14 +181,19 @@ def breakdown_run(case: Case, baseline: bool, cfg: ReportConfig, work: Path) -> 
     out = work / ("bd_base" if baseline else "bd_ours")
     cmd = [sys.executable, "-m", "medsam_lite.bench.breakdown", str(case.path), str(out), "--threads",
            str(cfg.threads), "--model", cfg.model] + (["--baseline"] if baseline else [])
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     launch = time.time()
     start = time.perf_counter()
     proc = subprocess.run(cmd + ["--launch", repr(launch)], capture_output=True, text=True)
     total = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     row["total_s"] = total
+    row["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     row["exit_s"] = total - (row.pop("end_s") - launch)
     return row
 
@@ -195,14 +201,15 @@ def breakdown_run(case: Case, baseline: bool, cfg: ReportConfig, work: Path) -> 
 def first_mask(case: Case, cfg: ReportConfig, work: Path, log: Callable[[str], None]) -> Dict[str, Any]:
     """``cfg.cold_warm`` (cold, warm) pairs of whole ``medsam-lite segment`` processes on ``case``: cold with a new
     empty cache root (``MEDSAM_LITE_CACHE``), warm right after with that cache."""
-    cold, warm = [], []
+    runs: Dict[str, List[Dict[str, Any]]] = {"cold": [], "warm": []}
     for i in range(cfg.cold_warm):
         with tempfile.TemporaryDirectory(prefix="cold-cache-", dir=work) as cache:
             env = {**os.environ, "MEDSAM_LITE_CACHE": cache}
-            cold.append(_whole(case, False, cfg, work, env)["seconds"])
-            warm.append(_whole(case, False, cfg, work, env)["seconds"])
-        log(f"    first mask {i + 1}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s")
-    return {"case": case.name, "cold_s": cold, "warm_s": warm}
+            for kind in ("cold", "warm"):
+                runs[kind].append(_whole(case, False, cfg, work, env))
+        log(f"    first mask {i + 1}: cold {runs['cold'][-1]['seconds']:.2f} s, warm {runs['warm'][-1]['seconds']:.2f} s")
+    return {"case": case.name, **{f"{k}_s": [r["seconds"] for r in v] for k, v in runs.items()},
+            **{f"{k}_cpu_s": [r["cpu_seconds"] for r in v] for k, v in runs.items()}}
 
 
 def install_section(record: Optional[Path]) -> Dict[str, Any]:
@@ -297,18 +304,22 @@ def _load(values: Sequence[float]) -> str:
 def _process_lines(result: Dict[str, Any]) -> List[str]:
     lines = ["## Whole process: `medsam-lite segment` (defaults) against `segment --baseline`", "",
              "Interleaved pairs of fresh processes (the order flips every pair); seconds from launch to exit, "
-             "median (each run). Ratio: baseline median / ours median, [range of the per-pair ratios].", "",
-             "| case | boxes | baseline s | ours s | ratio | peak RSS MiB ours / baseline | load before / after |",
-             "|---|---|---|---|---|---|---|"]
+             "median (each run). Ratio: baseline median / ours median, [range of the per-pair ratios]. CPU s: the "
+             "process's user + system seconds (median), which the other jobs of a shared machine move less than "
+             "the wall time.", "",
+             "| case | boxes | baseline s | ours s | ratio | CPU s baseline / ours (ratio) | peak RSS MiB ours / "
+             "baseline | load before / after |", "|---|---|---|---|---|---|---|---|"]
     for c in result["cases"]:
         p = c["process"]
         if "ratio" in p:
             base, ratio = _fmt_runs(p["baseline_s"]), (f"**{p['ratio']:.1f}x** [{min(p['pair_ratios']):.1f}-"
                                                         f"{max(p['pair_ratios']):.1f}]")
             rss = f"{p['ours_peak_rss_mib']:.0f} / {p['baseline_peak_rss_mib']:.0f}"
+            cpu = f"{_med(p['baseline_cpu_s']):.1f} / {_med(p['ours_cpu_s']):.1f} ({p['cpu_ratio']:.1f}x)"
         else:
             base, ratio, rss = f"skipped: {c.get('baseline_skipped', '')}", "-", f"{p['ours_peak_rss_mib']:.0f} / -"
-        lines.append(f"| {c['name']} | {c['n_boxes']} | {base} | {_fmt_runs(p['ours_s'])} | {ratio} | {rss} | "
+            cpu = f"- / {_med(p['ours_cpu_s']):.1f}"
+        lines.append(f"| {c['name']} | {c['n_boxes']} | {base} | {_fmt_runs(p['ours_s'])} | {ratio} | {cpu} | {rss} | "
                      f"{c['load_average_before'][0]:.1f} / {c['load_average_after'][0]:.1f} |")
     lines += [""] + [f"- {c['name']}: {c['note']}" for c in result["cases"]] + [""]
     return lines
@@ -321,7 +332,7 @@ def _breakdown_lines(result: Dict[str, Any]) -> List[str]:
              "building the backend); I/O: reading the case, writing the mask; pre/post: the predictor's work outside "
              "the encoder and decoder calls; exit: the interpreter's exit, the rest of the measured total. Seconds "
              "(share of the total).", "",
-             "| case | path | total s | start-up | I/O | pre/post | encoder (calls) | decoder (calls) | exit |",
+             "| case | path | total s (CPU s) | start-up | I/O | pre/post | encoder (calls) | decoder (calls) | exit |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in result["cases"]:
         for path, row in c.get("breakdown", {}).items():
@@ -331,7 +342,7 @@ def _breakdown_lines(result: Dict[str, Any]) -> List[str]:
                 extra = f" ({row[calls]})" if calls else ""
                 return f"{row[key]:.2f} ({100 * row[key] / total:.0f} %){extra}"
 
-            lines.append(f"| {c['name']} | {path} | {total:.2f} | {cell('startup_s')} | {cell('io_s')} | "
+            lines.append(f"| {c['name']} | {path} | {total:.2f} ({row['cpu_s']:.1f}) | {cell('startup_s')} | {cell('io_s')} | "
                          f"{cell('prepost_s')} | {cell('encoder_s', 'encoder_calls')} | "
                          f"{cell('decoder_s', 'decoder_calls')} | {cell('exit_s')} |")
     return lines + [""]
@@ -345,7 +356,8 @@ def _other_lines(result: Dict[str, Any]) -> List[str]:
                   f"`medsam-lite segment` on {fm['case']} (one box), whole processes. Cold: a new empty user cache "
                   "(`MEDSAM_LITE_CACHE`; OpenVINO compiles the packaged IR, its files are hashed); warm: the same "
                   "command again with that cache.", "",
-                  f"- cold: {_fmt_runs(fm['cold_s'])} s", f"- warm: {_fmt_runs(fm['warm_s'])} s", ""]
+                  f"- cold: {_fmt_runs(fm['cold_s'])} s (CPU {_fmt_runs(fm['cold_cpu_s'])} s)",
+                  f"- warm: {_fmt_runs(fm['warm_s'])} s (CPU {_fmt_runs(fm['warm_cpu_s'])} s)", ""]
     inst = result["install"]
     lines += ["## Install", ""]
     if inst.get("measured"):
