@@ -18,7 +18,6 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 import numpy as np
-from tqdm import tqdm
 
 from .arrays import is_tensor, to_numpy
 from .embedding_cache import CachedEncoder, EmbeddingStore, open_store
@@ -244,6 +243,8 @@ class Predictor:
         boxes = check_boxes_3d(boxes, volume.shape)
         _check_label_count(len(boxes))
         total = int(sum(b[5] - b[2] + 1 for b in boxes.astype(np.int64)))
+        from tqdm import tqdm  # here, not at import: ~50 ms of start-up a 2D run never uses
+
         bar = tqdm(total=total, desc="slices", unit="slice", disable=not progress, leave=False)
 
         def report(done: int, all_slices: int) -> None:

@@ -13,7 +13,7 @@ import medsam_lite
 from medsam_lite.cli.main import main
 
 PACKAGE = Path(medsam_lite.__file__).resolve().parent
-MEASUREMENTS = ("speed", "inference", "gate", "fidelity", "serve", "interactive")
+MEASUREMENTS = ("speed", "inference", "gate", "fidelity", "serve", "interactive", "report")
 
 
 def test_benchmark_lists_every_measurement(capsys) -> None:

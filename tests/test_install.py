@@ -333,3 +333,32 @@ def test_fresh_venv_install_has_no_torch_and_segments_like_the_reference() -> No
     assert summary["heavy_packages"] == [], summary["heavy_packages"]
     assert proc.returncode == 0 and summary["failures"] == [], summary["failures"]
     assert len(summary["cases"]) == 2 and all(case["equal"] for case in summary["cases"].values())
+
+
+def test_verified_digests_are_recorded_and_a_changed_file_is_hashed_again(tmp_path: Path, monkeypatch) -> None:
+    """The packaged IR is hashed once per file identity: a second check reads the record (no hashing), and a file
+    changed in place, even with its size and mtime put back, is hashed again and refused."""
+    import os
+
+    from medsam_lite.errors import InputError
+
+    root, cache = tmp_path / "weights", tmp_path / "cache"
+    shutil.copytree(packaged_ir.folder_of("lite_medsam"), packaged_ir.folder_of("lite_medsam", root))
+    ir = packaged_ir.read("lite_medsam", root)
+    hashed: List[str] = []
+    real = packaged_ir.sha256_of
+    monkeypatch.setattr(packaged_ir, "sha256_of", lambda p: hashed.append(Path(p).name) or real(p))
+    packaged_ir.verify(ir, cache)
+    assert sorted(hashed) == sorted(ir.files)
+    assert packaged_ir.verify_record_path(ir, cache).is_file()
+    hashed.clear()
+    assert packaged_ir.find("lite_medsam", root=root, cache_dir=cache) is not None and hashed == []
+    target = ir.folder / "decoder_box.bin"
+    before = target.stat()
+    data = bytearray(target.read_bytes())
+    data[2000] ^= 1
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size and mtime: ctime still moved
+    with pytest.raises(InputError) as err:
+        packaged_ir.verify(ir, cache)
+    assert hashed == ["decoder_box.bin"] and str(err.value).startswith(f"{target}: SHA-256 mismatch")

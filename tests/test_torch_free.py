@@ -133,3 +133,17 @@ def test_default_path_modules_import_no_torch() -> None:
             "from medsam_lite.transforms import preprocess_image_torch; assert 'torch' in sys.modules; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(not installed("openvino"), reason="openvino not installed")
+def test_segment_with_threads_does_not_import_torch_where_torch_is_installed(tmp_path: Path) -> None:
+    """``medsam-lite segment --threads N`` on the default backend sets OpenVINO's threads only: torch (installed
+    here) stays unimported, as importing it just to set its pool cost a warm process ~1-5 s of start-up."""
+    code = ("import sys; from medsam_lite.cli.main import main; "
+            f"code = main(['segment', {str(example_path(CASES[0]))!r}, '-o', {str(tmp_path)!r}, '--no-progress', "
+            "'--threads', '2', '--box', '10', '10', '60', '60']); "
+            "assert code == 0, code; print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False", "torch was imported"
+    assert (tmp_path / CASES[0]).is_file()

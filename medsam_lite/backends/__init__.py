@@ -7,9 +7,11 @@ Every backend maps, in the 256 x 256 model frame:
 * ``decode(embedding, boxes_256)``: one (1, 256, 64, 64) embedding and (N, 4) float32 XYXY boxes in
   the model frame -> (N, 1, 256, 256) float32 mask logits (single-mask output).
 
-Pre/post-processing and the 3D propagation are NOT part of a backend: they live in
-:mod:`medsam_lite.transforms` and :mod:`medsam_lite.propagation`, so every backend runs the same
-algorithm.
+Arrays are numpy (float32) on every backend but the torch reference, which speaks ``torch.Tensor``
+(:class:`Backend`). Pre/post-processing and the 3D propagation are NOT part of a backend: they live in
+:mod:`medsam_lite.transforms` / :mod:`medsam_lite.propagation_numpy` (numpy / OpenCV, the default path) and
+their torch twins :mod:`medsam_lite.transforms_torch` / :mod:`medsam_lite.propagation` (the reference), so
+every backend runs the same algorithm.
 
 **Registry** (as timm's ``_registry``: a name carries its entry point): :func:`register_backend` records a
 backend's name, the runtime module it needs, the class that builds it and the precisions it runs. Nothing
@@ -33,8 +35,6 @@ from ..extras import available, install_command, missing_requirement
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import torch
-
     from ..model import MedSAMLite
 
 PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "bf16-encoder", "bf16-mixed", "bf16-mixed3", "int8")
@@ -45,17 +45,24 @@ OpenVINO's bf16 encoder with an f32 decoder)."""
 
 @runtime_checkable
 class Backend(Protocol):
-    """What :class:`medsam_lite.predictor.Predictor` needs from a backend (see module docstring)."""
+    """What :class:`medsam_lite.predictor.Predictor` needs from a backend (see module docstring).
+
+    Backends speak numpy: ``encode`` / ``decode`` take and return ``numpy.ndarray`` (float32), so the default
+    path (OpenVINO, ONNX Runtime) needs no torch. The torch reference (``TorchBackend``) takes and returns
+    ``torch.Tensor`` instead, and the non-torch backends answer a torch caller in torch
+    (:func:`medsam_lite.arrays.like`); :attr:`medsam_lite.predictor.Predictor.uses_torch` says which side a
+    Predictor is on."""
 
     name: str
     precision: str
 
-    def encode(self, images: "torch.Tensor") -> "torch.Tensor":
-        """(B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) float32."""
+    def encode(self, images: Any) -> Any:
+        """(B, 3, 256, 256) float32 in [0, 1] -> (B, 256, 64, 64) float32 (numpy; torch on the reference)."""
         ...
 
-    def decode(self, embedding: "torch.Tensor", boxes_256: "torch.Tensor") -> "torch.Tensor":
-        """(1, 256, 64, 64) embedding, (N, 4) float32 XYXY model-frame boxes -> (N, 1, 256, 256) logits."""
+    def decode(self, embedding: Any, boxes_256: Any) -> Any:
+        """(1, 256, 64, 64) embedding, (N, 4) float32 XYXY model-frame boxes -> (N, 1, 256, 256) float32 logits
+        (numpy; torch on the reference)."""
         ...
 
 
@@ -185,21 +192,33 @@ def resolve(backend: str = "auto", precision: str = "auto") -> Tuple[str, str]:
     reduced precision passed the agreement gate on this kind of CPU. Unknown names, a backend that is not
     installed, or a precision a backend cannot run raise :class:`InputError` (one line).
     """
-    name, precision = parse_choice(backend, precision)
-    if name == "auto":
-        ready = [item for item in _REGISTRY.values() if installed(item.name)]
-        if not ready:
-            best = max(_REGISTRY.values(), key=lambda item: item.preference)
-            raise InputError(f"no inference runtime is installed ({install_command(best.install)})")
-        name = max(ready, key=lambda item: item.preference).name
-    else:
-        require_backend(name)
+    name, precision = resolve_name(backend, precision), parse_choice(backend, precision)[1]
     if precision == "auto":
         precision = default_precision(name)
     if precision not in _REGISTRY[name].precisions:
         raise InputError(f"backend {name!r} runs {' / '.join(_REGISTRY[name].precisions)}, not {precision!r}"
                          + ("; it is the exact eager fp32 reference" if name == "torch" else ""))
     return name, precision
+
+
+def resolve_name(backend: str = "auto", precision: str = "auto") -> str:
+    """The concrete backend name of a possibly-``auto`` request (:func:`resolve` without the precision): imports
+    no runtime, so an entry point can ask whether torch will run before anything imports it."""
+    name, _ = parse_choice(backend, precision)
+    if name == "auto":
+        ready = [item for item in _REGISTRY.values() if installed(item.name)]
+        if not ready:
+            best = max(_REGISTRY.values(), key=lambda item: item.preference)
+            raise InputError(f"no inference runtime is installed ({install_command(best.install)})")
+        return max(ready, key=lambda item: item.preference).name
+    require_backend(name)
+    return name
+
+
+def runs_torch(backend: str = "auto", precision: str = "auto") -> bool:
+    """Whether a request resolves to the torch backend (:func:`resolve_name`; no runtime imported): an entry point
+    sets torch's thread pool only then."""
+    return resolve_name(backend, precision) == REFERENCE[0]
 
 
 def default_precision(backend: str) -> str:

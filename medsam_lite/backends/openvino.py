@@ -38,7 +38,7 @@ import numpy as np
 from ..arrays import like, to_numpy
 from ..errors import InputError
 from . import packaged_ir
-from .artifacts import ArtifactKey, cache_root, ensure_entry, entry_dir, is_complete, read_alias, write_alias
+from .artifacts import ArtifactKey, ensure_entry, entry_dir, is_complete, read_alias, write_alias
 from .cpu import core
 from .decision import GATE_FILE, auto_precision  # noqa: F401  (the gate decision, per CPU kind)
 
@@ -202,8 +202,8 @@ class OpenVINOBackend:
         model = model.eval()
         ir = ir_precision(precision)
         weights_sha256 = state_sha256(model)
-        packaged = packaged_ir.find(weights_sha256=weights_sha256, format_version=FORMAT_VERSION) \
-            if ir == "fp32" else None
+        packaged = packaged_ir.find(weights_sha256=weights_sha256, format_version=FORMAT_VERSION,
+                                    cache_dir=cache_dir) if ir == "fp32" else None
         if packaged is not None:  # the shipped IR of these very weights: no conversion
             self._open_packaged(packaged, precision, cache_dir, threads)
             return
@@ -237,8 +237,8 @@ class OpenVINOBackend:
 
         _check_precision(precision)
         name = name_or_path or default_model_name()
-        packaged = packaged_ir.find(name, format_version=FORMAT_VERSION) if ir_precision(precision) == "fp32" \
-            else None
+        packaged = packaged_ir.find(name, format_version=FORMAT_VERSION, cache_dir=cache_dir) \
+            if ir_precision(precision) == "fp32" else None
         if packaged is not None:
             backend = cls.__new__(cls)
             backend._open_packaged(packaged, precision, cache_dir, threads)
@@ -262,8 +262,8 @@ class OpenVINOBackend:
     def _open_packaged(self, ir: "packaged_ir.PackagedIR", precision: str, cache_dir: Optional[Union[str, Path]],
                        threads: Optional[int]) -> None:
         """Compile the packaged IR ``ir`` (its compiled-model cache in the user cache, the package may be read-only)."""
-        key = ArtifactKey("openvino", ir.weights_sha256, "fp32", ir.built_with.get("openvino", ""), ir.format_version)
-        compiled = cache_root(cache_dir) / "openvino" / f"packaged-{key.digest()}" / "compiled"
+        key = packaged_ir.cache_key(ir)
+        compiled = packaged_ir.cache_folder(ir, cache_dir) / "compiled"
         compiled.mkdir(parents=True, exist_ok=True)
         self._open(key, ir.folder, precision, threads, compiled)
         self.packaged = True

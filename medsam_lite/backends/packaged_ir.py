@@ -10,16 +10,25 @@ the conversion is byte-reproducible with the same torch / onnx / OpenVINO versio
 :class:`~medsam_lite.backends.openvino.OpenVINOBackend` for ``lite_medsam`` at every precision that runs the f32
 IR (fp32, bf16, bf16-encoder), with or without torch. Every file is SHA-256 checked when it is opened, like the
 weights; a mismatch is one line naming the file. Nothing here imports torch or OpenVINO.
+
+Hashing the ~50 MB of IR took 0.16-0.19 s of every start-up (2-core AMD EPYC), so a file whose digest was checked
+is recorded in the user cache (:func:`verify_record_path`) with its ``os.stat`` identity (size, mtime_ns,
+ctime_ns, inode) and the digest it had; a later process skips hashing a file only while all four are unchanged and
+the recorded digest is the manifest's. Any change of the file (a write, a copy, a restored mtime, which moves
+ctime) hashes it again. A record that cannot be read or written only costs the hashing.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from ..errors import InputError
 from ..encoders.weights import sha256_of
+from .artifacts import ArtifactKey, cache_root
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 """Package-data folder of the shipped weights (``medsam_lite/weights``)."""
@@ -67,23 +76,81 @@ def read(name: str, root: Optional[Path] = None) -> Optional[PackagedIR]:
                          path) from None
 
 
-def verify(ir: PackagedIR) -> PackagedIR:
-    """``ir`` after checking every file's SHA-256 against its manifest (InputError naming the file otherwise)."""
+def cache_key(ir: PackagedIR) -> ArtifactKey:
+    """The artifact key of the packaged IR ``ir``: its user-cache folder ``<cache root>/openvino/packaged-<digest>``
+    holds OpenVINO's compiled-model cache and the record of verified digests."""
+    return ArtifactKey("openvino", ir.weights_sha256, "fp32", ir.built_with.get("openvino", ""), ir.format_version)
+
+
+def cache_folder(ir: PackagedIR, cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """``<cache root>/openvino/packaged-<key digest>`` of ``ir`` (:func:`cache_key`; the package may be read-only)."""
+    return cache_root(cache_dir) / "openvino" / f"packaged-{cache_key(ir).digest()}"
+
+
+def verify_record_path(ir: PackagedIR, cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Where the verified digests of ``ir``'s files are recorded: ``verified-<hash of the folder's resolved
+    path>.json`` in :func:`cache_folder`."""
+    tag = hashlib.sha256(str(Path(ir.folder).resolve()).encode()).hexdigest()[:20]
+    return cache_folder(ir, cache_dir) / f"verified-{tag}.json"
+
+
+def _identity(path: Path) -> List[int]:
+    """The ``os.stat`` identity of a file a recorded digest stands for: [size, mtime_ns, ctime_ns, inode]."""
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
+
+
+def _read_record(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_record(path: Path, record: Dict[str, Any]) -> None:
+    """Write ``record`` atomically (temporary file + :func:`os.replace`); a failure is ignored (only costs hashing)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def verify(ir: PackagedIR, cache_dir: Optional[Union[str, Path]] = None) -> PackagedIR:
+    """``ir`` after checking every file's SHA-256 against its manifest (InputError naming the file otherwise).
+
+    A file whose stat identity and digest are recorded as verified (module docstring; the record lives under
+    the cache root of ``cache_dir``) is not hashed again; every file hashed and found right is recorded."""
+    record_path = verify_record_path(ir, cache_dir)
+    record = _read_record(record_path)
+    changed = False
     for name, expected in sorted(ir.files.items()):
         path = ir.folder / name
         if not path.is_file():
             raise InputError("file of the packaged OpenVINO IR is missing; reinstall medsam-lite", path)
+        identity = _identity(path)
+        if record.get(name) == [*identity, expected]:
+            continue
         digest = sha256_of(path)
         if digest != expected:
             raise InputError(f"SHA-256 mismatch: expected {expected}, got {digest} (the packaged OpenVINO IR is "
                              f"damaged; reinstall medsam-lite)", path)
+        if _identity(path) == identity:  # unchanged while it was hashed
+            record[name] = [*identity, expected]
+            changed = True
+    if changed:
+        _write_record(record_path, record)
     return ir
 
 
 def find(name: Optional[str] = None, weights_sha256: Optional[str] = None, format_version: Optional[int] = None,
-         root: Optional[Path] = None) -> Optional[PackagedIR]:
+         root: Optional[Path] = None, cache_dir: Optional[Union[str, Path]] = None) -> Optional[PackagedIR]:
     """The verified packaged IR of pretrained ``name``, or of the model of state SHA-256 ``weights_sha256``;
-    None when none is packaged or it was made by another ``format_version`` of the conversion."""
+    None when none is packaged or it was made by another ``format_version`` of the conversion. ``cache_dir``:
+    the cache root holding the record of verified digests (:func:`verify`)."""
     names = [name] if name is not None else list(FOLDERS)
     for candidate in names:
         ir = read(candidate, root)
@@ -91,7 +158,7 @@ def find(name: Optional[str] = None, weights_sha256: Optional[str] = None, forma
             continue
         if format_version is not None and ir.format_version != format_version:
             continue
-        return verify(ir)
+        return verify(ir, cache_dir)
     return None
 
 

@@ -23,6 +23,7 @@ image tiled to 1024 x 1024 with 241 boxes.
 """
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import tempfile
@@ -155,26 +156,34 @@ def _vm_hwm_mib(pid: int) -> Optional[float]:
     return None
 
 
-def whole_process(case: Case, args: Sequence[str], out_dir: Path, threads: int) -> Dict[str, Any]:
-    """Wall seconds and peak RSS of one ``medsam-lite segment CASE`` child process (exit status checked).
+def whole_process(case: Case, args: Sequence[str], out_dir: Path, threads: int,
+                  env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Wall seconds, CPU seconds and peak RSS of one ``medsam-lite segment CASE`` child process (exit status
+    checked; ``env``: its environment, None: this process's).
 
     The peak RSS is the child's own ``VmHWM``, polled every 20 ms (``wait4``'s ``ru_maxrss`` would include
-    this large parent's RSS at fork time)."""
+    this large parent's RSS at fork time). ``cpu_seconds``: the child's user + system time (this process's
+    ``RUSAGE_CHILDREN`` before and after; children run one at a time), which a shared machine moves less than
+    the wall time."""
     cmd = [sys.executable, "-m", "medsam_lite.cli.main", "segment", str(case.path), "-o", str(out_dir),
            "--no-progress", "--threads", str(threads), *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     peak = 0.0
     with tempfile.TemporaryFile() as err_file:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, env=env)
         while proc.poll() is None:
             peak = max(peak, _vm_hwm_mib(proc.pid) or 0.0)
             time.sleep(0.02)
         seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         err_file.seek(0)
         err = err_file.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.strip()[-500:]}")
-    return {"seconds": seconds, "peak_rss_mib": round(peak, 1), "command": " ".join(cmd[1:])}
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": seconds, "cpu_seconds": round(cpu, 3), "peak_rss_mib": round(peak, 1),
+            "command": " ".join(cmd[1:])}
 
 
 DECODE_BATCHES = (1, 4, 16)

@@ -6,6 +6,8 @@
 * ``gate``: may ``auto`` run a reduced precision? gate.json / gate.md, ``--decide`` writes the decision file.
 * ``fidelity``: students against their teacher on held-out data; fidelity.json / .md.
 * ``serve``: latency of the annotator's API on the bundled cases (JSON on stdout).
+* ``report``: our default whole process against the baseline with its time breakdown, first-mask time, install
+  size, the CPU named; report.json / report.md.
 
 ``medsam-lite benchmark -o DIR [--quick ...]`` (no subcommand) is ``benchmark speed``, and
 ``medsam-lite benchmark --inference [BACKEND:PRECISION ...] -o DIR`` is ``benchmark inference``, as before.
@@ -101,6 +103,27 @@ def _add_inference(sub: Any) -> None:
     p.set_defaults(func=run_inference)
 
 
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="ours vs the baseline as whole processes, time breakdown, first mask, install "
+                       "(report.md)", description="The benchmark report (medsam_lite.bench.report): interleaved whole "
+                       "'medsam-lite segment' processes against 'segment --baseline', where the time goes, cold / warm "
+                       "first-mask time, install size and peak RSS, on the CPU it names; writes report.json / report.md.")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
+    p.add_argument("--quick", action="store_true", help="the quick cases (tests)")
+    p.add_argument("--cases", nargs="+", default=None, metavar="NAME", help="cases to run (default: the report's)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved (ours, baseline) process pairs per case")
+    p.add_argument("--heavy-repeats", type=int, default=None,
+                   help="pairs on a case whose baseline makes more than 50 encoder calls (default: --repeats)")
+    p.add_argument("--threads", type=int, default=2, help="--threads of every process (default 2)")
+    p.add_argument("--model", default="lite_medsam", help="model of both paths (default lite_medsam)")
+    p.add_argument("--baseline-max-encoder-calls", type=int, default=200, metavar="N",
+                   help="ours only on cases whose baseline needs more encoder calls (default 200)")
+    p.add_argument("--cold-warm", type=int, default=2, help="cold / warm first-mask pairs (default 2; 0 skips)")
+    p.add_argument("--install-record", type=Path, default=None,
+                   help="JSON summary of scripts/check_fresh_install.py (the install size)")
+    p.set_defaults(func=run_report)
+
+
 def _add_gate(sub: Any) -> None:
     p = sub.add_parser("gate", help="agreement + speed gate: every backend x precision against eager fp32 (gate.json)",
                        description="Measure every backend x precision against eager torch fp32 on the bundled "
@@ -189,7 +212,7 @@ def _interactive_args(p: argparse.ArgumentParser) -> None:
 
 MEASUREMENTS: Dict[str, Callable[[Any], None]] = {"speed": _add_speed, "inference": _add_inference,
                                                   "gate": _add_gate, "fidelity": _add_fidelity, "serve": _add_serve,
-                                                  "interactive": _add_interactive}
+                                                  "interactive": _add_interactive, "report": _add_report}
 """``medsam-lite benchmark`` subcommands and the functions adding their parsers."""
 
 
@@ -330,6 +353,20 @@ def run_inference(args: argparse.Namespace) -> int:
     with atomic_path(out / "inference.md") as tmp:
         tmp.write_text("\n".join(lines))
     print("\n".join(lines))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``benchmark report``: :func:`medsam_lite.bench.report.run_report`, written to ``--out``."""
+    from ..bench.report import ReportConfig, run_report as measure, write_report
+
+    cfg = ReportConfig(model=args.model, quick=args.quick, cases=args.cases, repeats=args.repeats,
+                       heavy_repeats=args.heavy_repeats, threads=args.threads,
+                       baseline_max_calls=args.baseline_max_encoder_calls, cold_warm=args.cold_warm,
+                       install_record=args.install_record)
+    result = measure(cfg, log=lambda line: print(line, flush=True), checkpoint=lambda part: write_report(args.out, part))
+    for path in write_report(args.out, result):
+        print(f"wrote {path}")
     return 0
 
 

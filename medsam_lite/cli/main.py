@@ -39,15 +39,17 @@ DICOM series, images and challenge .npz cases from boxes, score the masks agains
 annotate in the browser. Start with: medsam-lite segment --help"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``medsam-lite`` parser with every subcommand (their modules' ``register``)."""
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``medsam-lite`` parser with every subcommand (their modules' ``register``), or with ``command`` alone
+    when it names one: :func:`main` parses ``medsam-lite segment ...`` without importing the other subcommands'
+    modules (the distillation options, the benchmark), ~50-80 ms of every start-up."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="medsam-lite", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"medsam-lite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in SUBCOMMANDS.values():
+    for module in [SUBCOMMANDS[command]] if command in SUBCOMMANDS else SUBCOMMANDS.values():
         importlib.import_module(module).register(sub)
     return parser
 
@@ -59,7 +61,8 @@ the others done); 2 bad usage or input found before any work (one line on stderr
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse ``argv`` and run the subcommand; see :data:`EXIT_USAGE` and friends for exit codes."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         if args.command in EXTRA_OF_COMMAND:

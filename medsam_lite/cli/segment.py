@@ -174,6 +174,14 @@ def _objects(args: argparse.Namespace) -> Tuple[Any, List[Optional[str]], List[O
     return boxes, names, colors, prompts
 
 
+def _runs_torch(args: argparse.Namespace) -> bool:
+    """Whether this run's inference is torch's (``--baseline`` or the torch backend), so that ``--threads`` sets
+    torch's pool only then: importing torch just to set it cost a warm OpenVINO process ~1-5 s of start-up."""
+    from ..backends import runs_torch
+
+    return bool(args.baseline) or (args.onnx_dir is None and runs_torch(args.backend, args.precision))
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every case was segmented, 1 when some case failed (one line each on stderr),
     2 for bad usage / input found before the model loads (raised as InputError, printed by main)."""
@@ -191,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise InputError("--threads must be at least 1")
-        if available("torch"):
+        if _runs_torch(args) and available("torch"):
             import torch
 
             torch.set_num_threads(args.threads)  # process state belongs to the entry point
