@@ -80,3 +80,26 @@ class PropagatorSegmenter:
                 mask, _ = self.propagator.propagate_run(self.volume[z:z + 1], scratch, int(label), given, [0], mask,
                                                         {}, 0, 0)
             yield int(z), mask.numpy().copy()
+
+    click_model: Optional[Any] = None
+    """The :class:`~medsam_lite.clicks.ClickModel` of :meth:`click_mask` (None: the shipped one, loaded on first use)."""
+
+    def click_mask(self, z: int, box: Sequence[int], clicks: Sequence[Tuple[float, float, bool]]) -> np.ndarray:
+        """(H, W) bool mask of slice ``z`` refined by ``clicks`` ((x, y, positive), original pixels) within ``box``
+        ((4,) XYXY pixels): :func:`medsam_lite.clicks.replay` on the slice's stored embedding. InputError (nothing
+        decoded) for a click outside the image, or when no click-trained weights are available."""
+        from .clicks import Click, check_clicks, replay, shipped_click_model
+        from .errors import InputError
+
+        height, width = self.shape[1], self.shape[2]
+        points = [Click(float(x), float(y), bool(p)) for x, y, p in clicks]
+        check_clicks(points, (height, width))
+        if self.click_model is None:
+            self.click_model = shipped_click_model()
+        if self.click_model is None:
+            raise InputError("click corrections (point=...) need click-trained prompt weights, which this install "
+                             "lacks (docs/clicks.md); correct with box=(x0, y0, x1, y1)")
+        with torch.inference_mode():
+            embedding = self.propagator.encode_image(self.volume[z])[0]
+        box_256 = scale_boxes(np.asarray([box[:4]], dtype=np.float64), (height, width))[0]
+        return replay(self.click_model, embedding, box_256, points, (height, width))
