@@ -176,6 +176,14 @@ def _interactive_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corrections", type=int, default=3, help="corrections per object (default 3)")
     p.add_argument("--embedding-cache", default=None, help="embedding cache folder (reused across runs)")
     p.add_argument("--walk", type=int, default=20, help="slices of the timed re-propagation (default 20)")
+    p.add_argument("--clicks", type=int, default=0, metavar="N",
+                   help="instead: the click protocol (issue 30) on the held-out labelled volumes of --shared: the 3D "
+                   "box, then N clicks (worst slice, interior of its largest error), trained path and released "
+                   "decoder side by side (medsam_lite.bench.clicks)")
+    p.add_argument("--click-weights", default=None, metavar="PTH",
+                   help="click checkpoint of train-prompts (default: the shipped one)")
+    p.add_argument("--shared", default=os.environ.get(SHARED_ENV), metavar="DIR",
+                   help=f"shared data folder for --clicks (default ${SHARED_ENV})")
 
 
 MEASUREMENTS: Dict[str, Callable[[Any], None]] = {"speed": _add_speed, "inference": _add_inference,
@@ -233,6 +241,8 @@ def run_interactive(args: argparse.Namespace) -> int:
 
     if args.corrections < 0 or args.walk < 1:
         raise InputError("--corrections must be >= 0 and --walk >= 1")
+    if args.clicks:
+        return run_clicks(args)
     predictor = Predictor(embedding_cache=args.embedding_cache)
     cases = interactive.bundled_cases(resources.package_file("examples"))
     report = interactive.run_benchmark(predictor, cases, DEFAULT_POLICY, args.corrections)
@@ -244,6 +254,28 @@ def run_interactive(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "interactive.json").write_text(json.dumps(report, indent=1))
         (out / "interactive.md").write_text(text)
+    print(text)
+    return 0
+
+
+def run_clicks(args: argparse.Namespace) -> int:
+    """``benchmark --interactive --clicks N``: the held-out click protocol (clicks.json / clicks.md into ``-o``)."""
+    from ..bench import clicks
+    from ..clicks import ClickModel, shipped_click_model
+
+    if args.clicks < 0 or not args.shared:
+        raise InputError("--clicks needs N >= 0 and --shared DIR (the shared data folder)")
+    trained = ClickModel.from_checkpoint(args.click_weights) if args.click_weights else shipped_click_model()
+    if trained is None:
+        raise InputError("no click-trained weights ship with this install: give --click-weights PTH")
+    models = {"trained": trained, "released decoder": ClickModel(trained.released, trained.released, "released")}
+    report = clicks.held_out_report(args.shared, models, args.clicks, args.embedding_cache)
+    text = clicks.markdown(report)
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "clicks.json").write_text(json.dumps(report, indent=1))
+        (out / "clicks.md").write_text(text)
     print(text)
     return 0
 

@@ -47,15 +47,16 @@ class PromptSource:
 
 
 PROMPT_SOURCES: Tuple[PromptSource, ...] = (
-    PromptSource("ct_organs", "ct_organs/ct.nii.gz", ("ct_organs/labels.nii.gz",), "CT", (0, 1, 2), 14),
+    PromptSource("ct_organs", "ct_organs/ct.nii.gz", ("ct_organs/labels.nii.gz",), "CT", (0,), 14),
     PromptSource("ct_aorta", "ct_aorta/ct.nii.gz", ("ct_aorta/aorta.nii.gz", "ct_aorta/lumen.nii.gz"), "CT",
-                 (0, 1, 2), 6),
+                 (0, 1, 2), 2),
     PromptSource("brain_colin27", "brain_colin27/t1.nii.gz", ("brain_colin27/aal_labels.nii.gz",), "MR",
-                 (0, 1, 2), 8),
-    PromptSource("brain1", "lesions/brain1_image.nrrd", ("lesions/brain1_label.nrrd",), "MR", (0,), 10),
-    PromptSource("lung1", "lesions/lung1_image.nrrd", ("lesions/lung1_label.nrrd",), "CT", (0,), 8),
+                 (0, 1, 2), 2),
+    PromptSource("brain1", "lesions/brain1_image.nrrd", ("lesions/brain1_label.nrrd",), "MR", (0,), 4),
+    PromptSource("lung1", "lesions/lung1_image.nrrd", ("lesions/lung1_label.nrrd",), "CT", (0,), 4),
 )
-"""Slice counts chosen for a ~1 h CPU budget (about 100 embedded slices); lesions only axially (6.5 / 5 mm
+"""Slice counts cut to what a shared, loaded 2-core CPU embedded in ~40 min (34 slices, LiteMedSAM's encoder at
+~20-70 s a slice under load): a GPU run should raise them (docs/clicks.md); lesions only axially (6.5 / 5 mm
 slices make their other axes a few pixels thick)."""
 
 
