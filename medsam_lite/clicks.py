@@ -1,7 +1,7 @@
 """Click refinement (issue 30): a box, then clicks, decoded by a click-trained prompt path.
 
-The image encoder is LiteMedSAM's, unchanged; only the prompt encoder + mask decoder (:class:`~medsam_lite.model.PromptPath`)
-differ. **Box-only calls never reach the trained path**: a box without clicks is decoded by the released
+The image encoder is LiteMedSAM's, unchanged; only the prompt encoder + mask decoder
+(:class:`~medsam_lite.model.PromptPath`) differ. **Box-only calls never reach the trained path**: a box without clicks is decoded by the released
 decoder (:attr:`ClickModel.released`), so it gives LiteMedSAM's mask bit for bit; the trained path
 (:attr:`ClickModel.trained`) runs only when at least one click is present.
 

@@ -82,7 +82,8 @@ class PropagatorSegmenter:
             yield int(z), mask.numpy().copy()
 
     click_model: Optional[Any] = None
-    """The :class:`~medsam_lite.clicks.ClickModel` of :meth:`click_mask` (None: the shipped one, loaded on first use)."""
+    """The :class:`~medsam_lite.clicks.ClickModel` of :meth:`click_mask` (None: the shipped one, loaded on first
+    use)."""
 
     def click_mask(self, z: int, box: Sequence[int], clicks: Sequence[Tuple[float, float, bool]]) -> np.ndarray:
         """(H, W) bool mask of slice ``z`` refined by ``clicks`` ((x, y, positive), original pixels) within ``box``

@@ -28,8 +28,8 @@ SUBCOMMANDS = {
     "gate": "medsam_lite.cli.gate",
 }
 
-EXTRA_OF_COMMAND = {"export": "torch", "benchmark": "torch", "train-teacher": "train", "distill": "train", "train-prompts": "train",
-                    "campaign": "train"}
+EXTRA_OF_COMMAND = {"export": "torch", "benchmark": "torch", "train-teacher": "train", "distill": "train",
+                    "train-prompts": "train", "campaign": "train"}
 """Subcommands that need an extra as a whole (checked before they run; ``segment``, ``serve``, ``evaluate``
 and ``prep`` run on the base install, their options that need more check it themselves)."""
 
