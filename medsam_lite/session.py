@@ -107,8 +107,9 @@ class ObjectState:
     order: int
     locked: bool = False
     anchors: Dict[int, Box4] = field(default_factory=dict)
-    clicks: Dict[int, List[Tuple[float, float, bool]]] = field(default_factory=dict)
-    """Slice -> its clicks (x, y, positive) since its last correction box (issue 30)."""
+    clicks: Optional[Dict[int, List[Tuple[float, float, bool]]]] = None
+    """Slice -> its clicks (x, y, positive) since its last correction box (issue 30); None until the first click
+    (no per-object cost in the undo history of box-only sessions)."""
 
 
 @dataclass
@@ -255,7 +256,10 @@ class Session:
         masks = self._repropagate(obj, z, box4, progress, first)
         before = copy.deepcopy(self.objects)
         obj.anchors[z] = box4
-        obj.clicks[z] = clicks
+        if clicks:
+            obj.clicks = {**(obj.clicks or {}), z: clicks}
+        elif obj.clicks:
+            obj.clicks.pop(z, None)
         obj.z_lo, obj.z_hi = min(obj.z_lo, z), max(obj.z_hi, z)
         self._commit(masks, obj.label, before)
 
@@ -396,7 +400,7 @@ class Session:
             box4 = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
         else:
             box4 = (obj.box[0], obj.box[1], obj.box[3], obj.box[4])
-        clicks = list(obj.clicks.get(z, [])) + [(x, y, bool(positive))]
+        clicks = list((obj.clicks or {}).get(z, [])) + [(x, y, bool(positive))]
         return box4, clicks, self.segmenter.click_mask(z, box4, clicks)
 
     def _walks(self, obj: ObjectState, z: int) -> List[range]:

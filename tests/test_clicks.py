@@ -149,7 +149,7 @@ def test_clicks_accumulate_on_a_slice_and_undo_restores_them(predictor, perturbe
     s.undo()
     assert s.objects[k].clicks[2] == [(float(x), float(y), True)]
     s.correct(k, 2, box=_box(labels[2] == 1))
-    assert s.objects[k].clicks[2] == []  # a correction box starts the slice over
+    assert 2 not in s.objects[k].clicks  # a correction box starts the slice over
 
 
 def test_click_without_trained_weights_is_one_line(predictor, ct) -> None:
