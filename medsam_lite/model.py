@@ -1,7 +1,7 @@
 """MedSAM-Lite: any registry image encoder + segment-anything's prompt encoder and mask decoder."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -92,3 +92,44 @@ def build_mask_decoder() -> MaskDecoder:
 def build_medsam(encoder: str) -> MedSAMLite:
     """Attach the registry encoder ``encoder`` to a fresh prompt encoder and mask decoder."""
     return MedSAMLite(build_encoder(encoder), build_prompt_encoder(), build_mask_decoder())
+
+
+class PromptPath(nn.Module):
+    """A prompt encoder + mask decoder pair on their own (the click-refinement path, :mod:`medsam_lite.clicks`):
+    trained on cached embeddings, the image encoder is not part of it."""
+
+    def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder) -> None:
+        super().__init__()
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+
+    def forward(self, embedding: torch.Tensor, box: torch.Tensor, points: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None,
+                mask_input: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Decode one object's prompts against ONE image embedding (all in the 256 x 256 model frame).
+
+        Args:
+            embedding: (1, 256, 64, 64).
+            box: (1, 4) XYXY.
+            points: (1, N, 2) XY pixel indices (None: no clicks); labels: (1, N) float, 1 positive, 0 negative.
+            mask_input: (1, 1, 256, 256) low-res logits of the previous mask (None: no dense prompt).
+        Returns:
+            logits (1, 1, 256, 256) and predicted IoU (1, 1).
+        """
+        pts = None if points is None or points.shape[1] == 0 else (points, labels)
+        sparse, dense = self.prompt_encoder(points=pts, boxes=box.reshape(-1, 1, 4), masks=mask_input)
+        return self.mask_decoder(image_embeddings=embedding, image_pe=self.prompt_encoder.get_dense_pe(),
+                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                 multimask_output=False)
+
+
+def prompt_path_of(model: MedSAMLite) -> PromptPath:
+    """A :class:`PromptPath` holding deep copies of ``model``'s prompt encoder and mask decoder."""
+    import copy
+
+    return PromptPath(copy.deepcopy(model.prompt_encoder), copy.deepcopy(model.mask_decoder))
+
+
+def build_prompt_path() -> PromptPath:
+    """A fresh :class:`PromptPath` (LiteMedSAM's architecture)."""
+    return PromptPath(build_prompt_encoder(), build_mask_decoder())

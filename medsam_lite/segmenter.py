@@ -57,7 +57,40 @@ class _SerialEncoder:
             return self.encoder(images)
 
 
-class NumpySegmenter:
+class _ClickMixin:
+    """The click decode both segmenters share (:mod:`medsam_lite.clicks`); each gives ``slice_embedding(z)``."""
+
+    shape: Tuple[int, int, int]
+
+    def slice_embedding(self, z: int) -> Any:
+        """(1, 256, 64, 64) embedding of slice z from the store (the encoder runs at most once)."""
+        raise NotImplementedError
+
+    click_model: Optional[Any] = None
+    """The :class:`~medsam_lite.clicks.ClickModel` of :meth:`click_mask` (None: the shipped one, loaded on first
+    use)."""
+
+    def click_mask(self, z: int, box: Sequence[int], clicks: Sequence[Tuple[float, float, bool]]) -> np.ndarray:
+        """(H, W) bool mask of slice ``z`` refined by ``clicks`` ((x, y, positive), original pixels) within ``box``
+        ((4,) XYXY pixels): :func:`medsam_lite.clicks.replay` on the slice's stored embedding. InputError (nothing
+        decoded) for a click outside the image, or when no click-trained weights are available."""
+        from .clicks import Click, check_clicks, replay, shipped_click_model
+        from .errors import InputError
+
+        height, width = self.shape[1], self.shape[2]
+        points = [Click(float(x), float(y), bool(p)) for x, y, p in clicks]
+        check_clicks(points, (height, width))
+        if self.click_model is None:
+            self.click_model = shipped_click_model()
+        if self.click_model is None:
+            raise InputError("click corrections (point=...) need click-trained prompt weights, which this install "
+                             "lacks (docs/clicks.md); correct with box=(x0, y0, x1, y1)")
+        embedding = self.slice_embedding(z)
+        box_256 = scale_boxes(np.asarray([box[:4]], dtype=np.float64), (height, width))[0]
+        return replay(self.click_model, embedding, box_256, points, (height, width))
+
+
+class NumpySegmenter(_ClickMixin):
     """:class:`~medsam_lite.session.SliceSegmenter` over the numpy twin (no torch; see the module docstring).
 
     Args:
@@ -81,6 +114,9 @@ class NumpySegmenter:
 
     def embedding(self, z: int) -> None:
         self.propagator.encode_image(self.volume[z])
+
+    def slice_embedding(self, z: int) -> Any:
+        return self.propagator.encode_image(self.volume[z])[0]
 
     def propagate_box(self, box: Sequence[int], label: int,
                       progress: Optional[Progress] = None) -> Dict[int, np.ndarray]:
@@ -108,7 +144,7 @@ class NumpySegmenter:
             yield int(z), mask.copy()
 
 
-class PropagatorSegmenter:
+class PropagatorSegmenter(_ClickMixin):
     """:class:`~medsam_lite.session.SliceSegmenter` over the torch :class:`~medsam_lite.propagation.Propagator`
     (the reference backend; see the module docstring). Arguments as :class:`NumpySegmenter` (``decoder`` takes and
     returns tensors). ``encoder`` is the :class:`CachedEncoder`: ``encoder.runs`` counts real encoder runs.
@@ -131,6 +167,10 @@ class PropagatorSegmenter:
     def embedding(self, z: int) -> None:
         with self._torch.inference_mode():
             self.propagator.encode_image(self.volume[z])
+
+    def slice_embedding(self, z: int) -> Any:
+        with self._torch.inference_mode():
+            return self.propagator.encode_image(self.volume[z])[0]
 
     def propagate_box(self, box: Sequence[int], label: int,
                       progress: Optional[Progress] = None) -> Dict[int, np.ndarray]:

@@ -112,6 +112,9 @@ class ObjectState:
     order: int
     locked: bool = False
     anchors: Dict[int, Box4] = field(default_factory=dict)
+    clicks: Optional[Dict[int, List[Tuple[float, float, bool]]]] = None
+    """Slice -> its clicks (x, y, positive) since its last correction box (issue 30); None until the first click
+    (no per-object cost in the undo history of box-only sessions)."""
 
 
 @dataclass
@@ -275,25 +278,32 @@ class Session:
                 point: Optional[Sequence[float]] = None, positive: bool = True,
                 progress: Optional[Progress] = None, z_range: Optional[Sequence[int]] = None) -> None:
         """Correct object ``label`` with a box ``(x0, y0, x1, y1)`` on slice ``z`` (module docstring: the slice
-        becomes an anchor and the object is re-propagated from it). Clicks (``point``) are not supported yet.
+        becomes an anchor and the object is re-propagated from it), or with a click ``point=(x, y)`` (``positive``: add
+        / remove), which refines slice ``z`` from its box, every click on it so far and the previous mask
+        (:meth:`_click`) and makes it an anchor the same way.
         ``z_range=(lo, hi)`` (inclusive, containing z) first grows the object's z-range to cover it (how an
         annotator propagates an object drawn on one slice over the slices the user chose); one undo step.
         ``progress``: see :data:`Progress` (cancel: nothing changes)."""
-        if point is not None:
-            raise InputError("click corrections (point=...) need a click-trained prompt path, which this model "
-                             "lacks; correct with box=(x0, y0, x1, y1)")
         obj = self._object(label)
         z = self._check_slice(z)
-        if box is None:
-            raise InputError("correct() needs box=(x0, y0, x1, y1)")
-        box4: Box4 = self._check_box(box, with_z=False)  # type: ignore[assignment]
+        if box is None and point is None:
+            raise InputError("correct() needs box=(x0, y0, x1, y1) or point=(x, y)")
         span = (z, z) if z_range is None else self._check_range(z_range, z)
+        clicks, first = [], None
+        if point is not None:  # a click: box of the slice + all its clicks so far (medsam_lite.clicks)
+            box4, clicks, first = self._click(obj, z, point, positive)
+        else:
+            box4 = self._check_box(box, with_z=False)  # type: ignore[assignment]
         if obj.locked:
             raise InputError(f"object {label} is locked; unlock({label}) it to correct it")
         lo, hi = min(obj.z_lo, span[0]), max(obj.z_hi, span[1])
-        masks = self._repropagate(obj, z, box4, progress, (lo, hi))
+        masks = self._repropagate(obj, z, box4, progress, (lo, hi), first)
         before = copy.deepcopy(self.objects)
         obj.anchors[z] = box4
+        if clicks:
+            obj.clicks = {**(obj.clicks or {}), z: clicks}
+        elif obj.clicks:
+            obj.clicks.pop(z, None)
         obj.z_lo, obj.z_hi = lo, hi
         self._commit(masks, obj.label, before)
 
@@ -417,13 +427,14 @@ class Session:
 
     # ------------------------------------------------------------------ the correction algorithm
     def _repropagate(self, obj: ObjectState, z: int, box: Box4, progress: Optional[Progress],
-                     span: Tuple[int, int]) -> Dict[int, np.ndarray]:
+                     span: Tuple[int, int], first: Optional[np.ndarray] = None) -> Dict[int, np.ndarray]:
         """New (H, W) bool masks of ``obj`` (slice -> mask) after a correction ``box`` on slice ``z``: the box's
-        mask on z, then a walk up and one down (the baseline's rule) to the reach of :attr:`policy`, inside the
-        object's z-range ``span`` (lo, hi inclusive, containing z)."""
+        mask on z (or ``first``, a click's), then a walk up and one down (the baseline's rule) to the reach of
+        :attr:`policy`, inside the object's z-range ``span`` (lo, hi inclusive, containing z)."""
         walks = self._walks(obj, z, span)
         total, done = 1 + sum(len(w) for w in walks), 1
-        _, first = next(iter(self.segmenter.propagate(box, [z], None, obj.label)))
+        if first is None:
+            _, first = next(iter(self.segmenter.propagate(box, [z], None, obj.label)))
         masks = {z: first}
         if progress is not None:
             progress(done, total)
@@ -438,6 +449,30 @@ class Session:
         if progress is not None and done < total:
             progress(total, total)
         return masks
+
+    def _click(self, obj: ObjectState, z: int, point: Sequence[float],
+               positive: bool) -> Tuple[Box4, List[Tuple[float, float, bool]], np.ndarray]:
+        """(box, clicks, mask) of a click on slice ``z``: the slice's box is its correction box, else the tight box
+        of the object's mask there, else the 3D box's; the clicks are the slice's earlier ones plus this one;
+        the mask is the click-trained decode (``segmenter.click_mask``, InputError for a click off the image)."""
+        if obj.locked:
+            raise InputError(f"object {obj.label} is locked; unlock({obj.label}) it to correct it")
+        try:
+            x, y = (float(v) for v in point)
+        except (TypeError, ValueError):
+            raise InputError(f"point must be (x, y), two numbers, got {point!r}") from None
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise InputError(f"point must be (x, y), two finite numbers, got {point!r}")
+        mask = self._labels[z] == obj.label
+        if z in obj.anchors:
+            box4 = obj.anchors[z]
+        elif mask.any():
+            ys, xs = np.nonzero(mask)
+            box4 = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+        else:
+            box4 = (obj.box[0], obj.box[1], obj.box[3], obj.box[4])
+        clicks = list((obj.clicks or {}).get(z, [])) + [(x, y, bool(positive))]
+        return box4, clicks, self.segmenter.click_mask(z, box4, clicks)
 
     def _walks(self, obj: ObjectState, z: int, span: Tuple[int, int]) -> List[range]:
         """The slices a correction on slice ``z`` re-propagates inside ``span``: one walk up, one down."""

@@ -205,9 +205,15 @@ def _interactive_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--volume", dest="volumes", action="append", type=Path, default=None, metavar="NPZ",
                    help="interactive: a labelled 3D case (.npz with imgs, gts, boxes) instead of the bundled ones; "
                         "repeat for more")
-    p.add_argument("--shared-data", dest="interactive_shared", type=Path, default=os.environ.get(SHARED_ENV),
-                   metavar="DIR", help=f"interactive: add the training-side labelled volumes of this folder "
-                   f"(lesions/lung1, a 512 x 512 CT: also the latency case; default ${SHARED_ENV})")
+    p.add_argument("--shared", "--shared-data", dest="shared", default=os.environ.get(SHARED_ENV), metavar="DIR",
+                   help=f"interactive: add the training-side labelled volumes of this folder (lesions/lung1, a "
+                   f"512 x 512 CT: also the latency case); --clicks: the held-out volumes (default ${SHARED_ENV})")
+    p.add_argument("--clicks", type=int, default=0, metavar="N",
+                   help="instead: the click protocol (issue 30) on the held-out labelled volumes of --shared: the 3D "
+                   "box, then N clicks (worst slice, interior of its largest error), trained path and released "
+                   "decoder side by side (medsam_lite.bench.clicks)")
+    p.add_argument("--click-weights", default=None, metavar="PTH",
+                   help="click checkpoint of train-prompts (default: the shipped one)")
 
 
 MEASUREMENTS: Dict[str, Callable[[Any], None]] = {"speed": _add_speed, "inference": _add_inference,
@@ -269,13 +275,15 @@ def run_interactive(args: argparse.Namespace) -> int:
 
     if args.corrections < 0 or args.walk < 1 or (args.threads is not None and args.threads < 1):
         raise InputError("--corrections must be >= 0, --walk and --threads >= 1")
+    if args.clicks:
+        return run_clicks(args)
     if args.volumes:
         cases = [interactive.npz_case(p) for p in args.volumes]
     else:
         cases = interactive.bundled_cases(resources.package_file("examples"))
     shared = cases_shared = None
-    if args.interactive_shared is not None:
-        shared = interactive.training_side_cases(args.interactive_shared)
+    if args.shared is not None:
+        shared = interactive.training_side_cases(Path(args.shared))
         cases_shared = cases + shared
     predictor = Predictor(embedding_cache=args.embedding_cache, threads=args.threads)
     report = interactive.run_benchmark(predictor, cases_shared or cases, DEFAULT_POLICY, args.corrections,
@@ -301,6 +309,28 @@ def run_interactive(args: argparse.Namespace) -> int:
             Path(tmp).write_text(json.dumps(report, indent=1))
         with atomic_path(out / "interactive.md") as tmp:
             Path(tmp).write_text(text)
+    print(text)
+    return 0
+
+
+def run_clicks(args: argparse.Namespace) -> int:
+    """``benchmark --interactive --clicks N``: the held-out click protocol (clicks.json / clicks.md into ``-o``)."""
+    from ..bench import clicks
+    from ..clicks import ClickModel, shipped_click_model
+
+    if args.clicks < 0 or not args.shared:
+        raise InputError("--clicks needs N >= 0 and --shared DIR (the shared data folder)")
+    trained = ClickModel.from_checkpoint(args.click_weights) if args.click_weights else shipped_click_model()
+    if trained is None:
+        raise InputError("no click-trained weights ship with this install: give --click-weights PTH")
+    models = {"trained": trained, "released decoder": ClickModel(trained.released, trained.released, "released")}
+    report = clicks.held_out_report(args.shared, models, args.clicks, args.embedding_cache)
+    text = clicks.markdown(report)
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "clicks.json").write_text(json.dumps(report, indent=1))
+        (out / "clicks.md").write_text(text)
     print(text)
     return 0
 

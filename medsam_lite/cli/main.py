@@ -22,13 +22,14 @@ SUBCOMMANDS = {
     "export": "medsam_lite.cli.export",
     "train-teacher": "medsam_lite.cli.train_teacher",
     "distill": "medsam_lite.cli.distill",
+    "train-prompts": "medsam_lite.cli.train_prompts",
     "campaign": "medsam_lite.cli.campaign",
     "serve": "medsam_lite.cli.serve",
     "gate": "medsam_lite.cli.gate",
 }
 
 EXTRA_OF_COMMAND = {"export": "torch", "benchmark": "torch", "train-teacher": "train", "distill": "train",
-                    "campaign": "train"}
+                    "train-prompts": "train", "campaign": "train"}
 """Subcommands that need an extra as a whole (checked before they run; ``segment``, ``serve``, ``evaluate``
 and ``prep`` run on the base install, their options that need more check it themselves)."""
 
