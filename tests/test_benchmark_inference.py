@@ -10,6 +10,7 @@ from medsam_lite.backends import installed
 
 
 @pytest.mark.skipif(not installed("openvino"), reason="openvino not installed")
+@pytest.mark.slow
 def test_quick_inference_bench_measures_every_config_and_the_baseline(tmp_path: Path) -> None:
     from medsam_lite.bench.inference import DECODE_BATCHES, InferenceBenchConfig, markdown_lines, run_inference_bench
     from medsam_lite.checkpoint import save_checkpoint

@@ -67,6 +67,7 @@ def _log_rows(path: Path) -> List[Dict[str, str]]:
 
 
 # ------------------------------------------------------------------ 1. end to end through the CLI
+@pytest.mark.slow
 def test_teacher_distill_segment_end_to_end(prepped, tmp_path, capsys) -> None:
     teacher_dir = tmp_path / "teacher"
     code, out, err = _run(capsys, "train-teacher", "--data", prepped, "-o", teacher_dir, "--encoder", "swin_t",
@@ -195,6 +196,7 @@ def test_cache_build_resume_reuse_and_mismatch(prepped, built_cache, fast_checkp
 
 
 # ------------------------------------------------------------------ 2. exact resume
+@pytest.mark.slow
 def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     from medsam_lite.distill import DistillConfig, TrainConfig, distill
 
@@ -249,6 +251,7 @@ def test_resume_after_kill_is_exact(prepped, tmp_path, fast_checkpoint, built_ca
     assert [s["resumed_from"] for s in sessions] == [None, {"epoch": 1, "step": 0}, {"epoch": 1, "step": 1}]
 
 
+@pytest.mark.slow
 def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--schedule cosine decays per step and resumes exactly; --time-limit stops at an epoch end and finalises."""
     from medsam_lite.distill import DistillConfig, TrainConfig, distill
@@ -283,6 +286,7 @@ def test_cosine_schedule_resume_and_time_limit(prepped, tmp_path, fast_checkpoin
     assert continued.fit.epochs_done == 3 and len(_log_rows(continued.run_dir / "log.csv")) == 3
 
 
+@pytest.mark.slow
 def test_init_student_warm_start(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--init-student copies the given encoder into the student (lr 0 keeps it: AdamW then changes nothing)."""
     from medsam_lite.distill import DistillConfig, TrainConfig, distill
@@ -350,6 +354,7 @@ def test_mask_boxes_inside_content() -> None:
         assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
 
 
+@pytest.mark.slow
 def test_mask_distillation_term(prepped, tmp_path, fast_checkpoint, built_cache) -> None:
     """--mask-loss-weight adds the decoder-mask term: a higher first-step loss than MSE alone (same data and
     init), deterministic runs, and the prompt encoder / mask decoder still copied unchanged."""
@@ -490,6 +495,7 @@ def test_resume_refuses_pickle_payload(prepped, tmp_path, capsys, fast_checkpoin
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == ["last.pth"]
 
 
+@pytest.mark.slow
 def test_real_sigkill_during_checkpoint_writes_then_resume(prepped, tmp_path, fast_checkpoint) -> None:
     """A real SIGKILL of ``medsam-lite distill`` while it writes checkpoints every step: every file left is
     whole (last.pth loads weights-only), ``--resume`` finishes the run, and no temporary file survives."""

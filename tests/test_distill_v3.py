@@ -301,6 +301,7 @@ def _ddp_vs_single(pack: Path, teacher: str, tmp_path: Path, extra: list) -> Non
     assert float(rows_a["train_loss"]) == pytest.approx(float(rows_b["train_loss"]), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process(pack, tiny_teacher, tmp_path, tiny) -> None:
     """Tiny random teacher: its masks are never object-like, so the mask term adds 0 here (the slow variant
     below runs LiteMedSAM, whose boxes are kept); --mask-fraction 0.5 selects views by key."""
