@@ -6,8 +6,7 @@ import argparse
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    from medsam_lite.distill.options import TrainConfig, add_training_arguments
-    from medsam_lite.distill.prompts import PromptTrainConfig
+    from medsam_lite.distill.options import PromptTrainConfig, TrainConfig, add_training_arguments
 
     d = PromptTrainConfig(data="")
     p = subparsers.add_parser(

@@ -244,3 +244,30 @@ class TeacherConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PromptTrainConfig:
+    """What ``train-prompts`` trains (optimisation settings: a :class:`TrainConfig`).
+
+    Attributes:
+        data: folder of :func:`~medsam_lite.distill.prompt_data.build_prompt_data` (built from ``shared``
+            when it has no ``objects.npz`` yet).
+        shared: the shared data folder (training-side sources only are read; needed to build ``data``).
+        max_clicks: rounds per object drawn uniformly from 1..max_clicks.
+        dense_prob: probability that a round gets the previous logits as its dense prompt.
+        jitter_px / wide_prob / wide_frac: box jitter (:func:`jitter_box`).
+        val_every: every ``val_every``-th slice's objects are the validation set (0: none).
+    """
+
+    data: str
+    shared: str = ""
+    max_clicks: int = 5
+    dense_prob: float = 0.75
+    jitter_px: int = 5
+    wide_prob: float = 0.3
+    wide_frac: float = 0.2
+    val_every: int = 10
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)

@@ -23,7 +23,6 @@ loadable) is the :class:`~medsam_lite.distill.loop.Trainer`'s. The checkpoints' 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -34,39 +33,12 @@ from torch.utils.data import Dataset
 from ..clicks import CLICK_CHECKPOINT_KIND, next_click
 from ..transforms import IMAGE_SIZE, box_from_mask
 from .loop import FitResult, Task, fit
-from .options import TrainConfig
+from .options import PromptTrainConfig, TrainConfig
 from .prompt_data import PromptObjects
 from .runtime import runtime_scope
 from .state import preserved_rng_state
 
 PathLike = Union[str, Path]
-
-
-@dataclass(frozen=True)
-class PromptTrainConfig:
-    """What ``train-prompts`` trains (optimisation settings: a :class:`TrainConfig`).
-
-    Attributes:
-        data: folder of :func:`~medsam_lite.distill.prompt_data.build_prompt_data` (built from ``shared``
-            when it has no ``objects.npz`` yet).
-        shared: the shared data folder (training-side sources only are read; needed to build ``data``).
-        max_clicks: rounds per object drawn uniformly from 1..max_clicks.
-        dense_prob: probability that a round gets the previous logits as its dense prompt.
-        jitter_px / wide_prob / wide_frac: box jitter (:func:`jitter_box`).
-        val_every: every ``val_every``-th slice's objects are the validation set (0: none).
-    """
-
-    data: str
-    shared: str = ""
-    max_clicks: int = 5
-    dense_prob: float = 0.75
-    jitter_px: int = 5
-    wide_prob: float = 0.3
-    wide_frac: float = 0.2
-    val_every: int = 10
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 def jitter_box(mask: np.ndarray, rng: np.random.Generator, opt: PromptTrainConfig) -> np.ndarray:
