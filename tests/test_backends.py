@@ -497,6 +497,7 @@ def test_encoder_stages_compose_to_the_tiny_vit_encoder(repvit) -> None:
 
 
 @needs_openvino
+@pytest.mark.slow
 def test_openvino_mixed_schemes_run_the_planned_stage_precisions(repvit, tmp_path: Path) -> None:
     from medsam_lite.backends.openvino import MIXED_F32_STAGES, OpenVINOBackend
     from medsam_lite.errors import InputError

@@ -200,6 +200,7 @@ def full_cases() -> Dict[str, Tuple[str, np.ndarray, np.ndarray]]:
     return jobs
 
 
+@pytest.mark.slow
 def test_artifact_equals_predictor_on_full_real_cases(tmp_path) -> None:
     """One algorithm: the TorchScript file (loaded without medsam_lite) and the Predictor give identical label
     maps on the whole bundled cases (the fastest registry encoder with random weights; the real weights on

@@ -78,8 +78,19 @@ def run_runtime(runtime: str, model: MedSAMLite, jobs, tmp_path: Path) -> Dict[s
     return run_predictor(Predictor(backend=make_backend(model, runtime, "fp32", cache_dir=tmp_path / "cache")), jobs)
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+FAST_ON_EVERY_RUNTIME = ("tiny_vit", "repvit_m0_6")
+"""Encoders the default suite runs on every runtime (the teacher's family, the shipped student); every other
+encoder runs on ONNX Runtime there and on every runtime under ``-m slow`` (each conversion costs 10-25 s on 2 cores)."""
+
+
+def _encoder_runtime_params():
+    for encoder in sorted(ENCODERS):
+        for runtime in RUNTIMES:
+            fast = encoder in FAST_ON_EVERY_RUNTIME or runtime in ("torch", "onnxruntime")
+            yield pytest.param(encoder, runtime, marks=() if fast else pytest.mark.slow, id=f"{encoder}-{runtime}")
+
+
+@pytest.mark.parametrize("encoder, runtime", list(_encoder_runtime_params()))
 def test_every_encoder_on_every_backend(encoder: str, runtime: str, jobs, tmp_path: Path) -> None:
     model = random_model(encoder)
     reference = eager(model, jobs)
